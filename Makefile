@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`. Both create the environment when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test index lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: this pin is a CPU build; left to the resolver, pip would pull a multi-GB CUDA build.
+	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+index: $(VENV)/.installed
+	$(BIN)/tqa index corpus --index index
+
+run: index
+	$(BIN)/tqa serve --index index --host 127.0.0.1 --port 7860
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+	$(BIN)/ruff check src tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) index/CURRENT index/g-* index/.tmp-* index/.lock

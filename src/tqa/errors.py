@@ -1,0 +1,42 @@
+"""One exception hierarchy. Every message says what happened and what to do about it.
+
+The CLI prints ``str(error)`` on one line and exits 1; the web app shows it in the page.
+"""
+
+from __future__ import annotations
+
+
+class TqaError(Exception):
+    """Base error; the message tells the user what to do."""
+
+
+class CorpusError(TqaError):
+    """The corpus folder cannot be read."""
+
+
+class IndexNotFound(TqaError):
+    """There is no index where one was expected."""
+
+
+class IndexMismatch(TqaError):
+    """The index was built with other settings (model, chunking) than the ones requested."""
+
+
+class IndexCorrupt(TqaError):
+    """An index artifact is missing, truncated or fails its checksum."""
+
+
+class IndexBusy(TqaError):
+    """Another process is writing the index."""
+
+
+class BadQuestion(TqaError):
+    """The question cannot be answered as asked (empty, not text)."""
+
+
+class ModelError(TqaError):
+    """The embedding model cannot be loaded."""
+
+
+class EvalError(TqaError):
+    """An evaluation set is malformed (for example evidence that is not in the corpus)."""
