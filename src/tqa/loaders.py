@@ -1,0 +1,596 @@
+"""Find documents in a corpus folder and turn their bytes into text with stable character offsets.
+
+Every offset the tool cites points into ``Document.text``, so the rules here are strict: plain text and
+markdown are kept byte-for-byte (after decoding, BOM removal and NFC), HTML is reduced to readable text with
+headings recorded as spans, and PDF text is joined page by page with each page's start offset recorded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import hashlib
+import io
+import logging
+import os
+import re
+import stat
+import unicodedata
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from tqa.errors import CorpusError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SUPPORTED",
+    "Document",
+    "Heading",
+    "SkipFile",
+    "Skipped",
+    "discover",
+    "extract",
+    "load_file",
+]
+
+SUPPORTED = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+# Share of control characters (other than \t \n \r \f) above which decoded text is treated as binary.
+_MAX_CONTROL_SHARE = 0.10
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data types
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    start: int  # offsets into Document.text of the heading's own text (no markup)
+    end: int
+    level: int  # 1..6
+
+    def to_dict(self) -> dict[str, int]:
+        return {"start": self.start, "end": self.end, "level": self.level}
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # path relative to the corpus root, POSIX separators
+    text: str  # extracted text, unicode NFC
+    format: str  # "txt" | "md" | "html" | "pdf"
+    sha256: str  # hex sha256 of the file's raw bytes
+    pages: tuple[int, ...] = ()  # PDF only: pages[i] = offset in text where page i+1 starts
+    headings: tuple[Heading, ...] = ()  # HTML only
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "text": self.text,
+            "format": self.format,
+            "sha256": self.sha256,
+            "pages": list(self.pages),
+            "headings": [h.to_dict() for h in self.headings],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Document:
+        """Inverse of to_dict()."""
+        return cls(
+            source=d["source"],
+            text=d["text"],
+            format=d["format"],
+            sha256=d["sha256"],
+            pages=tuple(d.get("pages", ())),
+            headings=tuple(Heading(h["start"], h["end"], h["level"]) for h in d.get("headings", ())),
+            warnings=tuple(d.get("warnings", ())),
+        )
+
+    def page_at(self, offset: int) -> int | None:
+        """1-based page containing ``offset`` (PDF only). The separator after a page belongs to that page.
+
+        Returns None for non-PDF documents and for offsets outside ``0..len(text)``.
+        """
+        if not self.pages or offset < 0 or offset > len(self.text):
+            return None
+        return bisect.bisect_right(self.pages, offset)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str  # relative POSIX path
+    reason: str  # short human reason
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+class SkipFile(Exception):
+    """Raised by extract()/load_file() when a file yields no usable text; the message is the reason."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Discovery
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _size_text(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f}".removesuffix(".0") + " KB"
+    return f"{n} bytes"
+
+
+def _unsupported(name: str) -> str:
+    ext = PurePosixPath(name).suffix.lower()
+    return f"unsupported file type {ext}" if ext else "unsupported file type (no extension)"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def discover(
+    root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[list[tuple[str, Path]], list[Skipped]]:
+    """Walk ``root`` recursively and sort its files into candidates and skipped ones.
+
+    Returns ``(candidates, skipped)``: candidates are ``(relative posix path, absolute Path)`` for files
+    with a supported extension (case-insensitive), sorted by relative path; ``skipped`` lists every other
+    file with a reason, also sorted. Hidden files and folders (name starting with '.') are ignored silently.
+
+    Symlinks are resolved: one pointing outside ``root`` is skipped; one pointing inside is followed, unless
+    its target is already part of the corpus through another path (then it is listed as a duplicate, which
+    also ends symlink cycles). Real paths are always preferred over paths through symlinks.
+    Raises CorpusError if ``root`` is missing, not a folder, or unreadable.
+    """
+    root_path = Path(root)
+    if not root_path.exists():
+        raise CorpusError(
+            f"Corpus folder '{root}' does not exist. Pass the folder of your documents: tqa index PATH"
+        )
+    if not root_path.is_dir():
+        raise CorpusError(
+            f"'{root}' is not a folder. Put your documents in a folder and pass that folder: tqa index PATH"
+        )
+    root_abs = root_path.absolute()
+    root_real = root_path.resolve()
+    try:
+        with os.scandir(root_abs):
+            pass
+    except OSError as e:
+        raise CorpusError(
+            f"Cannot read corpus folder '{root}': {e.strerror or e}. Check its permissions and try again."
+        ) from e
+
+    candidates: list[tuple[str, Path]] = []
+    skipped: list[Skipped] = []
+    seen_files: dict[Path, str] = {}  # real path -> relative path it was included under
+    seen_dirs: dict[Path, str] = {root_real: "."}
+    links: deque[tuple[str, Path]] = deque()  # symlinks found, handled after the real tree
+
+    def add_file(rel: str, path: Path, real: Path, st: os.stat_result) -> None:
+        if real in seen_files:
+            skipped.append(Skipped(rel, f"same file as {seen_files[real]} (via symlink)"))
+        elif not stat.S_ISREG(st.st_mode):
+            skipped.append(Skipped(rel, "not a regular file"))
+        elif PurePosixPath(rel).suffix.lower() not in SUPPORTED:
+            skipped.append(Skipped(rel, _unsupported(rel)))
+        elif st.st_size > max_bytes:
+            skipped.append(Skipped(rel, f"larger than {_size_text(max_bytes)}"))
+        else:
+            seen_files[real] = rel
+            candidates.append((rel, path))
+
+    def walk(rel_dir: str, dir_path: Path) -> None:
+        # Breadth-first over real subfolders; symlinks are queued so real paths win over linked ones.
+        pending = deque([(rel_dir, dir_path)])
+        while pending:
+            rel_here, here = pending.popleft()
+            try:
+                with os.scandir(here) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as e:
+                skipped.append(Skipped(rel_here, f"unreadable: {e.strerror or e}"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                rel = entry.name if rel_here == "." else f"{rel_here}/{entry.name}"
+                path = here / entry.name
+                try:
+                    if entry.is_symlink():
+                        links.append((rel, path))
+                    elif entry.is_dir(follow_symlinks=False):
+                        real = path.resolve()
+                        if real in seen_dirs:  # reachable only below a followed symlink
+                            skipped.append(Skipped(rel, f"same folder as {seen_dirs[real]} (via symlink)"))
+                        else:
+                            seen_dirs[real] = rel
+                            pending.append((rel, path))
+                    else:
+                        add_file(rel, path, path.resolve(), entry.stat(follow_symlinks=False))
+                except OSError as e:
+                    skipped.append(Skipped(rel, f"unreadable: {e.strerror or e}"))
+
+    walk(".", root_abs)
+    while links:
+        rel, path = links.popleft()
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # broken link, or a loop of links resolving to nothing
+            skipped.append(Skipped(rel, "broken symlink"))
+            continue
+        if not _inside(real, root_real):
+            skipped.append(Skipped(rel, "symlink points outside the corpus"))
+            continue
+        try:
+            st = real.stat()
+        except OSError as e:
+            skipped.append(Skipped(rel, f"unreadable: {e.strerror or e}"))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            add_file(rel, path, real, st)
+        elif real in seen_dirs:  # also what ends symlink cycles
+            skipped.append(Skipped(rel, f"same folder as {seen_dirs[real]} (via symlink)"))
+        else:
+            seen_dirs[real] = rel
+            walk(rel, path)
+
+    candidates.sort(key=lambda c: c[0])
+    skipped.sort(key=lambda s: s.path)
+    return candidates, skipped
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------------------
+
+# UTF-32 BOMs first: the UTF-32 LE BOM starts with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_CONTROL_CHARS = "".join(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r\f")
+_DELETE_CONTROLS = str.maketrans("", "", _CONTROL_CHARS)
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def _nfc(text: str) -> str:
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def _meta_charset(data: bytes) -> str | None:
+    """Codec name declared by a <meta charset> / http-equiv tag near the top of an HTML file, if usable."""
+    m = _META_CHARSET.search(data[:4096])
+    if not m:
+        return None
+    try:
+        name = codecs.lookup(m.group(1).decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None
+    if name in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32"):
+        return None  # already tried / impossible without a BOM
+    if name in ("latin-1", "iso8859-1", "ascii"):
+        return "cp1252"  # as browsers do (WHATWG encoding standard)
+    return name
+
+
+def _decode(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
+    """Decode text bytes: BOM, then strict UTF-8, then <meta charset> (HTML), cp1252, latin-1."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec), []
+            except UnicodeDecodeError as e:
+                raise SkipFile(f"could not decode text (invalid {codec.upper()})") from e
+    if b"\x00" in data:
+        raise SkipFile("binary content")
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    declared = _meta_charset(data) if html else None
+    if declared and declared != "cp1252":
+        try:
+            note = f"decoded as {declared} (declared in <meta charset>; not valid UTF-8)"
+            return data.decode(declared), [note]
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("cp1252"), ["decoded as cp1252 (not valid UTF-8)"]
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), ["decoded as latin-1 (not valid UTF-8)"]
+
+
+def _decode_checked(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
+    text, notes = _decode(data, html=html)
+    if not text.strip():
+        raise SkipFile("empty file")
+    controls = len(text) - len(text.translate(_DELETE_CONTROLS))
+    if controls > _MAX_CONTROL_SHARE * len(text):
+        raise SkipFile("binary content")
+    return text, notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HTML
+# ----------------------------------------------------------------------------------------------------------
+
+_HTML_WS = " \t\n\r\f"  # HTML whitespace; deliberately excludes U+00A0 (&nbsp;)
+_HTML_WS_RUN = re.compile(r"[ \t\n\r\f]+")
+# Elements whose content is not readable text. <title> is listed so it is dropped even without a <head>.
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "title"})
+# Elements that may appear in <head>; any other start tag closes an unterminated <head>, as browsers do.
+_HEAD_TAGS = frozenset({"title", "meta", "link", "base", "style", "script", "noscript", "template"})
+_PARAGRAPH_TAGS = frozenset(
+    {
+        "p", "div", "section", "article", "blockquote", "pre", "table", "header", "footer", "nav", "hr",
+        "main", "aside", "figure", "figcaption", "address", "dl", "form", "fieldset", "details", "summary",
+        "caption", "body", "h1", "h2", "h3", "h4", "h5", "h6",
+    }
+)  # fmt: skip
+_LINE_TAGS = frozenset({"li", "tr", "dt", "dd"})
+_LIST_TAGS = frozenset({"ul", "ol"})
+_HEADING_LEVELS = {f"h{i}": i for i in range(1, 7)}
+
+
+class _HTMLText(HTMLParser):
+    """Collects readable text. Breaks and spaces are kept pending and only written before the next text,
+    so nothing ever has to be removed from the output and recorded offsets stay valid."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.length = 0
+        self.pending_break = 0  # newlines to write before the next text (0, 1 or 2)
+        self.pending_ws = ""  # whitespace to write before the next text if no break is pending
+        self.skip: list[str] = []  # open elements whose content is dropped
+        self.pre_depth = 0
+        self.pre_fresh = False  # right after <pre>: a leading newline is dropped
+        self.list_depth = 0
+        self.open_headings: list[list[Any]] = []  # [tag, level, start or None]
+        self.headings: list[Heading] = []
+
+    def _break(self, n: int) -> None:
+        self.pending_break = max(self.pending_break, n)
+        self.pending_ws = ""
+
+    def _write(self, s: str) -> None:
+        if self.length:
+            sep = "\n" * self.pending_break if self.pending_break else self.pending_ws
+            if sep:
+                self.parts.append(sep)
+                self.length += len(sep)
+        for h in self.open_headings:
+            if h[2] is None:
+                h[2] = self.length
+        self.parts.append(s)
+        self.length += len(s)
+        self.pending_break = 0
+        self.pending_ws = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.skip:
+            if self.skip[-1] == "head" and tag not in _HEAD_TAGS:
+                self.skip.pop()  # implicit </head>
+            else:
+                if tag in _SKIP_TAGS:
+                    self.skip.append(tag)
+                return
+        if tag in _SKIP_TAGS:
+            self.skip.append(tag)
+        elif tag == "br":
+            self.pending_break = min(self.pending_break + 1, 2)
+            self.pending_ws = ""
+        elif tag in _LIST_TAGS:
+            self._break(1 if self.list_depth else 2)
+            self.list_depth += 1
+        elif tag in ("td", "th"):
+            self.pending_ws = " "
+        elif tag in _LINE_TAGS:
+            self._break(1)
+        elif tag in _PARAGRAPH_TAGS:
+            self._break(2)
+            if tag == "pre":
+                self.pre_depth += 1
+                self.pre_fresh = True
+            elif tag in _HEADING_LEVELS:
+                self.open_headings.append([tag, _HEADING_LEVELS[tag], None])
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.skip:
+            if tag in self.skip:
+                while self.skip.pop() != tag:
+                    pass
+            return
+        if tag in _HEADING_LEVELS:
+            for i in range(len(self.open_headings) - 1, -1, -1):
+                if self.open_headings[i][0] == tag:
+                    _, level, start = self.open_headings.pop(i)
+                    if start is not None and self.length > start:
+                        self.headings.append(Heading(start, self.length, level))
+                    break
+        if tag in _LIST_TAGS:
+            self.list_depth = max(self.list_depth - 1, 0)
+            self._break(1 if self.list_depth else 2)
+        elif tag in ("td", "th"):
+            self.pending_ws = " "
+        elif tag in _LINE_TAGS:
+            self._break(1)
+        elif tag in _PARAGRAPH_TAGS:
+            if tag == "pre":
+                self.pre_depth = max(self.pre_depth - 1, 0)
+            self._break(2)
+
+    def handle_data(self, data: str) -> None:
+        if self.skip or not data:
+            return
+        data = _nfc(data)
+        if self.pre_depth:
+            data = data.replace("\r\n", "\n").replace("\r", "\n")
+            if self.pre_fresh:
+                data = data.removeprefix("\n")
+                self.pre_fresh = False
+            body = data.rstrip(_HTML_WS)  # leading indentation is kept, trailing whitespace held back
+            if body:
+                self._write(body)  # preceded by the pending break, or by held-back whitespace
+                self.pending_ws = data[len(body) :]
+            elif not self.pending_break:
+                self.pending_ws += data
+            return
+        collapsed = _HTML_WS_RUN.sub(" ", data)
+        core = collapsed.strip(" ")
+        if collapsed.startswith(" ") and not self.pending_break:
+            self.pending_ws = " "
+        if core:
+            self._write(core)
+            if collapsed.endswith(" "):
+                self.pending_ws = " "
+
+
+def _extract_html(data: bytes) -> tuple[str, tuple[Heading, ...], list[str]]:
+    raw, notes = _decode_checked(data, html=True)
+    parser = _HTMLText()
+    try:
+        parser.feed(raw)
+        parser.close()
+    except Exception as e:  # html.parser is lenient, but never let a parser bug abort indexing
+        raise SkipFile(f"could not parse HTML: {e}") from e
+    text = "".join(parser.parts)
+    spans = [(h.start, h.end, h.level) for h in sorted(parser.headings, key=lambda h: h.start)]
+
+    # Chunks are NFC already; composition across chunk boundaries is possible, so check the whole.
+    if not unicodedata.is_normalized("NFC", text):
+        spans = [(len(_nfc(text[:start])), len(_nfc(text[:end])), lv) for start, end, lv in spans]
+        text = unicodedata.normalize("NFC", text)
+    stripped = text.strip()
+    lead = len(text) - len(text.lstrip())
+    headings = []
+    for start, end, lv in spans:
+        start, end = max(start - lead, 0), min(end - lead, len(stripped))
+        if end > start:
+            headings.append(Heading(start, end, lv))
+    return stripped, tuple(headings), notes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PDF
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+    return msg if len(msg) <= 120 else msg[:117] + "..."
+
+
+def _extract_pdf(data: bytes) -> tuple[str, tuple[int, ...]]:
+    logger = logging.getLogger("pypdf")
+    old_level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                from pypdf import PasswordType, PdfReader
+            except ImportError as e:
+                raise SkipFile("PDF support needs pypdf (pip install pypdf)") from e
+            try:
+                reader = PdfReader(io.BytesIO(data))
+                if reader.is_encrypted:
+                    try:
+                        opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED
+                    except Exception as e:  # e.g. AES without the optional crypto dependency
+                        raise SkipFile(f"encrypted PDF could not be opened ({_short(e)})") from e
+                    if not opened:
+                        raise SkipFile("encrypted PDF (needs a password)")
+                texts = [_nfc(page.extract_text() or "").rstrip() for page in reader.pages]
+            except SkipFile:
+                raise
+            except Exception as e:  # pypdf raises many types on damaged files; none may escape
+                raise SkipFile(f"could not read PDF: {_short(e)}") from e
+    finally:
+        logger.setLevel(old_level)
+
+    if not any(t.strip() for t in texts):
+        raise SkipFile("PDF has no extractable text (scanned? run OCR first)")
+    pages: list[int] = []
+    offset = 0
+    for t in texts:
+        pages.append(offset)
+        offset += len(t) + 2  # "\n\n" separator
+    return "\n\n".join(texts), tuple(pages)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------------------
+
+
+def extract(source: str, data: bytes) -> Document:
+    """Turn a file's raw bytes into a Document by the extension of ``source``; raises SkipFile(reason)."""
+    ext = PurePosixPath(source).suffix.lower()
+    fmt = SUPPORTED.get(ext)
+    if fmt is None:
+        raise SkipFile(_unsupported(source))
+    if not data:
+        raise SkipFile("empty file")
+    digest = hashlib.sha256(data).hexdigest()
+
+    if fmt == "pdf":
+        text, pages = _extract_pdf(data)
+        return Document(source, text, fmt, digest, pages=pages)
+    if fmt == "html":
+        text, headings, notes = _extract_html(data)
+        if not text:
+            raise SkipFile("HTML has no readable text")
+        return Document(source, text, fmt, digest, headings=headings, warnings=tuple(notes))
+    text, notes = _decode_checked(data)
+    return Document(source, _nfc(text), fmt, digest, warnings=tuple(notes))
+
+
+def load_file(path: str | Path, root: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Document:
+    """Read and extract one file under ``root``; raises SkipFile.
+
+    A relative ``path`` that does not exist as given is taken relative to ``root``.
+    """
+    root_abs = Path(root).absolute()
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = root_abs / p
+    p = p.absolute()
+    rel = os.path.relpath(p, root_abs)
+    if rel == ".." or rel.startswith(".." + os.sep):
+        raise SkipFile(f"not inside the corpus folder {root}")
+    source = PurePosixPath(*Path(rel).parts).as_posix()
+    try:
+        if max_bytes is not None and p.stat().st_size > max_bytes:
+            raise SkipFile(f"larger than {_size_text(max_bytes)}")
+        data = p.read_bytes()
+    except OSError as e:
+        raise SkipFile(f"unreadable: {e.strerror or e}") from e
+    return extract(source, data)
