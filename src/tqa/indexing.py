@@ -1,0 +1,278 @@
+"""Building and updating an index: discover, extract, chunk, embed what changed, publish atomically.
+
+Kept apart from ``store.py`` (which only knows how an index sits on disk) because it orchestrates every stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunking import Chunk, Chunker
+from .config import DEFAULT_MODEL, ChunkSettings, Settings
+from .embedding import Embedder, load_embedder
+from .errors import CorpusError, IndexCorrupt, IndexMismatch
+from .loaders import Document, SkipFile, Skipped, discover, extract
+from .store import FaissVectors, KeywordIndex, current_generation, load_index, publish, write_lock
+
+log = logging.getLogger("tqa")
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class IndexSummary:
+    index_dir: str
+    files_added: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+    files_unchanged: list[str] = field(default_factory=list)
+    files_renamed: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    published: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """A human summary, one fact a line."""
+        out = [
+            f"index: {self.index_dir} ({'updated' if self.published else 'already up to date'})",
+            f"files: {len(self.files_added)} added, {len(self.files_changed)} changed, "
+            f"{len(self.files_removed)} removed, {len(self.files_unchanged)} unchanged"
+            + (f", {len(self.files_renamed)} renamed" if self.files_renamed else ""),
+            f"chunks: {self.chunks_total} in the index, {self.chunks_embedded} embedded now ({self.seconds:.1f} s)",
+        ]
+        for w in self.warnings:
+            out.append(f"warning: {w['path']}: {w['warning']}")
+        for s in self.skipped:
+            out.append(f"skipped: {s['path']}: {s['reason']}")
+        return out
+
+
+def _previous(index_dir: Path, rebuild: bool) -> tuple[dict[str, Any] | None, list[Chunk], np.ndarray | None]:
+    if rebuild or current_generation(index_dir) is None:
+        return None, [], None
+    try:
+        data = load_index(index_dir)
+    except IndexCorrupt as exc:
+        raise IndexCorrupt(f"{exc} (The existing index is damaged; --rebuild replaces it.)") from None
+    return data.manifest, data.chunks, data.vectors.vectors()
+
+
+def build_index(
+    corpus: str | Path = "corpus",
+    index: str | Path = "index",
+    *,
+    model: str | None = None,
+    chunking: ChunkSettings | None = None,
+    rebuild: bool = False,
+    embedder: Embedder | None = None,
+    settings: Settings | None = None,
+    progress: bool | None = None,
+    on_progress: Progress | None = None,
+) -> IndexSummary:
+    """Index ``corpus`` into ``index``, embedding only what changed since the last run.
+
+    ``model`` and ``chunking`` default to what the existing index was built with (or the defaults for a new
+    one); asking for different ones without ``rebuild`` raises ``IndexMismatch``.
+    """
+    t0 = time.perf_counter()
+    settings = settings or Settings.from_env()
+    corpus, index_dir = Path(corpus), Path(index)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    summary = IndexSummary(index_dir=str(index_dir))
+    candidates, skipped = discover(corpus, max_bytes=settings.max_file_bytes)
+
+    with write_lock(index_dir):
+        old_manifest, old_chunks, old_vectors = _previous(index_dir, rebuild)
+        if embedder is not None:
+            model_name = embedder.name
+        else:
+            model_name = model or (old_manifest["model"]["name"] if old_manifest else None) or settings.model
+        chunk_settings = chunking or (
+            ChunkSettings(**old_manifest["chunking"]) if old_manifest else settings.chunking
+        )
+        if old_manifest:
+            _check_compatible(old_manifest, model_name, chunk_settings, index_dir)
+
+        # What the previous index holds, by content hash (identity) and by path.
+        old_files: dict[str, dict[str, Any]] = old_manifest["files"] if old_manifest else {}
+        rows_by_source: dict[str, list[int]] = {}
+        for i, c in enumerate(old_chunks):
+            rows_by_source.setdefault(c.source, []).append(i)
+        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items()}
+
+        new_files: dict[str, dict[str, Any]] = {}
+        plan: list[tuple[str, list[Chunk] | None, list[int] | None]] = []  # (source, new chunks, reused rows)
+        documents: dict[str, Document | None] = {}
+        seen_hashes: dict[str, str] = {}
+        chunker = Chunker(chunk_settings)
+        for n, (source, path) in enumerate(candidates):
+            if on_progress:
+                on_progress("reading", n, len(candidates))
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
+                continue
+            import hashlib
+
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in seen_hashes:
+                skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
+                continue
+            seen_hashes[digest] = source
+            old_src = source if old_files.get(source, {}).get("sha256") == digest else source_by_hash.get(digest)
+            if old_src is not None and old_src in old_files:
+                rows = rows_by_source.get(old_src, [])
+                meta = dict(old_files[old_src])
+                new_files[source] = meta
+                plan.append((source, None, rows))
+                documents[source] = None  # text is copied from the previous generation
+                if old_src == source:
+                    summary.files_unchanged.append(source)
+                else:
+                    summary.files_renamed.append({"from": old_src, "to": source})
+                continue
+            try:
+                doc = extract(source, data)
+            except SkipFile as exc:
+                skipped.append(Skipped(source, str(exc)))
+                continue
+            chunks = chunker.chunk(doc)
+            if not chunks:
+                skipped.append(Skipped(source, "no text to index"))
+                continue
+            for w in doc.warnings:
+                summary.warnings.append({"path": source, "warning": w})
+            new_files[source] = {
+                "sha256": digest,
+                "bytes": len(data),
+                "format": doc.format,
+                "chars": len(doc.text),
+                "chunks": len(chunks),
+                "pages": len(doc.pages) or None,
+                "warnings": list(doc.warnings),
+            }
+            plan.append((source, chunks, None))
+            documents[source] = doc
+            (summary.files_changed if source in old_files else summary.files_added).append(source)
+
+        renamed_from = {r["from"] for r in summary.files_renamed}
+        summary.files_removed = sorted(s for s in old_files if s not in new_files and s not in renamed_from)
+        summary.skipped = [s.to_dict() for s in skipped]
+
+        if not new_files:
+            raise CorpusError(
+                f"No documents to index in {corpus}/ (supported: .txt .md .html .pdf). "
+                + (f"{len(skipped)} file(s) skipped, for example {skipped[0].path}: {skipped[0].reason}."
+                   if skipped else "The folder is empty.")
+            )
+
+        changed = bool(summary.files_added or summary.files_changed or summary.files_removed or summary.files_renamed)
+        if old_manifest and not changed and not rebuild and old_manifest.get("skipped") == summary.skipped:
+            summary.chunks_total = len(old_chunks)
+            summary.seconds = time.perf_counter() - t0
+            return summary
+
+        # Embed the new chunks, all files in one batched pass.
+        emb = embedder or load_embedder(model_name)
+        fresh = [c for _, chunks, _ in plan if chunks for c in chunks]
+        fresh_vectors = emb.encode([c.search_text for c in fresh], batch_size=settings.batch_size, progress=progress)
+        summary.chunks_embedded = len(fresh)
+
+        all_chunks: list[Chunk] = []
+        parts: list[np.ndarray] = []
+        cursor = 0
+        for source, chunks, rows in plan:
+            if chunks is not None:
+                all_chunks.extend(chunks)
+                parts.append(fresh_vectors[cursor:cursor + len(chunks)])
+                cursor += len(chunks)
+            else:
+                assert rows is not None and old_vectors is not None
+                all_chunks.extend(_relabel(old_chunks[r], source) for r in rows)
+                parts.append(old_vectors[rows])
+        matrix = np.vstack(parts) if parts else np.zeros((0, emb.dim), dtype=np.float32)
+
+        vectors = FaissVectors.build(matrix, emb.dim)
+        keywords = KeywordIndex.build([c.search_text for c in all_chunks])
+        from .retrieval import calibrate
+
+        calibration = calibrate(emb, vectors)
+        manifest = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "corpus": str(corpus.resolve()),
+            "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
+            "chunking": chunk_settings.to_dict(),
+            "vector_index": {"type": "faiss.IndexFlatIP", "metric": "cosine"},
+            "files": new_files,
+            "skipped": summary.skipped,
+            "counts": {"files": len(new_files), "chunks": len(all_chunks)},
+            "calibration": calibration,
+        }
+        old_texts = _old_texts(index_dir) if any(d is None for d in documents.values()) else {}
+        renames = {r["to"]: r["from"] for r in summary.files_renamed}
+
+        def texts() -> Any:
+            for source, doc in documents.items():
+                yield source, doc.text if doc is not None else old_texts[renames.get(source, source)]
+
+        publish(index_dir, manifest, all_chunks, vectors, keywords, texts())
+        summary.published = True
+        summary.chunks_total = len(all_chunks)
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+
+def _relabel(chunk: Chunk, source: str) -> Chunk:
+    if chunk.source == source:
+        return chunk
+    from dataclasses import replace
+
+    return replace(chunk, source=source)
+
+
+def _old_texts(index_dir: Path) -> dict[str, str]:
+    import json
+
+    from .store import DOCUMENTS
+
+    gen = current_generation(index_dir)
+    assert gen is not None
+    out = {}
+    with open(gen / DOCUMENTS, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            out[row["source"]] = row["text"]
+    return out
+
+
+def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSettings, index_dir: Path) -> None:
+    built_model = manifest["model"]["name"]
+    if built_model != model:
+        raise IndexMismatch(
+            f"The index at {index_dir}/ was built with model {built_model!r}, not {model!r}. "
+            f"Run `tqa index --rebuild --model {model}` to rebuild it, or drop --model."
+        )
+    built = manifest.get("chunking", {})
+    if built != chunking.to_dict():
+        raise IndexMismatch(
+            f"The index at {index_dir}/ was built with chunking {built}, not {chunking.to_dict()}. "
+            "Run `tqa index --rebuild` to rebuild it with the new settings."
+        )
+
+
+__all__ = ["IndexSummary", "build_index", "DEFAULT_MODEL"]

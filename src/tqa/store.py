@@ -1,0 +1,449 @@
+"""The on-disk index: one folder, published atomically, checked when loaded.
+
+Layout of an index folder::
+
+    index/
+      CURRENT               name of the live generation (replaced atomically with os.replace)
+      .lock                 held while a build writes
+      g-<id>/               one complete generation
+        manifest.json       format and tqa versions, model, chunking, files (hashes), counts, checksums
+        vectors.faiss       FAISS index; row i is chunk i
+        chunks.jsonl        the chunk table, one JSON object per row
+        documents.jsonl     the extracted text of every document (for context views and offset checks)
+        bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
+
+A build writes a new generation folder completely, fsyncs it, then points CURRENT at it. A reader follows
+CURRENT once, so it sees the old complete index or the new one, never a mix. The previous generation is kept
+until the next publish so a reader that just followed CURRENT can finish loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .chunking import Chunk
+from .errors import IndexBusy, IndexCorrupt, IndexNotFound, TqaError
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+LOCK = ".lock"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.faiss"
+CHUNKS = "chunks.jsonl"
+DOCUMENTS = "documents.jsonl"
+BM25_DIR = "bm25"
+REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    for d in sorted({p.parent for p in path.rglob("*")} | {path}):
+        _fsync_dir(d)
+
+
+# ---------------------------------------------------------------- vector index (FAISS behind a small interface)
+
+
+class FaissVectors:
+    """Exact inner-product search over normalised vectors (cosine similarity)."""
+
+    def __init__(self, index: Any):
+        self._index = index
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, dim: int) -> FaissVectors:
+        import faiss
+
+        index = faiss.IndexFlatIP(dim)
+        if len(vectors):
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return cls(index)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows.
+
+        FAISS pads a short result with row -1 (which in Python would index the last chunk): it is removed.
+        """
+        k = min(k, self.ntotal if allowed is None else len(allowed))
+        if k <= 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        if allowed is None:
+            scores, rows = self._index.search(q, k)
+        else:
+            import faiss
+
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            scores, rows = self._index.search(q, k, params=faiss.SearchParameters(sel=selector))
+        keep = rows[0] >= 0
+        return scores[0][keep], rows[0][keep]
+
+    def vectors(self) -> np.ndarray:
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_n(0, self.ntotal)
+
+    def save(self, path: Path) -> None:
+        import faiss
+
+        faiss.write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> FaissVectors:
+        import faiss
+
+        try:
+            return cls(faiss.read_index(str(path)))
+        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
+            raise IndexCorrupt(
+                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
+            ) from None
+
+
+# ---------------------------------------------------------------- keyword index (bm25s)
+
+
+class KeywordIndex:
+    """BM25 over the chunks' search text: English stopwords, Snowball stemming."""
+
+    def __init__(self, bm25: Any):
+        self._bm25 = bm25
+
+    @staticmethod
+    def analyze(text: str) -> list[str]:
+        return _analyzer()(text)
+
+    @classmethod
+    def build(cls, texts: list[str]) -> KeywordIndex:
+        import bm25s
+
+        tokens = [cls.analyze(t) or ["\u2205"] for t in texts]  # bm25s wants a token in every document
+        bm25 = bm25s.BM25()
+        if tokens:
+            bm25.index(tokens, show_progress=False)
+        return cls(bm25)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) with a positive BM25 score, optionally only among ``allowed`` rows."""
+        vocab = getattr(self._bm25, "vocab_dict", None) or {}
+        terms = [t for t in self.analyze(query) if t in vocab]
+        if not terms or k <= 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        scores = self._bm25.get_scores(terms)
+        if allowed is not None:
+            mask = np.zeros(len(scores), dtype=bool)
+            mask[allowed] = True
+            scores = np.where(mask, scores, 0.0)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[scores[top] > 0]
+        return scores[top].astype(np.float32), top.astype(np.int64)
+
+    def idf(self, term: str) -> float:
+        """Inverse document frequency of an analysed term (0 when unknown), for the highlighter."""
+        return _idf_table(self._bm25).get(term, 0.0)
+
+    def save(self, path: Path) -> None:
+        self._bm25.save(str(path), show_progress=False)
+
+    @classmethod
+    def load(cls, path: Path) -> KeywordIndex:
+        import bm25s
+
+        try:
+            return cls(bm25s.BM25.load(str(path), show_progress=False))
+        except Exception as exc:
+            raise IndexCorrupt(
+                f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
+            ) from None
+
+
+_ANALYZER: Any = None
+_IDF_CACHE: dict[int, dict[str, float]] = {}
+
+
+def _analyzer() -> Any:
+    global _ANALYZER
+    if _ANALYZER is None:
+        import re
+
+        import Stemmer
+        from bm25s.stopwords import STOPWORDS_EN
+
+        stem = Stemmer.Stemmer("english").stemWord
+        stop = frozenset(STOPWORDS_EN)
+        split = re.compile(r"(?u)\b\w\w+\b").findall
+
+        def analyze(text: str) -> list[str]:
+            return [stem(w) for w in split(text.lower()) if w not in stop]
+
+        _ANALYZER = analyze
+    return _ANALYZER
+
+
+def _idf_table(bm25: Any) -> dict[str, float]:
+    key = id(bm25)
+    if key not in _IDF_CACHE:
+        indptr = np.asarray(bm25.scores["indptr"])
+        df = np.diff(indptr)
+        n = max(int(bm25.scores["num_docs"]), 1)
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        _IDF_CACHE[key] = {t: float(idf[i]) for t, i in bm25.vocab_dict.items() if i < len(idf)}
+    return _IDF_CACHE[key]
+
+
+# ---------------------------------------------------------------- the index as a whole
+
+
+@dataclass
+class IndexData:
+    """Everything a reader needs, loaded from one generation."""
+
+    path: Path  # the generation folder
+    manifest: dict[str, Any]
+    chunks: list[Chunk]
+    vectors: FaissVectors
+    keywords: KeywordIndex
+
+    def document_text(self, source: str) -> str | None:
+        """The extracted text of one document, read from the index (not the corpus)."""
+        with open(self.path / DOCUMENTS, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row["source"] == source:
+                    return str(row["text"])
+        return None
+
+
+def current_generation(index_dir: str | Path) -> Path | None:
+    root = Path(index_dir)
+    try:
+        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IndexCorrupt(f"Cannot read {root / CURRENT}: {exc.strerror}. {REBUILD_HINT}") from None
+    if not name or "/" in name or name.startswith("."):
+        raise IndexCorrupt(f"{root / CURRENT} does not name an index generation. {REBUILD_HINT}")
+    return root / name
+
+
+def read_manifest(index_dir: str | Path) -> dict[str, Any]:
+    gen = current_generation(index_dir)
+    if gen is None:
+        raise IndexNotFound(f"No index at {index_dir}/. Run `tqa index` first (or pass --index DIR).")
+    return _read_manifest(gen)
+
+
+def _read_manifest(gen: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((gen / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexCorrupt(f"The index manifest {gen / MANIFEST} is missing. {REBUILD_HINT}") from None
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"The index manifest {gen / MANIFEST} is unreadable ({exc}). {REBUILD_HINT}") from None
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise IndexCorrupt(f"{gen / MANIFEST} is not a tqa manifest. {REBUILD_HINT}")
+    version = manifest["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexCorrupt(
+            f"The index was written by a newer tqa (format {version}; this tqa reads format {FORMAT_VERSION}). "
+            f"Upgrade tqa, or {REBUILD_HINT[0].lower()}{REBUILD_HINT[1:]}"
+        )
+    return manifest
+
+
+def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise IndexCorrupt(f"{gen / MANIFEST} lists no artifacts. {REBUILD_HINT}")
+    for rel, meta in artifacts.items():
+        path = gen / rel
+        if not path.is_file():
+            raise IndexCorrupt(f"The index file {path} is missing. {REBUILD_HINT}")
+        size = path.stat().st_size
+        if size != meta.get("bytes"):
+            raise IndexCorrupt(
+                f"The index file {path} has {size} bytes, the manifest says {meta.get('bytes')}. {REBUILD_HINT}"
+            )
+        if sha256_file(path) != meta.get("sha256"):
+            raise IndexCorrupt(f"The index file {path} fails its checksum (damaged or edited). {REBUILD_HINT}")
+
+
+def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
+    """Load the live generation, checking checksums and that FAISS and the chunk table agree."""
+    for attempt in range(3):
+        gen = current_generation(index_dir)
+        if gen is None:
+            raise IndexNotFound(f"No index at {index_dir}/. Run `tqa index` first (or pass --index DIR).")
+        if not gen.is_dir():
+            if attempt < 2:  # a publish may have just retired it: follow CURRENT again
+                time.sleep(0.05)
+                continue
+            raise IndexCorrupt(f"{Path(index_dir) / CURRENT} points to a missing folder {gen.name}. {REBUILD_HINT}")
+        try:
+            return _load_generation(gen, verify)
+        except IndexCorrupt:
+            if attempt < 2 and current_generation(index_dir) != gen:
+                continue  # raced with a publish
+            raise
+    raise AssertionError("unreachable")
+
+
+def _load_generation(gen: Path, verify: bool) -> IndexData:
+    manifest = _read_manifest(gen)
+    if verify:
+        _verify_artifacts(gen, manifest)
+    chunks: list[Chunk] = []
+    try:
+        with open(gen / CHUNKS, encoding="utf-8") as f:
+            for line in f:
+                chunks.append(Chunk.from_dict(json.loads(line)))
+    except FileNotFoundError:
+        raise IndexCorrupt(f"The chunk table {gen / CHUNKS} is missing. {REBUILD_HINT}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexCorrupt(f"The chunk table {gen / CHUNKS} is damaged ({exc}). {REBUILD_HINT}") from None
+    vectors = FaissVectors.load(gen / VECTORS)
+    keywords = KeywordIndex.load(gen / BM25_DIR)
+    expected = manifest.get("counts", {}).get("chunks")
+    if not (vectors.ntotal == len(chunks) == expected):
+        raise IndexCorrupt(
+            f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
+            f"{expected}. {REBUILD_HINT}"
+        )
+    dim = manifest.get("model", {}).get("dim")
+    if len(chunks) and vectors.dim != dim:
+        raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
+    return IndexData(gen, manifest, chunks, vectors, keywords)
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: str | Path) -> Iterator[None]:
+    """Only one build at a time writes an index folder."""
+    import fcntl
+
+    root = Path(index_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise TqaError(f"Cannot write to the index folder {root}: {exc.strerror}. Check its permissions.") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexBusy(f"Another `tqa index` is writing {root}. Wait for it to finish, then run again.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def publish(
+    index_dir: str | Path,
+    manifest: dict[str, Any],
+    chunks: list[Chunk],
+    vectors: FaissVectors,
+    keywords: KeywordIndex,
+    documents: Iterator[tuple[str, str]],
+) -> Path:
+    """Write a new generation and make it live atomically. The caller holds ``write_lock``."""
+    root = Path(index_dir)
+    gen_name = f"g-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f".tmp-{gen_name}"
+    try:
+        tmp.mkdir(parents=True)
+        with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
+            for c in chunks:
+                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+        with open(tmp / DOCUMENTS, "w", encoding="utf-8") as f:
+            for source, text in documents:
+                f.write(json.dumps({"source": source, "text": text}, ensure_ascii=False) + "\n")
+        vectors.save(tmp / VECTORS)
+        keywords.save(tmp / BM25_DIR)
+        artifacts = {}
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                artifacts[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        manifest = dict(manifest, format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=artifacts)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        os.rename(tmp, root / gen_name)
+        _fsync_dir(root)
+        pointer = root / f".{CURRENT}.{gen_name}"
+        with open(pointer, "w", encoding="utf-8") as f:
+            f.write(gen_name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        previous = current_generation(root) if (root / CURRENT).exists() else None
+        os.replace(pointer, root / CURRENT)
+        _fsync_dir(root)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(root / gen_name, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(root / f".{CURRENT}.{gen_name}")
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise TqaError(
+            f"Could not write the index to {root}: {reason}. The previous index (if any) is unchanged; "
+            "free space or fix permissions and run `tqa index` again."
+        ) from None
+    _retire(root, keep={gen_name, previous.name if previous else ""})
+    return root / gen_name
+
+
+def _retire(root: Path, keep: set[str]) -> None:
+    """Remove generations other than the live and the previous one, and leftovers of killed builds."""
+    for p in root.iterdir():
+        if p.name in keep:
+            continue
+        if (p.is_dir() and (p.name.startswith("g-") or p.name.startswith(".tmp-g-"))) or (
+            p.is_file() and p.name.startswith(f".{CURRENT}.")
+        ):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
