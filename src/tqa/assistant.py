@@ -1,0 +1,207 @@
+"""The question-answering surface: ``Assistant.load(index).ask(question)`` returns an ``Answer`` made only of
+passages quoted from the documents, each with its citation and the sentence(s) that best answer."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chunking import SECTION_SEPARATOR, Chunk
+from .config import Settings
+from .embedding import Embedder, load_embedder
+from .errors import BadQuestion
+from .retrieval import MODES, Hit, search
+from .store import IndexData, KeywordIndex, load_index
+
+NOT_COVERED = "The documents don't seem to cover this."
+# Control characters other than tab/newline are replaced by spaces (NUL bytes included).
+_CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {0x7F: " "}
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    source: str
+    section: str  # the heading trail, joined with " > "
+    page: int | None
+    start: int  # character offsets into the document's extracted text: text == extracted[start:end]
+    end: int
+    score: float  # the ranking score of the mode used (hybrid: fused reciprocal rank)
+    highlight: str  # the best-answering sentence(s), verbatim from text
+    highlight_start: int  # offsets into the document's extracted text, like start/end
+    highlight_end: int
+    rank: int = 1
+    relevance: float | None = None  # cosine similarity of question and passage (None if not measured)
+    keyword_score: float | None = None
+    section_path: tuple[str, ...] = ()
+
+    def citation(self) -> str:
+        """A human reference: file, section, page."""
+        parts = [self.source]
+        if self.section:
+            parts.append(f"§ {self.section}")
+        if self.page is not None:
+            parts.append(f"p. {self.page}")
+        parts.append(f"chars {self.start}-{self.end}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["section_path"] = list(self.section_path)
+        d["citation"] = self.citation()
+        return d
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    passages: list[Passage]
+    abstained: bool
+    message: str  # what to tell the reader in one line
+    mode: str
+    relevance: float | None  # the best passage's cosine similarity, the abstention signal
+    threshold: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Passage | None:
+        return None if self.abstained or not self.passages else self.passages[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "abstained": self.abstained,
+            "message": self.message,
+            "mode": self.mode,
+            "relevance": self.relevance,
+            "threshold": self.threshold,
+            "warnings": list(self.warnings),
+            "passages": [p.to_dict() for p in self.passages],
+        }
+
+
+def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
+    """Validate and clean a question: NFC, control characters removed, length capped."""
+    if not isinstance(question, str):
+        raise BadQuestion("The question must be text.")
+    q = unicodedata.normalize("NFC", question).translate(_CONTROL)
+    q = " ".join(q.split())
+    if not q:
+        raise BadQuestion("Please type a question: it is empty.")
+    warnings = []
+    if len(q) > max_chars:
+        q = q[:max_chars].rsplit(" ", 1)[0] or q[:max_chars]
+        warnings.append(f"The question was longer than {max_chars} characters; only the start was used.")
+    return q, warnings
+
+
+def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int, int]:
+    """Relative span of the sentence(s) in ``chunk`` that share the most informative words with the question.
+
+    Each sentence scores the summed inverse document frequency of the question's (stemmed) terms it contains;
+    a neighbouring sentence that scores nearly as well is included too. With no overlap, the first sentence.
+    """
+    terms = set(keywords.analyze(question))
+    sentences = chunk.sentences or ((0, len(chunk.text)),)
+    if not terms:
+        return sentences[0]
+    scores = []
+    for a, b in sentences:
+        words = set(keywords.analyze(chunk.text[a:b]))
+        scores.append(sum(keywords.idf(t) for t in terms & words))
+    best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+    if scores[best] <= 0:
+        return sentences[0]
+    a, b = sentences[best]
+    for j in (best + 1, best - 1):
+        if 0 <= j < len(sentences) and scores[j] >= 0.8 * scores[best] and len(terms) > 2:
+            a, b = min(a, sentences[j][0]), max(b, sentences[j][1])
+            break
+    return a, b
+
+
+class Assistant:
+    """Answers questions from one index. Load once, ask many times (thread-safe)."""
+
+    def __init__(self, data: IndexData, embedder: Embedder, settings: Settings):
+        self.data = data
+        self.embedder = embedder
+        self.settings = settings
+
+    @classmethod
+    def load(cls, index: str | Path = "index", *, embedder: Embedder | None = None,
+             settings: Settings | None = None) -> Assistant:
+        settings = settings or Settings.from_env()
+        data = load_index(index)
+        model = data.manifest["model"]["name"]
+        if embedder is None:
+            embedder = load_embedder(model)
+        elif embedder.name != model:
+            from .errors import IndexMismatch
+
+            raise IndexMismatch(
+                f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
+                "Run `tqa index --rebuild` with the model you want."
+            )
+        return cls(data, embedder, settings)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.data.manifest
+
+    @property
+    def threshold(self) -> float:
+        if self.settings.abstain_threshold is not None:
+            return self.settings.abstain_threshold
+        return float(self.data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
+
+    def sources(self) -> list[str]:
+        return sorted(self.data.manifest.get("files", {}))
+
+    def ask(self, question: str, k: int | None = None, mode: str | None = None,
+            sources: list[str] | None = None) -> Answer:
+        k = self.settings.k if k is None else k
+        mode = mode or self.settings.mode
+        if mode not in MODES:
+            raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
+        if not isinstance(k, int) or k < 1:
+            raise BadQuestion("The number of passages must be a whole number of at least 1.")
+        q, warnings = normalize_question(question, self.settings.max_question_chars)
+        if sources:
+            unknown = sorted(set(sources) - set(self.sources()))
+            if unknown:
+                raise BadQuestion(f"Not in the index: {', '.join(unknown)}. See `tqa info` for the documents.")
+        qvec = self.embedder.encode([q])[0]
+        hits, relevance = search(self.data.chunks, self.data.vectors, self.data.keywords, q, qvec,
+                                 k=k, mode=mode, sources=sources)
+        threshold = self.threshold
+        abstained = relevance is None or relevance < threshold
+        passages = [self._passage(h, rank, q) for rank, h in enumerate(hits, 1)]
+        if abstained:
+            message = NOT_COVERED
+        else:
+            message = f"{len(passages)} passage{'s' if len(passages) != 1 else ''} from the documents."
+        return Answer(q, passages, abstained, message, mode,
+                      None if relevance is None else round(relevance, 4), threshold, warnings)
+
+    def _passage(self, hit: Hit, rank: int, question: str) -> Passage:
+        c = self.data.chunks[hit.row]
+        a, b = highlight(c, question, self.data.keywords)
+        return Passage(
+            text=c.text,
+            source=c.source,
+            section=SECTION_SEPARATOR.join(c.section),
+            page=c.page,
+            start=c.start,
+            end=c.end,
+            score=round(hit.score, 6),
+            highlight=c.text[a:b],
+            highlight_start=c.start + a,
+            highlight_end=c.start + b,
+            rank=rank,
+            relevance=None if hit.dense is None else round(hit.dense, 4),
+            keyword_score=None if hit.keyword is None else round(hit.keyword, 4),
+            section_path=c.section,
+        )
