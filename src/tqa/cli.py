@@ -1,0 +1,170 @@
+"""The ``tqa`` command: argument parsing and printing only; the work is done by the library.
+
+Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import TqaError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def _index_default() -> str:
+    return os.environ.get("TQA_INDEX") or "index"
+
+
+def _add_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", metavar="DIR", default=_index_default(),
+                   help="index folder (default: index/, or $TQA_INDEX)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tqa",
+        description="Answer questions about your documents with exact, cited passages.",
+        epilog="Start with `tqa index CORPUS`, then `tqa ask \"your question\"` or `tqa serve`.",
+    )
+    parser.add_argument("--version", action="version", version=f"tqa {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("index", help="build or update the index of a folder of documents",
+                       description="Index a folder (txt, md, html, pdf), embedding only what changed.")
+    p.add_argument("corpus", nargs="?", default="corpus", help="folder of documents (default: corpus/)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (needed to change model or chunking)")
+    p.add_argument("--model", metavar="M", default=None,
+                   help="sentence-transformers model name or folder (default: the bundled all-MiniLM-L6-v2, "
+                        "or $TQA_MODEL)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_index(p)
+
+    p = sub.add_parser("ask", help="answer a question with cited passages",
+                       description="Answer a question with passages quoted from the documents.")
+    p.add_argument("question", help="the question, in your own words")
+    p.add_argument("-k", type=int, default=5, metavar="N", help="number of passages (default: 5)")
+    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+                   help="search mode (default: hybrid)")
+    p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _add_index(p)
+
+    p = sub.add_parser("info", help="show what the index holds (its manifest)",
+                       description="Show the index's model, chunking, documents and counts.")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    _add_index(p)
+
+    p = sub.add_parser("serve", help="serve the web page",
+                       description="Serve the web page for asking questions.")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    _add_index(p)
+    return parser
+
+
+def _print_answer(answer: Any) -> None:
+    width = 100
+    if answer.abstained:
+        print(answer.message)
+        if answer.passages:
+            print("\nClosest passages (not an answer):")
+    for p in answer.passages:
+        rel = f"relevance {p.relevance:.2f}" if p.relevance is not None else f"score {p.score:.3f}"
+        print(f"\n[{p.rank}] {p.citation()}  ({rel})")
+        print(textwrap.fill(f"» {p.highlight}", width, initial_indent="    ", subsequent_indent="      "))
+        print(textwrap.fill(p.text, width, initial_indent="    ", subsequent_indent="    "))
+    for w in answer.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .indexing import build_index
+
+    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(summary.lines()))
+    return 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from .assistant import Assistant, normalize_question
+    from .config import Settings
+
+    settings = Settings.from_env()
+    normalize_question(args.question, settings.max_question_chars)  # fail fast, before loading the model
+    if args.k < 1:
+        raise TqaError("-k must be at least 1.")
+    answer = Assistant.load(args.index, settings=settings).ask(args.question, k=args.k, mode=args.mode,
+                                                               sources=args.source)
+    if args.json:
+        print(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_answer(answer)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .store import read_manifest
+
+    m = read_manifest(args.index)
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items()}, indent=2, ensure_ascii=False))
+        return 0
+    cal = m.get("calibration", {})
+    print(f"index:      {args.index} (format {m['format_version']}, tqa {m.get('tqa_version')})")
+    print(f"built:      {m.get('created')} from {m.get('corpus')}")
+    print(f"model:      {m['model']['name']} ({m['model']['dim']} dimensions)")
+    print(f"chunking:   {m.get('chunking')}")
+    print(f"documents:  {m['counts']['files']}    chunks: {m['counts']['chunks']}")
+    print(f"abstain below relevance {cal.get('abstain_threshold')} (calibrated on {cal.get('probes')} probes)")
+    for src, meta in sorted(m.get("files", {}).items()):
+        page = f", {meta['pages']} pages" if meta.get("pages") else ""
+        print(f"  {src}  ({meta.get('format')}, {meta.get('chunks')} chunks{page})")
+    for s in m.get("skipped", []):
+        print(f"  skipped {s['path']}: {s['reason']}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .web import serve
+
+    serve(index=args.index, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "serve": _cmd_serve}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TqaError as exc:
+        if os.environ.get("TQA_DEBUG") == "1":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback for developers and tests
+        if os.environ.get("TQA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with TQA_DEBUG=1 for details and report it)",
+              file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())
