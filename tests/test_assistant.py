@@ -154,3 +154,20 @@ def test_abstains_below_the_threshold(qa):
     assert ans.abstained and ans.message == NOT_COVERED and ans.best is None
     lenient = Assistant(qa.data, qa.embedder, replace(qa.settings, abstain_threshold=-1.0))
     assert not lenient.ask("Sweden purchase of sex").abstained
+
+
+def test_context_returns_the_section_around_a_passage(qa):
+    p = qa.ask("Trafficking for sexual exploitation fell after the law", mode="bm25").passages[0]
+    ctx = qa.context(p.source, p.start, p.end)
+    assert ctx["section"] == p.section == "Sweden > Results"
+    assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == p.text
+
+
+def test_add_documents_indexes_them_incrementally(qa):
+    summary = qa.add_documents([("../evil/Hotlines.md", b"# Hotlines\n\nThe zebra hotline answers in Swahili.\n")])
+    assert summary.files_added == ["uploads/Hotlines.md"] and summary.chunks_embedded == 1
+    assert qa.ask("zebra hotline Swahili", mode="bm25").passages[0].source == "uploads/Hotlines.md"
+    with pytest.raises(BadQuestion, match="only"):
+        qa.add_documents([("tool.exe", b"MZ")])
+    with pytest.raises(BadQuestion, match="limit"):
+        qa.add_documents([("big.txt", b"x" * 100)], max_bytes=10)

@@ -160,6 +160,81 @@ class Assistant:
     def sources(self) -> list[str]:
         return sorted(self.data.manifest.get("files", {}))
 
+    def info(self) -> dict[str, Any]:
+        """What the index holds, for a status panel."""
+        m = self.data.manifest
+        return {
+            "documents": m["counts"]["files"],
+            "chunks": m["counts"]["chunks"],
+            "model": m["model"]["name"],
+            "built": m.get("created"),
+            "corpus": m.get("corpus"),
+            "sources": self.sources(),
+            "skipped": m.get("skipped", []),
+            "abstain_threshold": self.threshold,
+        }
+
+    def context(self, source: str, start: int, end: int) -> dict[str, Any]:
+        """The section around a passage, for reading it in context: the section's text and offsets, and where
+        the passage sits inside it. Reads the index's copy of the document, not the corpus."""
+        chunks = self.data.chunks
+        rows = [i for i, c in enumerate(chunks) if c.source == source and c.start <= start < c.end]
+        if not rows:
+            raise BadQuestion(f"No passage at {source} {start}-{end} in this index.")
+        i = j = rows[0]
+        trail = chunks[i].section
+        while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
+            i -= 1
+        while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
+            j += 1
+        text = self.data.document_text(source)
+        if text is None:
+            raise BadQuestion(f"{source} is not in this index.")
+        a, b = chunks[i].start, chunks[j].end
+        return {
+            "source": source,
+            "section": SECTION_SEPARATOR.join(trail),
+            "page": chunks[rows[0]].page,
+            "start": a,
+            "end": b,
+            "text": text[a:b],
+            "passage_start": start - a,
+            "passage_end": min(end, b) - a,
+        }
+
+    def reload(self) -> None:
+        """Pick up a newly published index (after an incremental build)."""
+        self.data = load_index(self.data.path.parent)
+
+    def add_documents(self, files: list[tuple[str, bytes]], *, subfolder: str = "uploads",
+                      max_bytes: int | None = None) -> Any:
+        """Save documents into the corpus folder this index was built from, index them incrementally and
+        reload. Names are reduced to a safe base name; unsupported types and oversized files are refused."""
+        from .indexing import build_index
+        from .loaders import SUPPORTED
+
+        corpus = self.data.manifest.get("corpus")
+        if not corpus or not Path(corpus).is_dir():
+            raise BadQuestion("The corpus folder of this index is not available; add files there and run `tqa index`.")
+        limit = max_bytes or self.settings.max_file_bytes
+        target = Path(corpus) / subfolder
+        saved = []
+        for name, data in files:
+            base = Path(name.replace("\\", "/")).name.lstrip(".")
+            if not base or Path(base).suffix.lower() not in SUPPORTED:
+                raise BadQuestion(f"{name!r}: only {', '.join(sorted(SUPPORTED))} files can be added.")
+            if len(data) > limit:
+                raise BadQuestion(f"{base}: larger than the {limit // (1024 * 1024)} MB limit.")
+            saved.append((base, data))
+        target.mkdir(parents=True, exist_ok=True)
+        for base, data in saved:
+            tmp = target / f".{base}.part"
+            tmp.write_bytes(data)
+            tmp.replace(target / base)
+        summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings)
+        self.reload()
+        return summary
+
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
             sources: list[str] | None = None) -> Answer:
         k = self.settings.k if k is None else k
