@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test index lint clean
+.PHONY: run test index lint clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ index: $(VENV)/.installed
 run: index
 	$(BIN)/tqa serve --index index --host 127.0.0.1 --port 7860
 
-test: $(VENV)/.installed
+# Browser tests drive Debian's chromium (Playwright is never allowed to download a browser of its own).
+chromium:
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check src tests
 
