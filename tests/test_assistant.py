@@ -171,3 +171,11 @@ def test_add_documents_indexes_them_incrementally(qa):
         qa.add_documents([("tool.exe", b"MZ")])
     with pytest.raises(BadQuestion, match="limit"):
         qa.add_documents([("big.txt", b"x" * 100)], max_bytes=10)
+
+
+def test_add_documents_reports_progress(qa):
+    seen = []
+    qa.add_documents([("Shelters.md", b"# Shelters\n\nThe okapi shelter opens at night.\n")],
+                     on_progress=lambda stage, done, total: seen.append((stage, done, total)))
+    assert seen and all(0 <= done <= total for _, done, total in seen)
+    assert qa.ask("okapi shelter", mode="bm25").passages[0].source == "uploads/Shelters.md"

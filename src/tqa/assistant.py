@@ -12,10 +12,11 @@ from .chunking import SECTION_SEPARATOR, Chunk
 from .config import Settings
 from .embedding import Embedder, load_embedder
 from .errors import BadQuestion
-from .retrieval import MODES, Hit, search
+from .retrieval import MODES, Hit, coverage_gap, search
 from .store import IndexData, KeywordIndex, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
+LOW_RELEVANCE = "no passage is relevant enough"
 # Control characters other than tab/newline are replaced by spaces (NUL bytes included).
 _CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {0x7F: " "}
 
@@ -64,6 +65,7 @@ class Answer:
     relevance: float | None  # the best passage's cosine similarity, the abstention signal
     threshold: float
     warnings: list[str] = field(default_factory=list)
+    abstain_reason: str | None = None  # why the documents don't seem to cover the question
 
     @property
     def best(self) -> Passage | None:
@@ -78,6 +80,7 @@ class Answer:
             "relevance": self.relevance,
             "threshold": self.threshold,
             "warnings": list(self.warnings),
+            "abstain_reason": self.abstain_reason,
             "passages": [p.to_dict() for p in self.passages],
         }
 
@@ -120,6 +123,10 @@ def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int,
             a, b = min(a, sentences[j][0]), max(b, sentences[j][1])
             break
     return a, b
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
 class Assistant:
@@ -204,12 +211,14 @@ class Assistant:
 
     def reload(self) -> None:
         """Pick up a newly published index (after an incremental build)."""
-        self.data = load_index(self.data.path.parent)
+        assert self.data.path is not None
+        self.data = load_index(self.data.path.parent)  # one assignment: a question in flight keeps the old one
 
     def add_documents(self, files: list[tuple[str, bytes]], *, subfolder: str = "uploads",
-                      max_bytes: int | None = None) -> Any:
+                      max_bytes: int | None = None, on_progress: Any = None) -> Any:
         """Save documents into the corpus folder this index was built from, index them incrementally and
-        reload. Names are reduced to a safe base name; unsupported types and oversized files are refused."""
+        reload. Names are reduced to a safe base name; unsupported types and oversized files are refused.
+        ``on_progress(stage, done, total)`` is passed to ``build_index`` (for a progress bar)."""
         from .indexing import build_index
         from .loaders import SUPPORTED
 
@@ -224,14 +233,15 @@ class Assistant:
             if not base or Path(base).suffix.lower() not in SUPPORTED:
                 raise BadQuestion(f"{name!r}: only {', '.join(sorted(SUPPORTED))} files can be added.")
             if len(data) > limit:
-                raise BadQuestion(f"{base}: larger than the {limit // (1024 * 1024)} MB limit.")
+                raise BadQuestion(f"{base}: larger than the {_size(limit)} limit.")
             saved.append((base, data))
         target.mkdir(parents=True, exist_ok=True)
         for base, data in saved:
             tmp = target / f".{base}.part"
             tmp.write_bytes(data)
             tmp.replace(target / base)
-        summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings)
+        summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings,
+                              on_progress=on_progress)
         self.reload()
         return summary
 
@@ -245,38 +255,43 @@ class Assistant:
             raise BadQuestion("The number of passages must be a whole number of at least 1.")
         q, warnings = normalize_question(question, self.settings.max_question_chars)
         if sources:
-            unknown = sorted(set(sources) - set(self.sources()))
+            unknown = sorted(set(sources) - set(self.data.manifest.get("files", {})))
             if unknown:
                 raise BadQuestion(f"Not in the index: {', '.join(unknown)}. See `tqa info` for the documents.")
         qvec = self.embedder.encode([q])[0]
-        hits, relevance = search(self.data.chunks, self.data.vectors, self.data.keywords, q, qvec,
-                                 k=k, mode=mode, sources=sources)
+        data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
+        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=sources)
         threshold = self.threshold
-        abstained = relevance is None or relevance < threshold
-        passages = [self._passage(h, rank, q) for rank, h in enumerate(hits, 1)]
-        if abstained:
+        passages = [_passage(data, h, rank, q) for rank, h in enumerate(hits, 1)]
+        if relevance is None or relevance < threshold:
+            reason: str | None = LOW_RELEVANCE
             message = NOT_COVERED
         else:
+            reason = coverage_gap(q, [p.text for p in passages[:3]], data.keywords, data.names)
+            message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
+        abstained = reason is not None
+        if not abstained:
             message = f"{len(passages)} passage{'s' if len(passages) != 1 else ''} from the documents."
         return Answer(q, passages, abstained, message, mode,
-                      None if relevance is None else round(relevance, 4), threshold, warnings)
+                      None if relevance is None else round(relevance, 4), threshold, warnings, reason)
 
-    def _passage(self, hit: Hit, rank: int, question: str) -> Passage:
-        c = self.data.chunks[hit.row]
-        a, b = highlight(c, question, self.data.keywords)
-        return Passage(
-            text=c.text,
-            source=c.source,
-            section=SECTION_SEPARATOR.join(c.section),
-            page=c.page,
-            start=c.start,
-            end=c.end,
-            score=round(hit.score, 6),
-            highlight=c.text[a:b],
-            highlight_start=c.start + a,
-            highlight_end=c.start + b,
-            rank=rank,
-            relevance=None if hit.dense is None else round(hit.dense, 4),
-            keyword_score=None if hit.keyword is None else round(hit.keyword, 4),
-            section_path=c.section,
-        )
+
+def _passage(data: IndexData, hit: Hit, rank: int, question: str) -> Passage:
+    c = data.chunks[hit.row]
+    a, b = highlight(c, question, data.keywords)
+    return Passage(
+        text=c.text,
+        source=c.source,
+        section=SECTION_SEPARATOR.join(c.section),
+        page=c.page,
+        start=c.start,
+        end=c.end,
+        score=round(hit.score, 6),
+        highlight=c.text[a:b],
+        highlight_start=c.start + a,
+        highlight_end=c.start + b,
+        rank=rank,
+        relevance=None if hit.dense is None else round(hit.dense, 4),
+        keyword_score=None if hit.keyword is None else round(hit.keyword, 4),
+        section_path=c.section,
+    )

@@ -43,6 +43,10 @@ class Chunk:
     section: tuple[str, ...] = ()
     page: int | None = None
     sentences: tuple[tuple[int, int], ...] = ()  # sentence spans, offsets relative to ``text``
+    # Smaller retrieval units inside the chunk (paragraphs, long ones cut at sentences), offsets relative to
+    # ``text``; empty when the chunk is a single unit. Each is embedded too, so that a question matching one
+    # paragraph of a long section is not diluted by the rest (and nothing is lost to the model's token limit).
+    units: tuple[tuple[int, int], ...] = ()
 
     @property
     def section_label(self) -> str:
@@ -62,6 +66,7 @@ class Chunk:
             "section": list(self.section),
             "page": self.page,
             "sentences": [list(s) for s in self.sentences],
+            "units": [list(u) for u in self.units],
         }
 
     @classmethod
@@ -74,7 +79,13 @@ class Chunk:
             section=tuple(d.get("section") or ()),
             page=d.get("page"),
             sentences=tuple((int(a), int(b)) for a, b in d.get("sentences") or ()),
+            units=tuple((int(a), int(b)) for a, b in d.get("units") or ()),
         )
+
+    def unit_search_texts(self) -> list[str]:
+        """What is embedded for each unit: the section trail, then the unit's text."""
+        prefix = f"{self.section_label}\n" if self.section else ""
+        return [prefix + self.text[a:b] for a, b in self.units]
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,42 @@ def sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out) or ((0, len(text)),)
 
 
+MAX_UNIT_CHARS = 700
+
+
+def unit_spans(text: str, sentences: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """Paragraphs of ``text``; a paragraph longer than MAX_UNIT_CHARS is cut into runs of whole sentences.
+    Returns () when that leaves a single unit (the chunk itself is the unit)."""
+    units: list[tuple[int, int]] = []
+    pos = 0
+    for para in re.split(r"(\n[ \t]*)+", text):
+        start = text.find(para, pos) if para.strip() else -1
+        if start == -1 or para.startswith("\n"):
+            continue
+        end = start + len(para)
+        pos = end
+        a = start + (len(para) - len(para.lstrip()))
+        b = end - (len(para) - len(para.rstrip()))
+        if b <= a:
+            continue
+        if b - a <= MAX_UNIT_CHARS:
+            units.append((a, b))
+            continue
+        run_start = run_end = None
+        for sa, sb in sentences:
+            if sb <= a or sa >= b:
+                continue
+            if run_start is not None and sb - run_start > MAX_UNIT_CHARS:
+                units.append((run_start, run_end))
+                run_start = None
+            if run_start is None:
+                run_start = sa
+            run_end = sb
+        if run_start is not None:
+            units.append((run_start, run_end))
+    return tuple(units) if len(units) > 1 else ()
+
+
 class Chunker:
     """Cuts documents into chunks according to ``ChunkSettings``."""
 
@@ -287,7 +334,8 @@ class Chunker:
                         text=piece,
                         section=sec.trail,
                         page=sec.page,
-                        sentences=sentence_spans(piece),
+                        sentences=(sents := sentence_spans(piece)),
+                        units=unit_spans(piece, sents),
                     )
                 )
         return chunks

@@ -61,7 +61,10 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()  # "Loading weights" bars are noise on every start
             self._model = SentenceTransformer(path, device="cpu")
         except Exception as exc:  # a bad name, a missing folder, no network for a hub name
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -20,7 +20,17 @@ from .config import DEFAULT_MODEL, ChunkSettings, Settings
 from .embedding import Embedder, load_embedder
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
 from .loaders import Document, SkipFile, Skipped, discover, extract
-from .store import FaissVectors, KeywordIndex, current_generation, load_index, publish, write_lock
+from .retrieval import name_prefixes, unit_rows
+from .store import (
+    FaissVectors,
+    IndexData,
+    KeywordIndex,
+    current_generation,
+    load_index,
+    publish,
+    read_documents,
+    write_lock,
+)
 
 log = logging.getLogger("tqa")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -60,14 +70,13 @@ class IndexSummary:
         return out
 
 
-def _previous(index_dir: Path, rebuild: bool) -> tuple[dict[str, Any] | None, list[Chunk], np.ndarray | None]:
+def _previous(index_dir: Path, rebuild: bool) -> IndexData | None:
     if rebuild or current_generation(index_dir) is None:
-        return None, [], None
+        return None
     try:
-        data = load_index(index_dir)
+        return load_index(index_dir)
     except IndexCorrupt as exc:
         raise IndexCorrupt(f"{exc} (The existing index is damaged; --rebuild replaces it.)") from None
-    return data.manifest, data.chunks, data.vectors.vectors()
 
 
 def build_index(
@@ -96,7 +105,9 @@ def build_index(
     candidates, skipped = discover(corpus, max_bytes=settings.max_file_bytes)
 
     with write_lock(index_dir):
-        old_manifest, old_chunks, old_vectors = _previous(index_dir, rebuild)
+        old = _previous(index_dir, rebuild)
+        old_manifest = old.manifest if old else None
+        old_chunks = old.chunks if old else []
         if embedder is not None:
             model_name = embedder.name
         else:
@@ -187,32 +198,48 @@ def build_index(
             summary.seconds = time.perf_counter() - t0
             return summary
 
-        # Embed the new chunks, all files in one batched pass.
+        # Embed the new chunks and their units, all files in one batched pass.
         emb = embedder or load_embedder(model_name)
         fresh = [c for _, chunks, _ in plan if chunks for c in chunks]
-        fresh_vectors = emb.encode([c.search_text for c in fresh], batch_size=settings.batch_size, progress=progress)
+        texts = [c.search_text for c in fresh]
+        unit_texts = [t for c in fresh for t in c.unit_search_texts()]
+        encoded = emb.encode(texts + unit_texts, batch_size=settings.batch_size, progress=progress)
+        fresh_vectors, fresh_units = encoded[:len(texts)], encoded[len(texts):]
         summary.chunks_embedded = len(fresh)
 
         all_chunks: list[Chunk] = []
         parts: list[np.ndarray] = []
-        cursor = 0
+        unit_parts: list[np.ndarray] = []
+        cursor = unit_cursor = 0
         for source, chunks, rows in plan:
             if chunks is not None:
+                n_units = sum(len(c.units) for c in chunks)
                 all_chunks.extend(chunks)
                 parts.append(fresh_vectors[cursor:cursor + len(chunks)])
+                unit_parts.append(fresh_units[unit_cursor:unit_cursor + n_units])
                 cursor += len(chunks)
+                unit_cursor += n_units
             else:
-                assert rows is not None and old_vectors is not None
+                assert rows is not None and old is not None
                 all_chunks.extend(_relabel(old_chunks[r], source) for r in rows)
-                parts.append(old_vectors[rows])
+                row_array = np.asarray(rows, dtype=np.int64)
+                parts.append(old.vectors.take(row_array))
+                unit_parts.append(old.units.take(unit_rows(old.unit_ptr, row_array)))
         matrix = np.vstack(parts) if parts else np.zeros((0, emb.dim), dtype=np.float32)
+        unit_matrix = np.vstack(unit_parts) if unit_parts else np.zeros((0, emb.dim), dtype=np.float32)
 
-        vectors = FaissVectors.build(matrix, emb.dim)
-        keywords = KeywordIndex.build([c.search_text for c in all_chunks])
         from .retrieval import calibrate
 
-        calibration = calibrate(emb, vectors)
-        manifest = {
+        data = IndexData(
+            path=None,
+            manifest={},
+            chunks=all_chunks,
+            vectors=FaissVectors.build(matrix, emb.dim),
+            units=FaissVectors.build(unit_matrix, emb.dim),
+            keywords=KeywordIndex.build([c.search_text for c in all_chunks]),
+        )
+        calibration = calibrate(emb, data)
+        data.manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "corpus": str(corpus.resolve()),
             "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
@@ -220,17 +247,18 @@ def build_index(
             "vector_index": {"type": "faiss.IndexFlatIP", "metric": "cosine"},
             "files": new_files,
             "skipped": summary.skipped,
-            "counts": {"files": len(new_files), "chunks": len(all_chunks)},
+            "counts": {"files": len(new_files), "chunks": len(all_chunks), "units": len(unit_matrix)},
             "calibration": calibration,
+            "names": name_prefixes([c.search_text for c in all_chunks]),
         }
         old_texts = _old_texts(index_dir) if any(d is None for d in documents.values()) else {}
         renames = {r["to"]: r["from"] for r in summary.files_renamed}
 
-        def texts() -> Any:
+        def document_texts() -> Any:
             for source, doc in documents.items():
                 yield source, doc.text if doc is not None else old_texts[renames.get(source, source)]
 
-        publish(index_dir, manifest, all_chunks, vectors, keywords, texts())
+        publish(index_dir, data, document_texts())
         summary.published = True
         summary.chunks_total = len(all_chunks)
         summary.seconds = time.perf_counter() - t0
@@ -246,18 +274,9 @@ def _relabel(chunk: Chunk, source: str) -> Chunk:
 
 
 def _old_texts(index_dir: Path) -> dict[str, str]:
-    import json
-
-    from .store import DOCUMENTS
-
     gen = current_generation(index_dir)
     assert gen is not None
-    out = {}
-    with open(gen / DOCUMENTS, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            out[row["source"]] = row["text"]
-    return out
+    return dict(read_documents(gen))
 
 
 def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSettings, index_dir: Path) -> None:

@@ -1,18 +1,24 @@
 """Finding passages: dense search, BM25, their fusion, de-duplication, source filters, abstention.
 
-Scores:
-- dense: cosine similarity of the question and the chunk's search text (FAISS inner product on normalised
-  vectors);
-- bm25: BM25 over the same search text;
-- hybrid: a weighted reciprocal-rank fusion of the two ranked lists.
-The relevance used for abstention is the best dense cosine, compared with a threshold calibrated per index
+Scores, for a candidate chunk:
+- dense: the mean of two cosine similarities: the question with the chunk's whole search text, and the
+  question with the chunk's best-matching unit (paragraph). The first rewards a section that is about the
+  question as a whole; the second a section where one paragraph answers it (and covers text beyond the
+  model's token limit).
+- bm25: BM25 over the chunk's search text (section trail + passage).
+- hybrid: ``(1 - w) * dense + w * bm25 / best_bm25`` with ``w = KEYWORD_WEIGHT``: a convex combination of the
+  dense score and the BM25 score scaled by the best BM25 score of the question.
+Candidates are the union of the top chunks by each signal; every candidate is then scored exactly.
+
+The relevance used for abstention is the best dense score, compared with a threshold calibrated per index
 (see ``calibrate``), because BM25 scores are not comparable across questions or corpora.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,13 +27,12 @@ from .errors import BadQuestion
 from .store import FaissVectors, KeywordIndex
 
 MODES = ("hybrid", "dense", "bm25")
-RRF_K = 60
-DENSE_WEIGHT = 1.0
-KEYWORD_WEIGHT = 1.0
-CANDIDATES = 50  # how deep each list is read before fusion
+KEYWORD_WEIGHT = 0.2
+UNIT_WEIGHT = 0.5
+CANDIDATES = 50  # how deep each signal's list is read
 
-# Questions no corpus of ours should answer; their best cosine scores show how high an irrelevant match
-# scores in a given index. Calibration happens at build time, once per index.
+# Questions no corpus of ours should answer; their best scores show how high an irrelevant match scores in a
+# given index. Calibration happens at build time, once per index.
 OFF_TOPIC_PROBES = (
     "What is the tallest mountain in Africa?",
     "How do I bake sourdough bread at home?",
@@ -58,20 +63,31 @@ DEFAULT_THRESHOLD_FLOOR = 0.15
 CALIBRATION_MARGIN = 0.05
 
 
+class Searchable(Protocol):
+    chunks: list[Chunk]
+    vectors: FaissVectors
+    units: FaissVectors
+    keywords: KeywordIndex
+
+    @property
+    def unit_ptr(self) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class Hit:
     row: int
     score: float  # the ranking score of the mode used
-    dense: float | None  # cosine, when the dense list saw this chunk
-    keyword: float | None  # BM25, when the keyword list saw it
+    dense: float | None  # dense score (None when not computed: bm25 mode without a question vector)
+    keyword: float | None  # raw BM25 score
 
 
-def calibrate(embedder: Any, vectors: FaissVectors) -> dict[str, Any]:
+def calibrate(embedder: Any, data: Searchable) -> dict[str, Any]:
     """Measure how well off-topic probe questions match this index; the abstention threshold sits above."""
-    if vectors.ntotal == 0:
+    if not data.chunks:
         return {"abstain_threshold": DEFAULT_THRESHOLD_FLOOR, "probes": 0}
     q = embedder.encode(list(OFF_TOPIC_PROBES))
-    best = np.array([float(vectors.search(v, 1)[0][0]) for v in q])
+    best = np.array([search(data, p, v, k=1, mode="dense")[1] or 0.0 for p, v in zip(OFF_TOPIC_PROBES, q,
+                                                                                    strict=True)])
     p90 = float(np.quantile(best, 0.9))
     threshold = max(DEFAULT_THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
     return {
@@ -90,31 +106,30 @@ def allowed_rows(chunks: list[Chunk], sources: list[str] | None) -> np.ndarray |
     return np.array([i for i, c in enumerate(chunks) if c.source in wanted], dtype=np.int64)
 
 
-def dense_search(vectors: FaissVectors, qvec: np.ndarray, k: int, allowed: np.ndarray | None) -> list[Hit]:
-    scores, rows = vectors.search(qvec, k, allowed)
-    return [Hit(int(r), float(s), float(s), None) for s, r in zip(scores, rows, strict=True) if r >= 0]
+def unit_rows(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of the unit index that belong to the given chunk rows, in order."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(ptr[r], ptr[r + 1]) for r in rows]).astype(np.int64)
 
 
-def keyword_search(keywords: KeywordIndex, question: str, k: int, allowed: np.ndarray | None) -> list[Hit]:
-    scores, rows = keywords.search(question, k, allowed)
-    return [Hit(int(r), float(s), None, float(s)) for s, r in zip(scores, rows, strict=True)]
-
-
-def fuse(dense: list[Hit], keyword: list[Hit], *, rrf_k: int = RRF_K, dense_weight: float = DENSE_WEIGHT,
-         keyword_weight: float = KEYWORD_WEIGHT) -> list[Hit]:
-    """Weighted reciprocal-rank fusion; ties broken by the dense score."""
-    acc: dict[int, list[Any]] = {}
-    for rank, h in enumerate(dense):
-        acc.setdefault(h.row, [0.0, None, None])
-        acc[h.row][0] += dense_weight / (rrf_k + rank + 1)
-        acc[h.row][1] = h.dense
-    for rank, h in enumerate(keyword):
-        acc.setdefault(h.row, [0.0, None, None])
-        acc[h.row][0] += keyword_weight / (rrf_k + rank + 1)
-        acc[h.row][2] = h.keyword
-    fused = [Hit(row, s, d, kw) for row, (s, d, kw) in acc.items()]
-    fused.sort(key=lambda h: (-h.score, -(h.dense if h.dense is not None else -1.0), h.row))
-    return fused
+def dense_scores(data: Searchable, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Exact dense scores of the given chunk rows (see the module docstring)."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.float32)
+    chunk_sims = data.vectors.take(rows) @ qvec
+    ptr = data.unit_ptr
+    best_unit = chunk_sims.copy()
+    members = unit_rows(ptr, rows)
+    if len(members):
+        sims = data.units.take(members) @ qvec
+        pos = 0
+        for i, r in enumerate(rows):
+            n = int(ptr[r + 1] - ptr[r])
+            if n:
+                best_unit[i] = sims[pos:pos + n].max()
+                pos += n
+    return (1 - UNIT_WEIGHT) * chunk_sims + UNIT_WEIGHT * best_unit
 
 
 def drop_overlaps(hits: list[Hit], chunks: list[Chunk]) -> list[Hit]:
@@ -132,30 +147,135 @@ def drop_overlaps(hits: list[Hit], chunks: list[Chunk]) -> list[Hit]:
 
 
 def search(
-    chunks: list[Chunk],
-    vectors: FaissVectors,
-    keywords: KeywordIndex,
+    data: Searchable,
     question: str,
     qvec: np.ndarray | None,
     *,
     k: int,
     mode: str,
     sources: list[str] | None = None,
-    fusion: dict[str, Any] | None = None,
+    keyword_weight: float | None = None,
+    dedupe: bool = True,
 ) -> tuple[list[Hit], float | None]:
-    """Ranked, de-duplicated hits and the best dense cosine (the relevance used for abstention)."""
+    """Ranked, de-duplicated hits and the best dense score (the relevance used for abstention)."""
     if mode not in MODES:
         raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
-    allowed = allowed_rows(chunks, sources)
+    allowed = allowed_rows(data.chunks, sources)
     depth = max(CANDIDATES, 4 * k)
-    dense = dense_search(vectors, qvec, depth, allowed) if qvec is not None else []
-    best_dense = dense[0].dense if dense else None
+    candidates: list[np.ndarray] = []
+    if qvec is not None:
+        qvec = np.asarray(qvec, dtype=np.float32)
+        candidates.append(data.vectors.search(qvec, depth, allowed)[1])
+        if data.units.ntotal:
+            allowed_units = None if allowed is None else unit_rows(data.unit_ptr, allowed)
+            _, unit_hits = data.units.search(qvec, depth * 2, allowed_units)
+            owner = np.searchsorted(data.unit_ptr, unit_hits, side="right") - 1
+            candidates.append(owner)
+    kw_scores, kw_rows = data.keywords.search(question, depth, allowed)
+    candidates.append(kw_rows)
+    rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, dtype=np.int64)
+    rows = rows[rows >= 0]  # FAISS pads short results with -1
+    if len(rows) == 0:
+        return [], None
+
+    dense = dense_scores(data, qvec, rows) if qvec is not None else None
+    keyword = np.zeros(len(rows), dtype=np.float32)
+    if len(kw_rows):
+        position = {int(r): i for i, r in enumerate(rows)}
+        for s, r in zip(kw_scores, kw_rows, strict=True):
+            keyword[position[int(r)]] = s
+    best_dense = float(dense.max()) if dense is not None else None
+
     if mode == "dense":
-        hits = dense
+        if dense is None:
+            return [], None
+        score = dense
     elif mode == "bm25":
-        hits = keyword_search(keywords, question, depth, allowed)
+        score = keyword
     else:
-        hits = fuse(dense, keyword_search(keywords, question, depth, allowed), **(fusion or {}))
-        dense_by_row = {h.row: h.dense for h in dense}
-        hits = [Hit(h.row, h.score, dense_by_row.get(h.row, h.dense), h.keyword) for h in hits]
-    return drop_overlaps(hits, chunks)[:k], best_dense
+        top_kw = float(kw_scores.max()) if len(kw_scores) else 0.0
+        kw_norm = keyword / top_kw if top_kw > 0 else keyword
+        w = KEYWORD_WEIGHT if keyword_weight is None else keyword_weight
+        score = (1 - w) * dense + w * kw_norm if dense is not None else kw_norm
+    order = np.lexsort((rows, -score))  # by score, ties by position in the index
+    if mode == "bm25":
+        order = order[keyword[order] > 0]
+    hits = [
+        Hit(int(rows[i]), float(score[i]), None if dense is None else float(dense[i]),
+            float(keyword[i]) if keyword[i] > 0 else None)
+        for i in order
+    ]
+    return (drop_overlaps(hits, data.chunks) if dedupe else hits)[:k], best_dense
+
+
+# ---------------------------------------------------------------- coverage checks (abstention beyond relevance)
+#
+# A relevance threshold separates off-topic questions, but not near-topic ones: "What is Brazil's approach to
+# trafficking?" scores as high as an answerable question in a corpus about trafficking. Two checks that a
+# reader would make catch the commonest such cases, and each comes with a reason the reader can verify:
+# - the question names someone or something (a capitalised word) that appears nowhere in the documents;
+# - the question asks for a figure or a date (how many, what percentage, which year, which article) and none
+#   of the best passages contains one.
+
+_QUESTION_WORDS = frozenset(
+    "what how which who whom whose when where why is are was were do does did can could should would will "
+    "i in on of the a an and or to for by with about according".split()
+)
+_NAME = re.compile(r"(?<![\w'’])[A-Z][A-Za-z-]*[A-Za-z]")
+_ASKS_FOR_FIGURE = re.compile(
+    r"\b(how (many|much|long|old|often)|what (percentage|proportion|share|fraction|number|amount)"
+    r"|(in )?(what|which) year|when (was|were|did)|(what|which) (article|section|clause|paragraph|chapter))\b",
+    re.IGNORECASE,
+)
+_FIGURE = re.compile(
+    r"\d|\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
+    r"thousand|million|billion|percent|per cent|dozen|half|quarter)\b",
+    re.IGNORECASE,
+)
+NAME_PREFIX = 4
+
+
+_NAME_RUN = re.compile(r"[A-Z][A-Za-z-]*(?:\s+(?:(?:of|and|for|on|the|to|in)\s+)*[A-Z][A-Za-z-]*)+")
+_RUN_FILLERS = frozenset({"of", "and", "for", "on", "the", "to", "in"})
+
+
+def name_prefixes(texts: list[str]) -> list[str]:
+    """Lower-cased prefixes of the capitalised words of a corpus, and the initials of runs of capitalised
+    words ("United States" gives "us"), computed once, at index time."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(m.group(0)[:NAME_PREFIX].lower() for m in _NAME.finditer(text))
+        for run in _NAME_RUN.finditer(text):
+            words = [w for w in run.group(0).split() if w not in _RUN_FILLERS]
+            for i in range(len(words)):
+                for j in range(i + 2, len(words) + 1):
+                    found.add("".join(w[0] for w in words[i:j]).lower()[:NAME_PREFIX])
+    return sorted(found)
+
+
+def unknown_names(question: str, keywords: KeywordIndex, prefixes: frozenset[str]) -> list[str]:
+    """Capitalised words of the question that the documents never use (not as a word, nor as the start of a
+    capitalised word: "Swedish" is known where the documents say "Sweden")."""
+    unknown = []
+    for i, m in enumerate(_NAME.finditer(question)):
+        word = m.group(0)
+        if (i == 0 and m.start() == question.find(word) and not word.isupper()) or word.lower() in _QUESTION_WORDS:
+            continue  # the question's first word is capitalised as a sentence start
+        terms = keywords.analyze(word)
+        if terms and all(keywords.knows(t) for t in terms):
+            continue
+        if word[:NAME_PREFIX].lower() in prefixes:
+            continue
+        unknown.append(word)
+    return list(dict.fromkeys(unknown))
+
+
+def coverage_gap(question: str, passages: list[str], keywords: KeywordIndex, prefixes: frozenset[str]) -> str | None:
+    """Why the documents can't answer ``question`` (a phrase to show the reader), or None."""
+    names = unknown_names(question, keywords, prefixes)
+    if names:
+        quoted = ", ".join(f"“{n}”" for n in names[:3])
+        return f"they never mention {quoted}"
+    if _ASKS_FOR_FIGURE.search(question) and not any(_FIGURE.search(p) for p in passages):
+        return "the closest passages give no figure or date"
+    return None

@@ -8,6 +8,7 @@ Layout of an index folder::
       g-<id>/               one complete generation
         manifest.json       format and tqa versions, model, chunking, files (hashes), counts, checksums
         vectors.faiss       FAISS index; row i is chunk i
+        units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -43,6 +45,7 @@ CURRENT = "CURRENT"
 LOCK = ".lock"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
+UNITS = "units.faiss"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.jsonl"
 BM25_DIR = "bm25"
@@ -120,6 +123,12 @@ class FaissVectors:
         keep = rows[0] >= 0
         return scores[0][keep], rows[0][keep]
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of the given rows, as an (n, dim) array."""
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+
     def vectors(self) -> np.ndarray:
         if self.ntotal == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -182,6 +191,10 @@ class KeywordIndex:
         top = top[scores[top] > 0]
         return scores[top].astype(np.float32), top.astype(np.int64)
 
+    def knows(self, term: str) -> bool:
+        """Whether an analysed term occurs anywhere in the indexed text."""
+        return term in (getattr(self._bm25, "vocab_dict", None) or {})
+
     def idf(self, term: str) -> float:
         """Inverse document frequency of an analysed term (0 when unknown), for the highlighter."""
         return _idf_table(self._bm25).get(term, 0.0)
@@ -242,20 +255,38 @@ def _idf_table(bm25: Any) -> dict[str, float]:
 class IndexData:
     """Everything a reader needs, loaded from one generation."""
 
-    path: Path  # the generation folder
+    path: Path | None  # the generation folder (None while a build holds it in memory)
     manifest: dict[str, Any]
     chunks: list[Chunk]
     vectors: FaissVectors
+    units: FaissVectors
     keywords: KeywordIndex
 
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
+        return frozenset(self.manifest.get("names", ()))
+
+    @functools.cached_property
+    def unit_ptr(self) -> np.ndarray:
+        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
+        counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        """(source, extracted text) of every document, read from the index (not the corpus)."""
+        assert self.path is not None
+        return read_documents(self.path)
+
     def document_text(self, source: str) -> str | None:
-        """The extracted text of one document, read from the index (not the corpus)."""
-        with open(self.path / DOCUMENTS, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if row["source"] == source:
-                    return str(row["text"])
-        return None
+        return next((text for src, text in self.documents() if src == source), None)
+
+
+def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
+    with open(gen / DOCUMENTS, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            yield str(row["source"]), str(row["text"])
 
 
 def current_generation(index_dir: str | Path) -> Path | None:
@@ -347,6 +378,7 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexCorrupt(f"The chunk table {gen / CHUNKS} is damaged ({exc}). {REBUILD_HINT}") from None
     vectors = FaissVectors.load(gen / VECTORS)
+    units = FaissVectors.load(gen / UNITS)
     keywords = KeywordIndex.load(gen / BM25_DIR)
     expected = manifest.get("counts", {}).get("chunks")
     if not (vectors.ntotal == len(chunks) == expected):
@@ -357,7 +389,13 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     dim = manifest.get("model", {}).get("dim")
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    return IndexData(gen, manifest, chunks, vectors, keywords)
+    data = IndexData(gen, manifest, chunks, vectors, units, keywords)
+    if units.ntotal != int(data.unit_ptr[-1]):
+        raise IndexCorrupt(
+            f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
+            f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
+        )
+    return data
 
 
 @contextlib.contextmanager
@@ -381,14 +419,7 @@ def write_lock(index_dir: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def publish(
-    index_dir: str | Path,
-    manifest: dict[str, Any],
-    chunks: list[Chunk],
-    vectors: FaissVectors,
-    keywords: KeywordIndex,
-    documents: Iterator[tuple[str, str]],
-) -> Path:
+def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]]) -> Path:
     """Write a new generation and make it live atomically. The caller holds ``write_lock``."""
     root = Path(index_dir)
     gen_name = f"g-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -396,18 +427,19 @@ def publish(
     try:
         tmp.mkdir(parents=True)
         with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
-            for c in chunks:
+            for c in data.chunks:
                 f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
         with open(tmp / DOCUMENTS, "w", encoding="utf-8") as f:
             for source, text in documents:
                 f.write(json.dumps({"source": source, "text": text}, ensure_ascii=False) + "\n")
-        vectors.save(tmp / VECTORS)
-        keywords.save(tmp / BM25_DIR)
+        data.vectors.save(tmp / VECTORS)
+        data.units.save(tmp / UNITS)
+        data.keywords.save(tmp / BM25_DIR)
         artifacts = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 artifacts[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        manifest = dict(manifest, format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=artifacts)
+        manifest = dict(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=artifacts)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         os.rename(tmp, root / gen_name)
