@@ -28,6 +28,9 @@ chromium:
 test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check src tests
+	# the retrieval-quality gate on the default corpus (thresholds: eval/thresholds.toml)
+	rm -rf build/eval-index
+	$(BIN)/tqa eval --index build/eval-index
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

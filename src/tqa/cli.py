@@ -63,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _add_index(p)
 
+    p = sub.add_parser("eval", help="measure retrieval quality and fail when it falls below the thresholds",
+                       description="Evaluate retrieval on a question set (default) or a BEIR set (--beir), print "
+                                   "the metrics, and exit 1 when one falls below eval/thresholds.toml.")
+    p.add_argument("--questions", default="eval/questions.jsonl", metavar="FILE",
+                   help="question set, JSON lines (default: eval/questions.jsonl)")
+    p.add_argument("--corpus", default="corpus", metavar="DIR",
+                   help="corpus the questions are about; the index is updated from it first (default: corpus/)")
+    p.add_argument("--beir", metavar="DIR", help="evaluate a BEIR-format set instead (corpus, queries, qrels)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+                       help="search mode to evaluate and gate (default: hybrid)")
+    group.add_argument("--modes", choices=("all",), default=None,
+                       help="all: every mode and the standard LangChain recipe side by side (gates the default)")
+    p.add_argument("--thresholds", default="eval/thresholds.toml", metavar="FILE",
+                   help="minimums (and maximums) to gate on (default: eval/thresholds.toml)")
+    p.add_argument("--no-gate", action="store_true", help="report only; never exit 1 for a metric")
+    p.add_argument("--json", metavar="FILE", dest="json_out", help="write the full report to FILE")
+    p.add_argument("--compare", metavar="OLD", help="list questions that newly fail, newly pass or moved since OLD")
+    _add_index(p)
+
     p = sub.add_parser("serve", help="serve the web page",
                        description="Serve the web page for asking questions.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
@@ -136,6 +156,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval
+
+    report, lines, failures = run_eval(
+        questions=args.questions, corpus=args.corpus, index=args.index, beir=args.beir,
+        mode=args.mode, all_modes=args.modes == "all", thresholds=None if args.no_gate else args.thresholds,
+        json_out=args.json_out, compare_with=args.compare,
+    )
+    print("\n".join(lines))
+    if failures:
+        print("\nFAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .web import serve
 
@@ -143,7 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "serve": _cmd_serve}
+COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cmd_eval, "serve": _cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

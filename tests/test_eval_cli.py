@@ -1,0 +1,79 @@
+"""`tqa eval` end to end with the real model: the committed gate passes, a worse setting fails it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.model
+
+
+def tqa_eval(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    e.pop("PYTEST_CURRENT_TEST", None)
+    return subprocess.run([sys.executable, "-m", "tqa", "eval", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def eval_index(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("eval") / "index"
+
+
+@pytest.fixture(scope="module")
+def passing_report(eval_index, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("report") / "report.json"
+    r = tqa_eval("--index", str(eval_index), "--json", str(out))
+    return r, json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_default_eval_passes_the_committed_thresholds(passing_report):
+    r, report = passing_report
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "gate: passed" in r.stdout
+    assert report["gate"]["failures"] == [] and report["runs"]["hybrid"]["metrics"]["hit@5"] >= 0.95
+
+
+def test_bm25_mode_falls_below_the_gate_and_names_the_shortfall(eval_index):
+    r = tqa_eval("--index", str(eval_index), "--mode", "bm25")
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr and "is below the minimum" in r.stderr and "mrr@10" in r.stderr
+
+
+def test_a_deliberately_bad_setting_fails(eval_index):
+    r = tqa_eval("--index", str(eval_index), env={"TQA_ABSTAIN_THRESHOLD": "0.95"})
+    assert r.returncode == 1 and "abstained_answerable" in r.stderr and "above the maximum" in r.stderr
+
+
+def test_compare_lists_questions_that_moved(eval_index, passing_report, tmp_path):
+    _, report = passing_report
+    old = tmp_path / "old.json"
+    # pretend an earlier run had every answerable question at rank 1 and nothing abstained
+    for q in report["runs"]["hybrid"]["questions"]:
+        q["rank"], q["abstained"] = (1, False) if q["answerable"] else (None, True)
+    old.write_text(json.dumps(report))
+    r = tqa_eval("--index", str(eval_index), "--compare", str(old), "--no-gate")
+    assert r.returncode == 0 and "Compared with" in r.stdout
+    assert "moved" in r.stdout or "newly fails" in r.stdout
+
+
+def test_missing_evidence_is_an_error_naming_the_question(eval_index, tmp_path):
+    qs = tmp_path / "q.jsonl"
+    qs.write_text(json.dumps({"id": "broken-1", "question": "x?", "answers": ["this sentence is not in it"]}) + "\n")
+    r = tqa_eval("--index", str(eval_index), "--questions", str(qs), "--no-gate")
+    assert r.returncode == 1 and "broken-1" in r.stderr and "not found" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_index_of_another_corpus_is_not_overwritten(tmp_path, eval_index):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("Some other corpus about shelters.\n")
+    r = tqa_eval("--index", str(eval_index), "--corpus", str(other), "--no-gate")
+    assert r.returncode == 1 and "was built from" in r.stderr
