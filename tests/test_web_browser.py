@@ -1,0 +1,258 @@
+"""The web page in a real browser: Debian's chromium driven by Playwright, headless, against the app started
+in this process on a free local port with the real model. The apps start once for the module."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import socket
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tqa import Assistant, build_index
+from tqa.web import build_app, launch
+
+from .conftest import CORPUS, ROOT
+
+pytestmark = [
+    pytest.mark.model,
+    # Gradio opens asyncio event loops it never closes; their ResourceWarnings are third-party noise.
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+QUESTION = "How has technology changed human trafficking?"
+DOCUMENT = "global-governance-and-human-trafficking.txt"
+EVIL = (
+    "# Zebra protocol\n\n"
+    "The zebra protocol <script>window.__pwned=1</script> and <img src=x onerror=\"window.__pwned=2\"> "
+    "describe how markup in a document must be shown as text.\n"
+)
+
+if not Path(CHROMIUM).exists():  # `make test` installs it; say how rather than fail obscurely
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (`make chromium`)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_gradio_garbage():
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def serve_in_process(qa: Assistant):
+    app = build_app(qa)
+    _, url, _ = launch(app, qa, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    return app, url.rstrip("/")
+
+
+@pytest.fixture(scope="module")
+def default_url(default_index, real_embedder):
+    """The default corpus, as `make run` serves it."""
+    app, url = serve_in_process(Assistant.load(default_index, embedder=real_embedder))
+    yield url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def tmp_url(tmp_path_factory, real_embedder):
+    """A copy of the default corpus plus a document full of markup; uploads go here, never into corpus/."""
+    root = tmp_path_factory.mktemp("browser")
+    corpus = root / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    (corpus / "zebra.md").write_text(EVIL, encoding="utf-8")
+    build_index(corpus, root / "index", embedder=real_embedder)
+    app, url = serve_in_process(Assistant.load(root / "index", embedder=real_embedder))
+    yield url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield b
+        b.close()
+
+
+class Tab:
+    """One page, with the requests it made and the errors it logged."""
+
+    def __init__(self, browser, url: str):
+        self.url = url
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(20_000)
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(url)
+        self.page.wait_for_selector("#tqa-question textarea")
+        self.page.wait_for_selector("#tqa-chat .tqa-empty")
+
+    def turns(self) -> int:
+        return self.page.locator("#tqa-chat .tqa-turn").count()
+
+    def ask(self, question: str):
+        """Type the question, press Enter, and return the new turn once it is shown (and the seconds it took)."""
+        n = self.turns()
+        box = self.page.locator("#tqa-question textarea")
+        box.fill(question)
+        t0 = time.perf_counter()
+        box.press("Enter")
+        self.page.wait_for_function(f"document.querySelectorAll('#tqa-chat .tqa-turn').length > {n}")
+        seconds = time.perf_counter() - t0
+        return self.page.locator("#tqa-chat .tqa-turn").nth(n), seconds
+
+
+@pytest.fixture
+def tab(browser, default_url):
+    t = Tab(browser, default_url)
+    yield t
+    t.context.close()
+    assert not t.errors, t.errors
+
+
+@pytest.fixture
+def tmp_tab(browser, tmp_url):
+    t = Tab(browser, tmp_url)
+    yield t
+    t.context.close()
+    assert not t.errors, t.errors
+
+
+def test_question_shows_cited_highlighted_passages(tab):
+    tab.ask("What responsibilities does the Palermo Protocol lay out for countries?")  # warm up this session
+    turn, seconds = tab.ask(QUESTION)
+    lead = turn.locator(".tqa-lead")
+    assert lead.locator(".tqa-cite").inner_text() == "[1]"
+    passages = turn.locator(".tqa-passage")
+    assert passages.count() == 5
+    first = passages.nth(0)
+    assert first.locator(".tqa-src").inner_text() == DOCUMENT
+    assert first.locator(".tqa-trail").inner_text().startswith("§ ")
+    assert first.locator(".tqa-rel-num").count() == 1
+    highlight = first.locator(".tqa-text mark").inner_text()
+    assert highlight and highlight in lead.inner_text()
+    assert "traffickers" in first.inner_text().lower()
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.page.screenshot(path=str(ARTIFACTS / "answered.png"), full_page=True)
+    # warm answer: the acceptance asks for under a second; the margin absorbs slow CI machines
+    assert seconds < 3.0, f"the answer took {seconds:.2f} s"
+    # nothing was fetched from anywhere but this server
+    hosts = {urlsplit(u).netloc for u in tab.requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {urlsplit(tab.url).netloc}
+
+
+def test_citation_opens_the_source_viewer_with_the_passage_marked(tab):
+    turn, _ = tab.ask(QUESTION)
+    first = turn.locator(".tqa-passage").nth(0)
+    section = first.locator(".tqa-sec").inner_text()
+    highlight = first.locator(".tqa-text mark").inner_text()
+    turn.locator(".tqa-lead .tqa-cite").click()
+    viewer = tab.page.locator("#tqa-viewer .tqa-viewer")
+    marked = viewer.locator("mark.tqa-in-context")
+    marked.wait_for()
+    assert viewer.locator(".tqa-viewer-src").inner_text() == DOCUMENT
+    assert viewer.locator(".tqa-sec").inner_text() == section
+    assert "passage [1]" in viewer.locator(".tqa-kicker").text_content()
+    assert " ".join(highlight.split()) in " ".join(marked.inner_text().split())
+    context = " ".join(viewer.locator(".tqa-context").inner_text().split())  # the section around the passage
+    assert " ".join(marked.inner_text().split()) in context
+    assert first.evaluate("e => e.classList.contains('tqa-active')")
+    quote = viewer.locator("textarea").input_value()
+    assert quote.startswith("\u201c") and DOCUMENT in quote and section in quote
+    # another passage's mark replaces the viewer
+    turn.locator(".tqa-passage").nth(2).locator(".tqa-cite").click()
+    tab.page.wait_for_function("document.querySelector('#tqa-viewer .tqa-kicker').innerText.includes('[3]')")
+
+
+def test_unanswerable_question_says_so_plainly(tab):
+    turn, _ = tab.ask("What is the tallest mountain in Africa?")
+    assert "The documents don't seem to cover this" in turn.locator(".tqa-abstain-msg").inner_text()
+    assert turn.locator(".tqa-lead").count() == 0
+    toggle = turn.locator("details.tqa-closest")
+    assert toggle.get_attribute("open") is None
+    assert not turn.locator(".tqa-passage").first.is_visible()
+    toggle.locator("summary").click()
+    assert turn.locator(".tqa-passage").first.is_visible()
+
+
+def test_empty_question_shows_a_validation_message(tab):
+    tab.page.locator("#tqa-ask").click()
+    status = tab.page.locator("#tqa-status .tqa-status-error")
+    status.wait_for()
+    assert "Please type a question" in status.inner_text()
+    assert tab.turns() == 0
+    tab.page.locator("#tqa-question textarea").fill("   ")
+    tab.page.locator("#tqa-question textarea").press("Enter")
+    time.sleep(0.5)
+    assert tab.turns() == 0 and "Please type a question" in status.inner_text()
+    # a real question clears the message
+    tab.ask(QUESTION)
+    tab.page.wait_for_function("!document.querySelector('#tqa-status .tqa-status-error')")
+
+
+def test_example_question_and_new_conversation(tab):
+    tab.page.locator(".tqa-example").nth(2).click()
+    tab.page.wait_for_function("document.querySelectorAll('#tqa-chat .tqa-turn').length === 1")
+    assert "Sweden" in tab.page.locator(".tqa-turn .tqa-q").inner_text()
+    tab.ask(QUESTION)
+    assert tab.turns() == 2  # the history stays on the page
+    tab.page.locator("[data-newchat]").click()
+    tab.page.wait_for_selector("#tqa-chat .tqa-empty")
+    assert tab.turns() == 0
+
+
+def test_uploaded_markdown_is_searchable_at_once(tmp_tab, tmp_path):
+    page = tmp_tab.page
+    doc = tmp_path / "okapi-hotline.md"
+    doc.write_text("# Okapi hotline\n\nThe okapi hotline answers calls from survivors in Lingala every night.\n",
+                   encoding="utf-8")
+    page.locator("#tqa-index").get_by_text("Index: 2 documents", exact=False).click()
+    page.locator("#tqa-upload input[type=file]").set_input_files(str(doc))
+    page.locator("#tqa-upload").get_by_text("okapi-hotline", exact=True).wait_for()  # shown as name + extension
+    page.locator("#tqa-add").click()
+    ok = page.locator("#tqa-upload-status .tqa-status-ok")
+    ok.wait_for(timeout=60_000)
+    assert "uploads/okapi-hotline.md" in ok.inner_text()
+    info = page.locator("#tqa-info")
+    assert "uploads/okapi-hotline.md" in info.text_content() and "3 documents" in info.inner_text()
+    assert "Index: 3 documents" in page.locator("#tqa-index").inner_text()
+    turn, _ = tmp_tab.ask("Which hotline answers survivors in Lingala?")
+    first = turn.locator(".tqa-passage").nth(0)
+    assert first.locator(".tqa-src").inner_text() == "uploads/okapi-hotline.md"
+    assert "Lingala" in turn.locator(".tqa-lead").inner_text()
+
+
+def test_markup_in_a_document_is_shown_as_text_and_never_runs(tmp_tab):
+    page = tmp_tab.page
+    turn, _ = tmp_tab.ask("What does the zebra protocol say about markup in a document?")
+    card = turn.locator(".tqa-passage", has=page.locator(".tqa-src", has_text="zebra.md")).first
+    text = card.locator(".tqa-text").text_content()
+    assert "<script>window.__pwned=1</script>" in text and 'onerror="window.__pwned=2"' in text
+    card.locator(".tqa-cite").click()
+    page.locator("#tqa-viewer mark.tqa-in-context").wait_for()
+    assert "<script>window.__pwned=1</script>" in page.locator("#tqa-viewer .tqa-context").inner_text()
+    time.sleep(0.3)  # give an injected image's onerror a chance to fire
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#tqa-chat script, #tqa-chat img, #tqa-viewer script, #tqa-viewer img").count() == 0
