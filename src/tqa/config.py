@@ -48,6 +48,7 @@ class Settings:
     max_question_chars: int = 2000
     max_file_bytes: int = 50 * 1024 * 1024
     batch_size: int = 32
+    queue_size: int = 64  # web requests allowed to wait; beyond it the server answers "queue full" at once
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -62,5 +63,6 @@ class Settings:
             abstain_threshold=_env("abstain_threshold", None, float),
             max_question_chars=_env("max_question_chars", cls.max_question_chars, int),
             batch_size=_env("batch_size", cls.batch_size, int),
+            queue_size=_env("queue_size", cls.queue_size, int),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -135,6 +135,9 @@ def build_index(
                 on_progress("reading", n, len(candidates))
             try:
                 data = path.read_bytes()
+            except FileNotFoundError:
+                skipped.append(Skipped(source, "vanished during indexing"))
+                continue
             except OSError as exc:
                 skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
                 continue

@@ -137,7 +137,9 @@ class FaissVectors:
     def save(self, path: Path) -> None:
         import faiss
 
-        faiss.write_index(self._index, str(path))
+        # Serialised in memory and written by Python, so a full disk surfaces as an OSError.
+        with open(path, "wb") as f:
+            f.write(faiss.serialize_index(self._index).tobytes())
 
     @classmethod
     def load(cls, path: Path) -> FaissVectors:
@@ -424,6 +426,8 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
     root = Path(index_dir)
     gen_name = f"g-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     tmp = root / f".tmp-{gen_name}"
+    published = False
+    previous: Path | None = None
     try:
         tmp.mkdir(parents=True)
         with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
@@ -451,19 +455,33 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
             os.fsync(f.fileno())
         previous = current_generation(root) if (root / CURRENT).exists() else None
         os.replace(pointer, root / CURRENT)
+        published = True
         _fsync_dir(root)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # FAISS and bm25s report write failures as RuntimeError
+        if published:  # the new index is live; only the directory sync failed
+            return root / gen_name
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(root / gen_name, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(root / f".{CURRENT}.{gen_name}")
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise TqaError(
-            f"Could not write the index to {root}: {reason}. The previous index (if any) is unchanged; "
+            f"Could not write the index to {root}: {_why(exc)}. The previous index (if any) is unchanged; "
             "free space or fix permissions and run `tqa index` again."
         ) from None
     _retire(root, keep={gen_name, previous.name if previous else ""})
     return root / gen_name
+
+
+def _why(exc: BaseException) -> str:
+    errno_ = getattr(exc, "errno", None)
+    text = str(exc)
+    if errno_ == errno.ENOSPC or "No space left" in text:
+        return "the disk is full"
+    if errno_ in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only file system" in text:
+        return "the folder is not writable"
+    if getattr(exc, "strerror", None):
+        return str(exc.strerror)  # type: ignore[attr-defined]
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def _retire(root: Path, keep: set[str]) -> None:

@@ -27,7 +27,6 @@ from .config import MODES, Settings
 from .errors import BadQuestion, TqaError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-QUEUE_SIZE = 64  # requests waiting beyond this are refused ("queue full") instead of piling up
 CONCURRENCY = 4  # questions answered at once (model encoding is serialised inside the embedder)
 MAX_K = 20  # passages per answer, for the page and the API
 MAX_TURNS = 50  # conversation turns kept per browser session
@@ -687,7 +686,8 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
         app.load(on_load, outputs=[info, source_filter, index_panel], api_visibility="private",
                  show_progress="hidden")
         gr.api(api_ask, api_name="ask")
-    app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    # Requests waiting beyond settings.queue_size are refused at once ("queue full") instead of piling up.
+    app.queue(max_size=settings.queue_size, default_concurrency_limit=CONCURRENCY)
     app.tqa_page = page  # type: ignore[attr-defined]
     return app
 
