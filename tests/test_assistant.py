@@ -179,3 +179,14 @@ def test_add_documents_reports_progress(qa):
                      on_progress=lambda stage, done, total: seen.append((stage, done, total)))
     assert seen and all(0 <= done <= total for _, done, total in seen)
     assert qa.ask("okapi shelter", mode="bm25").passages[0].source == "uploads/Shelters.md"
+
+
+def test_uploads_never_overwrite_and_skipped_ones_are_not_kept(qa):
+    corpus = Path(qa.manifest["corpus"])
+    qa.add_documents([("notes.md", b"# Notes\n\nThe first notes mention walruses.\n")])
+    qa.add_documents([("notes.md", b"# Notes\n\nOther notes mention narwhals.\n")])
+    assert (corpus / "uploads" / "notes.md").read_bytes().endswith(b"walruses.\n")
+    assert (corpus / "uploads" / "notes-2.md").read_bytes().endswith(b"narwhals.\n")
+    s = qa.add_documents([("empty.md", b"")])
+    assert any(d["path"] == "uploads/empty.md" for d in s.skipped)
+    assert not (corpus / "uploads" / "empty.md").exists()

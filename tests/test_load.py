@@ -186,3 +186,51 @@ def test_a_full_queue_answers_busy_at_once_instead_of_hanging(default_index):
     assert refused, "24 simultaneous requests never filled a queue of 1"
     assert all("full" in o.lower() or "busy" in o.lower() for o in refused), refused[:3]
     assert "ok" in outcomes
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.append(addr)
+    return found
+
+
+def test_serve_listens_on_loopback_only_by_default(default_index):
+    proc, url = start_server(default_index)
+    try:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        addresses = _listening(port)
+    finally:
+        stop(proc)
+    assert addresses == ["0100007F"], addresses  # 127.0.0.1, and nothing on 0.0.0.0 or ::
+
+
+def test_serve_on_another_address_warns(default_index):
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    # 127.0.0.2 is loopback too (nothing leaves the machine) but is not the default: tqa must warn
+    proc = subprocess.Popen([sys.executable, "-m", "tqa", "serve", "--index", str(default_index), "--host",
+                             "127.0.0.2", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, err = time.time() + 90, ""
+        while time.time() < deadline and "serving" not in err:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            err += line
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert "warning: serving on 127.0.0.2 without authentication" in err

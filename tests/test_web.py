@@ -391,9 +391,20 @@ def test_file_routes_refuse_the_index_and_the_corpus(server, qa):
 
 
 def test_uploads_over_the_cap_are_refused_by_the_server(server):
+    import tempfile
+
+    import gradio
+
+    def temp_files() -> set[Path]:
+        roots = {Path(gradio.utils.get_upload_folder()), Path(tempfile.gettempdir())}
+        return {p for r in roots if r.exists() for p in r.rglob("*") if p.is_file() and "pytest-of" not in str(p)}
+
+    before = temp_files()
     with httpx.Client(base_url=server, timeout=30) as http:
         r = http.post("/gradio_api/upload", files={"files": ("big.md", b"x" * (UPLOAD_CAP + 1), "text/markdown")})
         assert r.status_code == 413
+        left = [p for p in temp_files() - before if p.stat().st_size > UPLOAD_CAP]
+        assert left == [], f"a refused upload left {left}"
         r = http.post("/gradio_api/upload", files={"files": ("small.md", b"# Small\n\nok\n", "text/markdown")})
         assert r.status_code == 200
         # the file route itself works (so the refusals above mean something): an upload is served back

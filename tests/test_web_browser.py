@@ -31,7 +31,8 @@ DOCUMENT = "global-governance-and-human-trafficking.txt"
 EVIL = (
     "# Zebra protocol\n\n"
     "The zebra protocol <script>window.__pwned=1</script> and <img src=x onerror=\"window.__pwned=2\"> "
-    "describe how markup in a document must be shown as text.\n"
+    "describe how markup in a document must be shown as text. "
+    "See [the zebra guide](javascript:window.__pwned=3) and ![zebra](x onerror=window.__pwned=4).\n"
 )
 
 if not Path(CHROMIUM).exists():  # `make test` installs it; say how rather than fail obscurely
@@ -256,3 +257,6 @@ def test_markup_in_a_document_is_shown_as_text_and_never_runs(tmp_tab):
     time.sleep(0.3)  # give an injected image's onerror a chance to fire
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#tqa-chat script, #tqa-chat img, #tqa-viewer script, #tqa-viewer img").count() == 0
+    # Markdown links stay text too: no link to javascript: is created
+    assert "[the zebra guide](javascript:window.__pwned=3)" in text
+    assert page.locator("#tqa-chat a[href^='javascript'], #tqa-viewer a[href^='javascript']").count() == 0

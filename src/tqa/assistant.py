@@ -125,6 +125,17 @@ def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int,
     return a, b
 
 
+def _free_name(folder: Path, name: str, data: bytes) -> Path:
+    """``folder/name``, or ``name-2``, ``name-3``... when a different file already has that name (an upload
+    never overwrites a document)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, n = folder / name, 1
+    while candidate.exists() and candidate.read_bytes() != data:
+        n += 1
+        candidate = folder / f"{stem}-{n}{suffix}"
+    return candidate
+
+
 def _size(n: int) -> str:
     return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n} bytes"
 
@@ -236,12 +247,23 @@ class Assistant:
                 raise BadQuestion(f"{base}: larger than the {_size(limit)} limit.")
             saved.append((base, data))
         target.mkdir(parents=True, exist_ok=True)
+        written = []
         for base, data in saved:
-            tmp = target / f".{base}.part"
+            dest = _free_name(target, base, data)
+            if dest.exists():
+                continue  # the same file was added before
+            tmp = target / f".{dest.name}.part"
             tmp.write_bytes(data)
-            tmp.replace(target / base)
+            tmp.replace(dest)
+            written.append(dest)
+        assert self.data.path is not None
         summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings,
                               on_progress=on_progress)
+        # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.
+        skipped = {s["path"] for s in summary.skipped}
+        for dest in written:
+            if dest.relative_to(corpus).as_posix() in skipped:
+                dest.unlink(missing_ok=True)
         self.reload()
         return summary
 
