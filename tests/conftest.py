@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
+import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +92,20 @@ def default_index(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Pa
     index = tmp_path_factory.mktemp("default") / "index"
     build_index(CORPUS, index, embedder=real_embedder)
     return index
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (servers in tests bind loopback only)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def collect_gradio_garbage():
+    """Gradio opens asyncio event loops it never closes (gradio.utils.safe_get_lock); collect them when a module
+    that built apps ends, so their ResourceWarnings don't surface in whichever later test triggers a collection."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

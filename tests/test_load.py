@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [
     "How has technology changed human trafficking?",
@@ -37,12 +39,6 @@ DURATION = float(os.environ.get("TQA_LOAD_SECONDS", "60"))
 MAX_REQUESTS = 5000  # a bound on the whole test, whatever the speed
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(index: Path, env_extra: dict | None = None) -> tuple[subprocess.Popen, str]:

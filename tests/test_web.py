@@ -5,10 +5,7 @@ Fast: the fake embedder, one small index and one server for the module.
 
 from __future__ import annotations
 
-import gc
 import re
-import socket
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from tqa.web import (
     render_info,
 )
 
-from .conftest import FakeEmbedder
+from .conftest import FakeEmbedder, free_port
 
 EVIL = (
     "# Evil <b>heading</b>\n\n"
@@ -47,17 +44,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _collect_gradio_garbage():
+def _collect_gradio_garbage(collect_gradio_garbage):
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,8 @@ in this process on a free local port with the real model. The apps start once fo
 
 from __future__ import annotations
 
-import gc
 import shutil
-import socket
 import time
-import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +13,7 @@ import pytest
 from tqa import Assistant, build_index
 from tqa.web import build_app, launch
 
-from .conftest import CORPUS, ROOT
+from .conftest import CORPUS, ROOT, free_port
 
 pytestmark = [
     pytest.mark.model,
@@ -39,18 +36,9 @@ if not Path(CHROMIUM).exists():  # `make test` installs it; say how rather than 
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (`make chromium`)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _collect_gradio_garbage():
+def _collect_gradio_garbage(collect_gradio_garbage):
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def serve_in_process(qa: Assistant):

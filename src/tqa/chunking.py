@@ -218,7 +218,8 @@ def sections(doc: Document) -> list[Section]:
     headings = _document_headings(doc)
     out: list[Section] = []
     trail: list[tuple[int, str]] = []  # (level, title)
-    cursor, current = 0, ()
+    cursor = 0
+    current: tuple[str, ...] = ()
     for h in headings + [None]:
         end = h.line_start if h else len(doc.text)
         if end > cursor:
@@ -283,7 +284,8 @@ def unit_spans(text: str, sentences: tuple[tuple[int, int], ...]) -> tuple[tuple
         if b - a <= MAX_UNIT_CHARS:
             units.append((a, b))
             continue
-        run_start = run_end = None
+        run_start: int | None = None
+        run_end = a
         for sa, sb in sentences:
             if sb <= a or sa >= b:
                 continue

@@ -411,6 +411,7 @@ def evaluate_questions(assistant: Any, questions: Sequence[Question], modes: Seq
         if mode == RECIPE:
             recipe = StandardRecipe(documents, embedder or assistant.embedder)
         for q in questions:
+            passages: list[dict[str, Any]]
             if mode == RECIPE:
                 found = recipe.search(q.question, 10)
                 passages = [{"source": s, "start": a, "end": b, "score": round(sc, 4)} for s, a, b, sc in found]
@@ -453,7 +454,7 @@ def evaluate_beir(folder: str | Path, modes: Sequence[str], *, index: str | Path
     with tempfile.TemporaryDirectory(prefix="tqa-beir-") as tmp:
         docs_dir = Path(tmp) / "corpus"
         docs_dir.mkdir()
-        name_to_id = {}
+        name_to_id: dict[str, str] = {}
         for doc_id, d in corpus.items():
             name = _safe_name(doc_id)
             if name in name_to_id:

@@ -694,6 +694,7 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
 
 def protected_paths(assistant: Assistant) -> list[str]:
     """Folders never served as files: the index and the corpus it was built from."""
+    assert assistant.data.path is not None
     paths = [assistant.data.path.parent.resolve()]
     corpus = assistant.manifest.get("corpus")
     if corpus:
