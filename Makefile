@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test index lint clean chromium
+.PHONY: run test index lint clean chromium bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(VENV)/.installed chromium
 	# the retrieval-quality gate on the default corpus (thresholds: eval/thresholds.toml)
 	rm -rf build/eval-index
 	$(BIN)/tqa eval --index build/eval-index
+
+# The benchmark suite (bench/README.md); writes bench/results.md. `make bench QUICK=1` runs the quick version.
+bench: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

@@ -10,7 +10,7 @@ from typing import Any
 
 from .chunking import SECTION_SEPARATOR, Chunk
 from .config import Settings
-from .embedding import Embedder, load_embedder
+from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion
 from .retrieval import MODES, Hit, coverage_gap, search
 from .store import IndexData, KeywordIndex, load_index
@@ -105,15 +105,13 @@ def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int,
 
     Each sentence scores the summed inverse document frequency of the question's (stemmed) terms it contains;
     a neighbouring sentence that scores nearly as well is included too. With no overlap, the first sentence.
+    The sentences' terms are analysed once per chunk (``KeywordIndex.span_terms``), not once per question.
     """
     terms = set(keywords.analyze(question))
     sentences = chunk.sentences or ((0, len(chunk.text)),)
     if not terms:
         return sentences[0]
-    scores = []
-    for a, b in sentences:
-        words = set(keywords.analyze(chunk.text[a:b]))
-        scores.append(sum(keywords.idf(t) for t in terms & words))
+    scores = [sum(keywords.idf(t) for t in terms & words) for words in keywords.span_terms(chunk.text, sentences)]
     best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
     if scores[best] <= 0:
         return sentences[0]
@@ -155,7 +153,8 @@ class Assistant:
         data = load_index(index)
         model = data.manifest["model"]["name"]
         if embedder is None:
-            embedder = load_embedder(model)
+            # the index's model at the precision its vectors were made at (embedding.py)
+            embedder = embedder_for_index(data.manifest, load_embedder)
         elif embedder.name != model:
             from .errors import IndexMismatch
 
@@ -163,6 +162,8 @@ class Assistant:
                 f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
                 "Run `tqa index --rebuild` with the model you want."
             )
+        else:
+            check_precision(embedder, data.manifest, index)
         return cls(data, embedder, settings)
 
     @property

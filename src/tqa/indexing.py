@@ -17,7 +17,16 @@ import numpy as np
 
 from .chunking import Chunk, Chunker
 from .config import DEFAULT_MODEL, ChunkSettings, Settings
-from .embedding import Embedder, load_embedder
+from .embedding import (
+    FULL_PRECISION,
+    Embedder,
+    check_precision,
+    index_precision,
+    load_embedder,
+    precision_of,
+    requested_precision,
+    resolve_precision,
+)
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
 from .loaders import Document, SkipFile, Skipped, discover, extract
 from .retrieval import name_prefixes, unit_rows
@@ -117,6 +126,7 @@ def build_index(
         )
         if old_manifest:
             _check_compatible(old_manifest, model_name, chunk_settings, index_dir)
+        precision = _build_precision(old_manifest, embedder, index_dir)
 
         # What the previous index holds, by content hash (identity) and by path.
         old_files: dict[str, dict[str, Any]] = old_manifest["files"] if old_manifest else {}
@@ -134,7 +144,7 @@ def build_index(
             if on_progress:
                 on_progress("reading", n, len(candidates))
             try:
-                data = path.read_bytes()
+                raw = path.read_bytes()
             except FileNotFoundError:
                 skipped.append(Skipped(source, "vanished during indexing"))
                 continue
@@ -143,7 +153,7 @@ def build_index(
                 continue
             import hashlib
 
-            digest = hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256(raw).hexdigest()
             if digest in seen_hashes:
                 skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
                 continue
@@ -161,7 +171,7 @@ def build_index(
                     summary.files_renamed.append({"from": old_src, "to": source})
                 continue
             try:
-                doc = extract(source, data)
+                doc = extract(source, raw)
             except SkipFile as exc:
                 skipped.append(Skipped(source, str(exc)))
                 continue
@@ -173,7 +183,7 @@ def build_index(
                 summary.warnings.append({"path": source, "warning": w})
             new_files[source] = {
                 "sha256": digest,
-                "bytes": len(data),
+                "bytes": len(raw),
                 "format": doc.format,
                 "chars": len(doc.text),
                 "chunks": len(chunks),
@@ -202,7 +212,7 @@ def build_index(
             return summary
 
         # Embed the new chunks and their units, all files in one batched pass.
-        emb = embedder or load_embedder(model_name)
+        emb = embedder or load_embedder(model_name, precision)
         fresh = [c for _, chunks, _ in plan if chunks for c in chunks]
         texts = [c.search_text for c in fresh]
         unit_texts = [t for c in fresh for t in c.unit_search_texts()]
@@ -246,8 +256,9 @@ def build_index(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "corpus": str(corpus.resolve()),
             "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
+            "precision": precision_of(emb),  # the embedding path (embedding.py); queries use the same
             "chunking": chunk_settings.to_dict(),
-            "vector_index": {"type": "faiss.IndexFlatIP", "metric": "cosine"},
+            "vector_index": {**data.vectors.describe(), "units": data.units.describe()},
             "files": new_files,
             "skipped": summary.skipped,
             "counts": {"files": len(new_files), "chunks": len(all_chunks), "units": len(unit_matrix)},
@@ -280,6 +291,25 @@ def _old_texts(index_dir: Path) -> dict[str, str]:
     gen = current_generation(index_dir)
     assert gen is not None
     return dict(read_documents(gen))
+
+
+def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, index_dir: Path) -> str:
+    """The precision to embed at: an update keeps the index's own (vectors are never mixed); asking for another
+    one (TQA_PRECISION or an embedder at another precision) without --rebuild is refused."""
+    if embedder is not None:
+        if old_manifest:
+            check_precision(embedder, old_manifest, index_dir)
+        return precision_of(embedder) or FULL_PRECISION
+    requested = requested_precision()
+    built = index_precision(old_manifest) if old_manifest else None
+    if built is None:
+        return requested or resolve_precision()
+    if requested and requested != built:
+        raise IndexMismatch(
+            f"The index at {index_dir}/ holds {built} vectors, not {requested} (TQA_PRECISION). "
+            f"Run `tqa index --rebuild` to rebuild it at {requested}, or unset TQA_PRECISION."
+        )
+    return built
 
 
 def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSettings, index_dir: Path) -> None:

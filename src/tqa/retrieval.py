@@ -16,7 +16,9 @@ The relevance used for abstention is the best dense score, compared with a thres
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -106,11 +108,68 @@ def allowed_rows(chunks: list[Chunk], sources: list[str] | None) -> np.ndarray |
     return np.array([i for i, c in enumerate(chunks) if c.source in wanted], dtype=np.int64)
 
 
+# Per-index lookups that a question would otherwise recompute, built once per loaded index on first need and
+# kept on the index object itself (a reload makes a new object, so nothing goes stale).
+_MEMO = "_tqa_retrieval_memo"
+_FILTER_MEMO_MAX = 256  # distinct source filters remembered per index
+
+
+def _memo(data: Any) -> dict[Any, Any] | None:
+    store = getattr(data, "__dict__", None)
+    if store is None:
+        return None
+    memo = store.get(_MEMO)
+    if memo is None:
+        memo = store.setdefault(_MEMO, {})
+    return memo
+
+
+def _rows_by_source(data: Searchable) -> dict[str, np.ndarray]:
+    memo = _memo(data)
+    if memo is not None and "rows_by_source" in memo:
+        return memo["rows_by_source"]  # type: ignore[no-any-return]
+    by_source: dict[str, list[int]] = {}
+    for i, c in enumerate(data.chunks):
+        by_source.setdefault(c.source, []).append(i)
+    table = {src: np.asarray(rows, dtype=np.int64) for src, rows in by_source.items()}
+    if memo is not None:
+        memo["rows_by_source"] = table
+    return table
+
+
+def filter_rows(data: Searchable, sources: list[str] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(chunk rows, unit rows) of the given sources, in index order; (None, None) for no filter. The same as
+    ``allowed_rows`` and ``unit_rows``, from a per-source table built once per index."""
+    if not sources:
+        return None, None
+    key = frozenset(sources)
+    memo = _memo(data)
+    filters = memo.setdefault("filters", {}) if memo is not None else {}
+    found = filters.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    table = _rows_by_source(data)
+    parts = [table[s] for s in key if s in table]
+    rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+    result = (rows, unit_rows(data.unit_ptr, rows))
+    if len(filters) >= _FILTER_MEMO_MAX:
+        filters.clear()  # (atomic: safe with questions answered in other threads)
+    filters[key] = result
+    return result
+
+
 def unit_rows(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Rows of the unit index that belong to the given chunk rows, in order."""
+    rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.arange(ptr[r], ptr[r + 1]) for r in rows]).astype(np.int64)
+    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    # For each member, its chunk's first unit plus its place inside the chunk.
+    offsets = np.cumsum(counts) - counts
+    return (np.repeat(starts - offsets, counts) + np.arange(total)).astype(np.int64)
 
 
 def dense_scores(data: Searchable, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -123,18 +182,16 @@ def dense_scores(data: Searchable, qvec: np.ndarray, rows: np.ndarray) -> np.nda
     members = unit_rows(ptr, rows)
     if len(members):
         sims = data.units.take(members) @ qvec
-        pos = 0
-        for i, r in enumerate(rows):
-            n = int(ptr[r + 1] - ptr[r])
-            if n:
-                best_unit[i] = sims[pos:pos + n].max()
-                pos += n
+        counts = ptr[rows + 1] - ptr[rows]
+        has = counts > 0
+        starts = (np.cumsum(counts) - counts)[has]
+        best_unit[has] = np.maximum.reduceat(sims, starts)  # each chunk's best unit
     return (1 - UNIT_WEIGHT) * chunk_sims + UNIT_WEIGHT * best_unit
 
 
-def drop_overlaps(hits: list[Hit], chunks: list[Chunk]) -> list[Hit]:
-    """Keep the better-ranked of any two passages that overlap in the same document."""
-    kept: list[Hit] = []
+def drop_overlaps(hits: Iterable[Hit], chunks: list[Chunk]) -> Iterator[Hit]:
+    """Keep the better-ranked of any two passages that overlap in the same document (lazily, so that a caller
+    who needs k hits stops after k)."""
     spans: dict[str, list[tuple[int, int]]] = {}
     for h in hits:
         c = chunks[h.row]
@@ -142,8 +199,7 @@ def drop_overlaps(hits: list[Hit], chunks: list[Chunk]) -> list[Hit]:
         if any(c.start < b and a < c.end for a, b in taken):
             continue
         taken.append((c.start, c.end))
-        kept.append(h)
-    return kept
+        yield h
 
 
 def search(
@@ -160,14 +216,13 @@ def search(
     """Ranked, de-duplicated hits and the best dense score (the relevance used for abstention)."""
     if mode not in MODES:
         raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
-    allowed = allowed_rows(data.chunks, sources)
+    allowed, allowed_units = filter_rows(data, sources)
     depth = max(CANDIDATES, 4 * k)
     candidates: list[np.ndarray] = []
     if qvec is not None:
         qvec = np.asarray(qvec, dtype=np.float32)
         candidates.append(data.vectors.search(qvec, depth, allowed)[1])
         if data.units.ntotal:
-            allowed_units = None if allowed is None else unit_rows(data.unit_ptr, allowed)
             _, unit_hits = data.units.search(qvec, depth * 2, allowed_units)
             owner = np.searchsorted(data.unit_ptr, unit_hits, side="right") - 1
             candidates.append(owner)
@@ -181,9 +236,7 @@ def search(
     dense = dense_scores(data, qvec, rows) if qvec is not None else None
     keyword = np.zeros(len(rows), dtype=np.float32)
     if len(kw_rows):
-        position = {int(r): i for i, r in enumerate(rows)}
-        for s, r in zip(kw_scores, kw_rows, strict=True):
-            keyword[position[int(r)]] = s
+        keyword[np.searchsorted(rows, kw_rows)] = kw_scores  # rows is sorted and holds every kw_row
     best_dense = float(dense.max()) if dense is not None else None
 
     if mode == "dense":
@@ -200,12 +253,12 @@ def search(
     order = np.lexsort((rows, -score))  # by score, ties by position in the index
     if mode == "bm25":
         order = order[keyword[order] > 0]
-    hits = [
+    hits = (
         Hit(int(rows[i]), float(score[i]), None if dense is None else float(dense[i]),
             float(keyword[i]) if keyword[i] > 0 else None)
         for i in order
-    ]
-    return (drop_overlaps(hits, data.chunks) if dedupe else hits)[:k], best_dense
+    )
+    return list(itertools.islice(drop_overlaps(hits, data.chunks) if dedupe else hits, k)), best_dense
 
 
 # ---------------------------------------------------------------- coverage checks (abstention beyond relevance)

@@ -80,20 +80,84 @@ def _fsync_tree(path: Path) -> None:
 
 # ---------------------------------------------------------------- vector index (FAISS behind a small interface)
 
+# Below this many vectors the index is exact (faiss.IndexFlatIP): a scan of 20,000 384-dimensional vectors takes
+# about 1 ms on 2 cores, below the time to encode the question. Above it, an inverted-file index
+# (faiss.IndexIVFFlat) scans only the lists nearest the question. Its vectors are stored uncompressed, so the
+# scores of the candidates (``take``) stay exact; only which candidates are found is approximate. Settings and
+# the recall@10 against exact search they give are measured by bench/run.py (bench/results.md).
+EXACT_MAX = 20_000
+IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n) (FAISS's usual lower bound): 4,000 lists of ~250 vectors at a million
+IVF_PROBE_SHARE = 1 / 64  # lists scanned per question, as a share of nlist ...
+IVF_MIN_PROBES = 32  # ... but at least this many
+IVF_TRAIN_PER_LIST = 64  # k-means is trained on a fixed sample of 64 vectors per list (deterministic)
+IVF_TRAIN_ITERATIONS = 10
+# A filtered search (``allowed``) over at most this many rows is exact; above it the inverted file is searched
+# with a selector and proportionally more lists, and scans every list when those held fewer than k rows.
+FILTER_EXACT_MAX = 20_000
+IVF_MIN_VECTORS = 39 * 16  # 16 lists of 39 training vectors
+
+
+def ivf_settings(n: int) -> tuple[int, int]:
+    """(nlist, nprobe) for an inverted-file index of ``n`` vectors (at least 39 training vectors a list, as
+    FAISS asks)."""
+    nlist = max(16, min(int(round(IVF_LISTS_PER_SQRT * np.sqrt(max(n, 1)))), n // 39))
+    nprobe = min(nlist, max(IVF_MIN_PROBES, int(np.ceil(nlist * IVF_PROBE_SHARE))))
+    return nlist, nprobe
+
+
+def choose_index_type(n: int) -> str:
+    """"flat" (exact) up to ``EXACT_MAX`` vectors, "ivf" (approximate) above."""
+    return "flat" if n <= EXACT_MAX else "ivf"
+
+
+def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (scores, rows), best first, ties by row."""
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+        scores, rows = scores[part], rows[part]
+    order = np.lexsort((rows, -scores))
+    return scores[order], rows[order]
+
 
 class FaissVectors:
-    """Exact inner-product search over normalised vectors (cosine similarity)."""
+    """Inner-product search over normalised vectors (cosine similarity): exact up to ``EXACT_MAX`` vectors, an
+    inverted file above (see ``choose_index_type``). ``take`` returns stored vectors exactly for every type."""
 
     def __init__(self, index: Any):
-        self._index = index
-
-    @classmethod
-    def build(cls, vectors: np.ndarray, dim: int) -> FaissVectors:
         import faiss
 
-        index = faiss.IndexFlatIP(dim)
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._index = index
+        self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
+        if self._ivf is not None and self._ivf.direct_map.type == faiss.DirectMap.NoMap and index.ntotal:
+            self._ivf.make_direct_map()  # for ``take``; normally saved with the index
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
+        """An index of ``vectors``; ``kind`` is "flat", "ivf" or "auto" (by size, see ``choose_index_type``)."""
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+        kind = choose_index_type(len(vectors)) if kind == "auto" else kind
+        if kind == "ivf" and len(vectors) < IVF_MIN_VECTORS:
+            kind = "flat"  # too few to train an inverted file; exact search is fast for so few anyway
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+            if len(vectors):
+                index.add(vectors)
+            return cls(index)
+        if kind != "ivf":
+            raise ValueError(f"unknown vector index type {kind!r}")
+        nlist, nprobe = ivf_settings(len(vectors))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = IVF_TRAIN_ITERATIONS
+        index.cp.seed = 1234
+        n_train = min(len(vectors), nlist * IVF_TRAIN_PER_LIST)
+        index.cp.max_points_per_centroid = max(1, -(-n_train // nlist))  # faiss must not subsample again
+        sample = np.random.default_rng(0).choice(len(vectors), size=n_train, replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+        index.nprobe = nprobe
+        index.make_direct_map()
         return cls(index)
 
     @property
@@ -104,6 +168,18 @@ class FaissVectors:
     def dim(self) -> int:
         return int(self._index.d)
 
+    @property
+    def kind(self) -> str:
+        return "flat" if self._ivf is None else "ivf"
+
+    def describe(self) -> dict[str, Any]:
+        """What was built, for the manifest."""
+        d: dict[str, Any] = {"type": f"faiss.{type(self._index).__name__}", "metric": "cosine",
+                             "vectors": self.ntotal, "exact": self._ivf is None}
+        if self._ivf is not None:
+            d.update(nlist=int(self._ivf.nlist), nprobe=int(self._ivf.nprobe))
+        return d
+
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows.
 
@@ -113,13 +189,24 @@ class FaissVectors:
         if k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        if allowed is None:
-            scores, rows = self._index.search(q, k)
-        else:
-            import faiss
+        import faiss
 
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            scores, rows = self._index.search(q, k, params=faiss.SearchParameters(sel=selector))
+        if self._ivf is None:
+            if allowed is None:
+                scores, rows = self._index.search(q, k)
+            else:
+                selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+                scores, rows = self._index.search(q, k, params=faiss.SearchParameters(sel=selector))
+        elif allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
+            return _top_k(self.take(allowed) @ q[0], np.asarray(allowed, dtype=np.int64), k)
+        else:
+            nlist, nprobe = int(self._ivf.nlist), int(self._ivf.nprobe)
+            selector = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
+            if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
+                nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
+            scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+            if int((rows[0] >= 0).sum()) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
+                scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
         keep = rows[0] >= 0
         return scores[0][keep], rows[0][keep]
 
@@ -132,7 +219,7 @@ class FaissVectors:
     def vectors(self) -> np.ndarray:
         if self.ntotal == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._index.reconstruct_n(0, self.ntotal)
+        return self.take(np.arange(self.ntotal, dtype=np.int64))
 
     def save(self, path: Path) -> None:
         import faiss
@@ -157,10 +244,17 @@ class FaissVectors:
 
 
 class KeywordIndex:
-    """BM25 over the chunks' search text: English stopwords, Snowball stemming."""
+    """BM25 over the chunks' search text: English stopwords, Snowball stemming.
+
+    Scores are bm25s's (the same float32 sums in the same order); the top k are chosen among the rows the
+    question's terms name rather than among every row. What the highlighter needs per term (its idf) is
+    computed once per index, on first use, and each chunk's sentence terms once per chunk (``span_terms``).
+    """
 
     def __init__(self, bm25: Any):
         self._bm25 = bm25
+        self._vocab: dict[str, int] = getattr(bm25, "vocab_dict", None) or {}
+        self._idf: np.ndarray | None = None
 
     @staticmethod
     def analyze(text: str) -> list[str]:
@@ -176,30 +270,69 @@ class KeywordIndex:
             bm25.index(tokens, show_progress=False)
         return cls(bm25)
 
+    @property
+    def size(self) -> int:
+        return int(self._bm25.scores["num_docs"]) if self._vocab else 0
+
+    def _postings(self, terms: list[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(term id, rows, scores) of each known term, in the question's order (a repeated term counts
+        again, as in bm25s)."""
+        s = self._bm25.scores
+        indptr, indices, data = s["indptr"], s["indices"], s["data"]
+        out = []
+        for t in terms:
+            i = self._vocab.get(t)
+            if i is not None:
+                a, b = int(indptr[i]), int(indptr[i + 1])
+                out.append((i, indices[a:b], data[a:b]))
+        return out
+
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) with a positive BM25 score, optionally only among ``allowed`` rows."""
-        vocab = getattr(self._bm25, "vocab_dict", None) or {}
-        terms = [t for t in self.analyze(query) if t in vocab]
-        if not terms or k <= 0:
+        """Top-k (scores, rows) with a positive BM25 score, optionally only among ``allowed`` rows.
+
+        Scores are accumulated as bm25s accumulates them (``np.add.at``, term by term in the question's order,
+        float32), but the best are then chosen among the rows the terms name, not among every row.
+        """
+        postings = self._postings(self.analyze(query))
+        if not postings or k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        scores = self._bm25.get_scores(terms)
+        n = self.size
+        scores = np.zeros(n, dtype=np.float32)
+        for _, r, v in postings:
+            np.add.at(scores, r, v)
+        rows = _union([r for _, r, _ in postings], n)
         if allowed is not None:
-            mask = np.zeros(len(scores), dtype=bool)
+            mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
-            scores = np.where(mask, scores, 0.0)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        top = top[scores[top] > 0]
-        return scores[top].astype(np.float32), top.astype(np.int64)
+            rows = rows[mask[rows]]
+        found = scores[rows]
+        keep = found > 0
+        top_scores, top_rows = _top_k(found[keep], rows[keep].astype(np.int64), min(k, int(keep.sum())))
+        return top_scores.astype(np.float32), top_rows
 
     def knows(self, term: str) -> bool:
         """Whether an analysed term occurs anywhere in the indexed text."""
-        return term in (getattr(self._bm25, "vocab_dict", None) or {})
+        return term in self._vocab
+
+    def span_terms(self, text: str, spans: tuple[tuple[int, int], ...]) -> tuple[frozenset[str], ...]:
+        """The analysed terms of each span of ``text`` (a chunk's sentences, for the highlighter); computed once
+        per chunk and remembered (the most recently used chunks)."""
+        return _span_terms(text, spans)
 
     def idf(self, term: str) -> float:
         """Inverse document frequency of an analysed term (0 when unknown), for the highlighter."""
-        return _idf_table(self._bm25).get(term, 0.0)
+        i = self._vocab.get(term)
+        if i is None:
+            return 0.0
+        table = self._idf if self._idf is not None else self._idf_table()
+        return float(table[i]) if i < len(table) else 0.0
+
+    def _idf_table(self) -> np.ndarray:
+        indptr = np.asarray(self._bm25.scores["indptr"])
+        df = np.diff(indptr)
+        n = max(int(self._bm25.scores["num_docs"]), 1)
+        self._idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return self._idf
 
     def save(self, path: Path) -> None:
         self._bm25.save(str(path), show_progress=False)
@@ -216,8 +349,27 @@ class KeywordIndex:
             ) from None
 
 
+def _union(lists: list[np.ndarray], n: int) -> np.ndarray:
+    """The distinct rows of some posting lists (rows < n), in no particular order."""
+    if len(lists) == 1:
+        return lists[0]  # a term names a row once
+    total = sum(len(r) for r in lists)
+    if total * 8 > n:  # long lists: mark the rows (np.unique hashes, which is slow for large arrays)
+        mark = np.zeros(n, dtype=bool)
+        for r in lists:
+            mark[r] = True
+        return np.flatnonzero(mark)
+    rows = np.sort(np.concatenate(lists))
+    return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) else rows
+
+
 _ANALYZER: Any = None
-_IDF_CACHE: dict[int, dict[str, float]] = {}
+
+
+@functools.lru_cache(maxsize=16384)
+def _span_terms(text: str, spans: tuple[tuple[int, int], ...]) -> tuple[frozenset[str], ...]:
+    analyze = _analyzer()
+    return tuple(frozenset(analyze(text[a:b])) for a, b in spans)
 
 
 def _analyzer() -> Any:
@@ -237,17 +389,6 @@ def _analyzer() -> Any:
 
         _ANALYZER = analyze
     return _ANALYZER
-
-
-def _idf_table(bm25: Any) -> dict[str, float]:
-    key = id(bm25)
-    if key not in _IDF_CACHE:
-        indptr = np.asarray(bm25.scores["indptr"])
-        df = np.diff(indptr)
-        n = max(int(bm25.scores["num_docs"]), 1)
-        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        _IDF_CACHE[key] = {t: float(idf[i]) for t, i in bm25.vocab_dict.items() if i < len(idf)}
-    return _IDF_CACHE[key]
 
 
 # ---------------------------------------------------------------- the index as a whole

@@ -1,0 +1,173 @@
+"""Large tqa indexes with the structure of real ones, without embedding a million texts.
+
+Every synthetic chunk is made from real MS MARCO passages and their real embeddings (``base_texts``,
+``base_vectors``): chunk j copies passage a's text and its vector is ``normalize(E[a] + t * E[b] + sigma * g)``,
+a real embedding mixed with a little of another real one (t uniform in [0, MIX]) plus isotropic noise of norm
+about SIGMA. So vectors keep the anisotropy and cluster structure of real embeddings (on which approximate
+search quality means something), and no two are identical. Every fourth chunk holds two passages as two
+paragraphs, and so has two units, each with its own perturbed vector, as multi-paragraph sections do in tqa.
+
+The keyword index is built from the passages' analysed tokens, computed once per passage and reused (the same
+tokens ``KeywordIndex.build`` would compute from the same text).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from tqa.chunking import Chunk, sentence_spans
+from tqa.config import ChunkSettings
+from tqa.retrieval import calibrate, name_prefixes
+from tqa.store import FaissVectors, IndexData, KeywordIndex
+
+SIGMA = 0.5
+MIX = 1.0
+UNIT_EVERY = 4
+PER_DOC = 50
+BLOCK = 100_000
+
+
+def perturb(base: np.ndarray, a: np.ndarray, b: np.ndarray, rng: np.random.Generator, mix: float | None = None,
+            sigma: float | None = None) -> np.ndarray:
+    """normalize(E[a] + t E[b] + sigma g), row by row, float32."""
+    mix = MIX if mix is None else mix
+    sigma = SIGMA if sigma is None else sigma
+    d = base.shape[1]
+    t = rng.uniform(0, mix, size=(len(a), 1)).astype(np.float32)
+    g = rng.standard_normal((len(a), d), dtype=np.float32) * np.float32(sigma / np.sqrt(d))
+    v = base[a] + t * base[b] + g
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v
+
+
+def held_out_queries(base: np.ndarray, n: int, seed: int = 99) -> np.ndarray:
+    """Query vectors drawn like the data but not in it (in-distribution queries for recall)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, len(base), n), rng.integers(0, len(base), n)
+    return perturb(base, a, b, rng)
+
+
+def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, embedder: Any = None, *,
+                    seed: int = 0, kind: str = "auto") -> tuple[IndexData, dict[str, Any]]:
+    """An in-memory IndexData of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
+
+    ``embedder`` (optional) calibrates the abstention threshold as a build would; without it the threshold is
+    the floor.
+    """
+    import time
+
+    import bm25s
+
+    rng = np.random.default_rng(seed)
+    base = np.ascontiguousarray(base_vectors, dtype=np.float32)
+    nb, dim = base.shape
+    facts: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    a = rng.integers(0, nb, n)
+    b = rng.integers(0, nb, n)
+    two = (np.arange(n) % UNIT_EVERY) == 0
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, BLOCK):
+        e = min(n, s + BLOCK)
+        vectors[s:e] = perturb(base, a[s:e], b[s:e], rng)
+    ua = np.stack([a[two], b[two]], axis=1).reshape(-1)  # unit rows: (a, b) of each two-paragraph chunk
+    units = np.empty((len(ua), dim), dtype=np.float32)
+    for s in range(0, len(ua), BLOCK):
+        e = min(len(ua), s + BLOCK)
+        units[s:e] = perturb(base, ua[s:e], ua[s:e], rng, mix=0.0)
+    facts["vectors_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sentences = [sentence_spans(t) for t in base_texts]
+    tokens = [KeywordIndex.analyze(t) or ["\u2205"] for t in base_texts]
+    chunks: list[Chunk] = []
+    row_tokens: list[list[str]] = []
+    offset, doc = 0, -1
+    for j in range(n):
+        if j // PER_DOC != doc:
+            doc, offset = j // PER_DOC, 0
+        source = f"doc-{doc:06d}.txt"
+        ta = base_texts[a[j]]
+        if two[j]:
+            tb = base_texts[b[j]]
+            text = f"{ta}\n\n{tb}"
+            shift = len(ta) + 2
+            sent = sentences[a[j]] + tuple((x + shift, y + shift) for x, y in sentences[b[j]])
+            unit_spans: tuple[tuple[int, int], ...] = ((0, len(ta)), (shift, len(text)))
+            row_tokens.append(tokens[a[j]] + tokens[b[j]])
+        else:
+            text, sent, unit_spans = ta, sentences[a[j]], ()
+            row_tokens.append(tokens[a[j]])
+        chunks.append(Chunk(source, offset, offset + len(text), text, (), None, sent, unit_spans))
+        offset += len(text) + 2
+    facts["chunks_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bm25 = bm25s.BM25()
+    bm25.index(row_tokens, show_progress=False)
+    keywords = KeywordIndex(bm25)
+    del row_tokens
+    gc.collect()
+    facts["keywords_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    vec_index = build_vectors(vectors, dim, kind)
+    facts["vectors_index_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    unit_index = build_vectors(units, dim, kind)
+    facts["units_index_s"] = time.perf_counter() - t0
+    facts["chunks"], facts["units"] = n, len(units)
+    facts["raw_vector_bytes"] = int(vectors.nbytes + units.nbytes)
+
+    data = IndexData(path=None, manifest={}, chunks=chunks, vectors=vec_index, units=unit_index,
+                     keywords=keywords)
+    files = {}
+    for c in chunks:
+        files.setdefault(c.source, {"chunks": 0})["chunks"] += 1
+    data.manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "corpus": "(synthetic)",
+        "model": {"name": getattr(embedder, "name", "synthetic"), "dim": dim,
+                  "max_tokens": getattr(embedder, "max_tokens", 256)},
+        "precision": getattr(embedder, "precision", None),
+        "chunking": ChunkSettings().to_dict(),
+        "vector_index": {**describe(vec_index), "units": describe(unit_index)},
+        "files": files,
+        "skipped": [],
+        "counts": {"files": len(files), "chunks": n, "units": len(units)},
+        "calibration": calibrate(embedder, data) if embedder is not None else {"abstain_threshold": 0.15},
+        "names": name_prefixes(base_texts),
+    }
+    return data, {"vector_matrix": vectors, "unit_matrix": units, **facts}
+
+
+def build_vectors(vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
+    """FaissVectors.build with an index type (tqa before index choice only built exact indexes)."""
+    try:
+        return FaissVectors.build(vectors, dim, kind)
+    except TypeError:
+        return FaissVectors.build(vectors, dim)
+
+
+def describe(v: FaissVectors) -> dict[str, Any]:
+    if hasattr(v, "describe"):
+        return v.describe()  # type: ignore[no-any-return]
+    return {"type": f"faiss.{type(v._index).__name__}", "metric": "cosine", "vectors": v.ntotal, "exact": True}
+
+
+def documents(data: IndexData) -> Iterator[tuple[str, str]]:
+    """The documents' text, consistent with the chunks' offsets (chunks of a document are separated by a
+    blank line), for publishing a synthetic index to disk."""
+    source, parts = None, []
+    for c in data.chunks:
+        if c.source != source:
+            if source is not None:
+                yield source, "\n\n".join(parts)
+            source, parts = c.source, []
+        parts.append(c.text)
+    if source is not None:
+        yield source, "\n\n".join(parts)

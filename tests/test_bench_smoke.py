@@ -1,0 +1,56 @@
+"""The benchmark's building blocks work (no timings: bench/run.py measures, tests only check correctness)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.run import recall, rotated
+from bench.synthetic import documents, held_out_queries, synthetic_index
+from tqa import Assistant
+from tqa.config import Settings
+from tqa.store import load_index, publish, write_lock
+
+from .conftest import FakeEmbedder
+
+TEXTS = [
+    "Sweden criminalises the purchase of sex. The law took effect in 1999.",
+    "Traffickers use social media to recruit victims. Payments move through cryptocurrencies.",
+    "NGOs train police officers to recognise victims of trafficking.",
+    "Many countries lack funding for shelters and support services.",
+    "Data analytics helps identify trafficking patterns across borders.",
+    "The Palermo Protocol outlines responsibilities for countries.",
+]
+
+
+def test_synthetic_index_answers_publishes_and_loads(tmp_path):
+    emb = FakeEmbedder()
+    base = emb.encode(TEXTS)
+    data, facts = synthetic_index(400, TEXTS, base, emb)
+    assert len(data.chunks) == 400 and data.vectors.ntotal == 400
+    assert data.units.ntotal == facts["units"] == 200 and int(data.unit_ptr[-1]) == 200  # every fourth: 2 units
+    assert facts["vector_matrix"].shape == (400, emb.dim)
+    assert np.allclose(np.linalg.norm(facts["vector_matrix"], axis=1), 1, atol=1e-5)
+    texts = dict(documents(data))
+    assert all(texts[c.source][c.start:c.end] == c.text for c in data.chunks)  # offsets are consistent
+    assert all(c.text[a:b].strip() for c in data.chunks for a, b in c.units)
+
+    qa = Assistant(data, emb, Settings())
+    ans = qa.ask("How do traffickers recruit victims?", k=3)
+    assert len(ans.passages) == 3 and "recruit" in ans.passages[0].text
+
+    with write_lock(tmp_path / "index"):
+        publish(tmp_path / "index", data, documents(data))
+    loaded = load_index(tmp_path / "index")
+    assert len(loaded.chunks) == 400 and loaded.manifest["counts"]["units"] == 200
+
+
+def test_held_out_queries_are_new_normalised_vectors():
+    base = FakeEmbedder().encode(TEXTS)
+    q = held_out_queries(base, 20)
+    assert q.shape == (20, base.shape[1]) and np.allclose(np.linalg.norm(q, axis=1), 1, atol=1e-5)
+
+
+def test_helpers():
+    assert rotated([1, 2, 3], 1) == [2, 3, 1] and rotated([1, 2, 3], 4) == [2, 3, 1]
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert recall([np.array([1, 2, 9, 9]), np.array([5, 6, 7, 8])], truth, 4) == 0.75

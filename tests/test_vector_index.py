@@ -1,0 +1,362 @@
+"""The vector index (exact below a size, an inverted file above), the keyword index's scoring, the embedding
+precision recorded in the manifest, and a hot path that does no file I/O. No timing assertions."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tqa.store as store
+from tqa import Assistant, build_index
+from tqa.errors import IndexMismatch, ModelError
+from tqa.retrieval import dense_scores, filter_rows, unit_rows
+from tqa.store import FaissVectors, KeywordIndex, choose_index_type, ivf_settings, read_manifest
+
+from .conftest import FakeEmbedder
+
+
+def clustered(n: int, dim: int = 48, centers: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised vectors around a few hundred centres (the shape of real embeddings: clusters, not uniform
+    noise), and held-out queries drawn the same way."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim)).astype(np.float32)
+
+    def draw(m: int) -> np.ndarray:
+        v = c[rng.integers(0, centers, m)] + 0.35 * rng.standard_normal((m, dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return draw(n), draw(60)
+
+
+def exact_top(x: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = None) -> set[int]:
+    rows = np.arange(len(x)) if rows is None else rows
+    s = x[rows] @ q
+    return set(rows[np.argsort(-s)[:k]].tolist())
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """Approximate search from 2,000 vectors on (the default limit is 20,000), so that tests stay small."""
+    monkeypatch.setattr(store, "EXACT_MAX", 2000)
+    monkeypatch.setattr(store, "FILTER_EXACT_MAX", 500)
+
+
+def test_index_type_is_chosen_by_size(small_limits):
+    assert choose_index_type(2000) == "flat" and choose_index_type(2001) == "ivf"
+    x, _ = clustered(1500)
+    assert FaissVectors.build(x, x.shape[1]).kind == "flat"
+    x, _ = clustered(6000)
+    v = FaissVectors.build(x, x.shape[1])
+    assert v.kind == "ivf"
+    d = v.describe()
+    assert d["type"] == "faiss.IndexIVFFlat" and not d["exact"] and (d["nlist"], d["nprobe"]) == ivf_settings(6000)
+    # too few vectors to train an inverted file: exact, whatever was asked
+    assert FaissVectors.build(x[:100], x.shape[1], "ivf").kind == "flat"
+
+
+def test_ivf_settings_grow_with_size():
+    assert ivf_settings(1_000_000) == (4000, 63)
+    nlist, nprobe = ivf_settings(100_000)
+    assert nlist == 1265 and nprobe == 32
+    for n in (700, 20_001, 300_000):
+        nlist, nprobe = ivf_settings(n)
+        assert 16 <= nlist <= n // 39 or nlist == 16
+        assert 1 <= nprobe <= nlist
+
+
+def test_approximate_recall_on_clustered_vectors(small_limits):
+    x, queries = clustered(8000)
+    v = FaissVectors.build(x, x.shape[1])
+    assert v.kind == "ivf"
+    recall = np.mean([len(set(v.search(q, 10)[1].tolist()) & exact_top(x, q, 10)) / 10 for q in queries])
+    assert recall >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_take_returns_the_stored_vectors_also_after_save_and_load(kind, small_limits, tmp_path: Path):
+    x, _ = clustered(3000)
+    v = FaissVectors.build(x, x.shape[1], kind)
+    assert v.kind == kind
+    rows = np.array([0, 17, 2999, 17, 1500])
+    assert np.array_equal(v.take(rows), x[rows])
+    v.save(tmp_path / "v.faiss")
+    w = FaissVectors.load(tmp_path / "v.faiss")
+    assert w.kind == kind and w.ntotal == 3000 and w.describe() == v.describe()
+    assert np.array_equal(w.take(rows), x[rows])
+    assert np.array_equal(w.vectors(), x)
+    assert w.take(np.zeros(0, dtype=np.int64)).shape == (0, x.shape[1])
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("share", [0.005, 0.3])  # the exact path for few rows, the selector path for many
+def test_filtered_search_returns_only_allowed_rows(kind, share, small_limits):
+    x, queries = clustered(6000, seed=1)
+    v = FaissVectors.build(x, x.shape[1], kind)
+    rng = np.random.default_rng(2)
+    allowed = np.sort(rng.choice(len(x), int(len(x) * share), replace=False))
+    recalls = []
+    for q in queries[:20]:
+        scores, rows = v.search(q, 10, allowed)
+        assert len(rows) == 10 and set(rows.tolist()) <= set(allowed.tolist())
+        assert np.all(np.diff(scores) <= 1e-6)  # best first
+        assert np.allclose(scores, x[rows] @ q, atol=1e-5)  # scores are exact
+        recalls.append(len(set(rows.tolist()) & exact_top(x, q, 10, allowed)) / 10)
+    assert np.mean(recalls) >= (1.0 if kind == "flat" else 0.95)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_search_never_pads_with_minus_one(kind, small_limits):
+    x, queries = clustered(3000, seed=3)
+    v = FaissVectors.build(x, x.shape[1], kind)
+    allowed = np.array([5, 9, 2000])
+    scores, rows = v.search(queries[0], 10, allowed)
+    assert sorted(rows.tolist()) == [5, 9, 2000] and len(scores) == 3
+    assert len(v.search(queries[0], 5000)[1]) == 3000
+    rows = v.search(queries[0], 2000)[1]  # more than the lists scanned by default hold: every list is scanned
+    assert len(rows) == 2000 == len(set(rows.tolist()))
+    assert len(v.search(queries[0], 10, np.zeros(0, dtype=np.int64))[1]) == 0
+
+
+# ---------------------------------------------------------------- the keyword index scores as bm25s does
+
+
+def reference_bm25(k: KeywordIndex, query: str, n: int, allowed: np.ndarray | None = None):
+    """tqa's keyword search before the change: bm25s's get_scores over every row."""
+    vocab = k._bm25.vocab_dict
+    terms = [t for t in k.analyze(query) if t in vocab]
+    if not terms:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    scores = k._bm25.get_scores(terms)
+    if allowed is not None:
+        mask = np.zeros(len(scores), dtype=bool)
+        mask[allowed] = True
+        scores = np.where(mask, scores, 0.0)
+    n = min(n, len(scores))
+    top = np.argpartition(-scores, n - 1)[:n]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    top = top[scores[top] > 0]
+    return scores[top].astype(np.float32), top
+
+
+WORDS = ("trafficking victims police shelters funding law sweden purchase sex labour migrants border data "
+         "analytics social media recruit payments protocol countries responsibilities protection").split()
+
+
+@pytest.mark.parametrize("docs", [300, 5000])  # few postings, and postings longer than an eighth of the rows
+def test_keyword_scores_match_bm25s(docs):
+    rng = np.random.default_rng(docs)
+    texts = [" ".join(rng.choice(WORDS, rng.integers(3, 25))) for _ in range(docs)]
+    k = KeywordIndex.build(texts)
+    queries = ["trafficking victims", "law law sweden", "How do police find victims of labour trafficking?",
+               "unknownword", "data", "protocol countries responsibilities protection border"]
+    for allowed in (None, np.sort(rng.choice(docs, docs // 3, replace=False)), np.array([3, 4, 5])):
+        for q in queries:
+            for n in (1, 10, 50):
+                s1, r1 = reference_bm25(k, q, n, allowed)
+                s2, r2 = k.search(q, n, allowed)
+                assert np.array_equal(s1, s2), q  # the same float32 sums
+                if len(s1):  # the same rows above the k-th score (ties at the cut may be either)
+                    assert set(r1[s1 > s1[-1]].tolist()) == set(r2[s2 > s2[-1]].tolist())
+                if allowed is not None:
+                    assert set(r2.tolist()) <= set(allowed.tolist())
+
+
+def test_idf_and_span_terms():
+    k = KeywordIndex.build(["Police train officers.", "Shelters need funding. Police help.", "Funding funding."])
+    assert k.idf("polic") > 0 and k.idf("nosuchterm") == 0.0
+    assert k.idf("shelter") > k.idf("polic")  # rarer, more informative
+    text = "Shelters need funding. Police help."
+    spans = ((0, 22), (23, 35))
+    assert k.span_terms(text, spans) == (frozenset(k.analyze(text[0:22])), frozenset(k.analyze(text[23:35])))
+
+
+# ---------------------------------------------------------------- retrieval helpers computed once per index
+
+
+def test_unit_rows_and_dense_scores_match_the_plain_loops():
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 4, 200)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.sort(rng.choice(200, 60, replace=False)).astype(np.int64)
+    naive = np.concatenate([np.arange(ptr[r], ptr[r + 1]) for r in rows]).astype(np.int64)
+    assert np.array_equal(unit_rows(ptr, rows), naive)
+    assert len(unit_rows(ptr, np.zeros(0, dtype=np.int64))) == 0
+
+    class Data:
+        def __init__(self) -> None:
+            self.vectors = FaissVectors.build(clustered(200, 16)[0], 16)
+            self.units = FaissVectors.build(clustered(int(ptr[-1]), 16, seed=9)[0], 16)
+            self.unit_ptr = ptr
+
+    data = Data()
+    q = clustered(1, 16, seed=5)[1][0]
+    chunk = data.vectors.take(rows) @ q
+    best = chunk.copy()
+    sims, pos = data.units.take(naive) @ q, 0  # tqa's loop before it was vectorised
+    for i, r in enumerate(rows):
+        if counts[r]:
+            best[i] = sims[pos:pos + counts[r]].max()
+            pos += counts[r]
+    assert np.array_equal(dense_scores(data, q, rows), 0.5 * chunk + 0.5 * best)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- a whole index above the exact limit
+
+
+def many_files(root: Path, n: int) -> Path:
+    root.mkdir()
+    for i in range(n):
+        topic = WORDS[i % len(WORDS)]
+        (root / f"note-{i:04d}.txt").write_text(
+            f"Note {i} about {topic}: {topic} and {WORDS[(i * 7) % len(WORDS)]} in region {i % 13}.\n",
+            encoding="utf-8")
+    return root
+
+
+def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "EXACT_MAX", 600)
+    corpus = many_files(tmp_path / "corpus", 700)
+    index = tmp_path / "index"
+    emb = FakeEmbedder()
+    build_index(corpus, index, embedder=emb)
+    m = read_manifest(index)
+    vi = m["vector_index"]
+    assert vi["type"] == "faiss.IndexIVFFlat" and vi["vectors"] == 700 and not vi["exact"]
+    assert (vi["nlist"], vi["nprobe"]) == ivf_settings(700)
+    assert vi["units"]["type"] == "faiss.IndexFlatIP" and vi["units"]["vectors"] == 0
+    qa = Assistant.load(index, embedder=emb)
+    assert qa.data.vectors.kind == "ivf"
+    ans = qa.ask("shelters and funding in region 3", k=5)
+    assert len(ans.passages) == 5
+    only = qa.ask("shelters", k=3, sources=["note-0042.txt"])
+    assert [p.source for p in only.passages] == ["note-0042.txt"]
+    # an incremental update re-uses stored vectors (``take`` on the inverted file) and rebuilds
+    (corpus / "note-0001.txt").write_text("Note 1, rewritten: border data.\n", encoding="utf-8")
+    s = build_index(corpus, index, embedder=emb)
+    assert s.chunks_embedded == 1 and s.chunks_total == 700
+    qa = Assistant.load(index, embedder=emb)
+    assert qa.ask("rewritten border data", k=1).passages[0].source == "note-0001.txt"
+
+
+def test_filter_rows_match_allowed_rows(small_corpus, tmp_path, fake_embedder):
+    from tqa.retrieval import allowed_rows
+
+    build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
+    qa = Assistant.load(tmp_path / "index", embedder=fake_embedder)
+    for sources in (None, ["tech.txt"], ["tech.txt", "sweden.md"], ["nothing.txt"]):
+        rows, units = filter_rows(qa.data, sources)
+        expected = allowed_rows(qa.data.chunks, sources)
+        if expected is None:
+            assert rows is None and units is None
+        else:
+            assert np.array_equal(rows, expected)
+            assert np.array_equal(units, unit_rows(qa.data.unit_ptr, expected))
+    assert filter_rows(qa.data, ["tech.txt"])[0] is filter_rows(qa.data, ["tech.txt"])[0]  # computed once
+
+
+# ---------------------------------------------------------------- the hot path does no file I/O
+
+
+def test_asking_does_no_file_io(small_corpus, tmp_path, fake_embedder, monkeypatch):
+    build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
+    qa = Assistant.load(tmp_path / "index", embedder=fake_embedder)
+    qa.ask("warm up: what do traffickers use?")  # first use imports the stemmer, as a load would
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"file I/O while answering: {args[:1]}")
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setattr(io, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
+    for mode in ("hybrid", "dense", "bm25"):
+        for sources in (None, ["tech.txt"]):
+            ans = qa.ask("How do traffickers recruit victims?", k=3, mode=mode, sources=sources)
+            assert ans.passages
+    assert qa.ask("Who painted the Mona Lisa?").abstained
+
+
+# ---------------------------------------------------------------- embedding precision
+
+
+class PreciseFake(FakeEmbedder):
+    def __init__(self, precision: str) -> None:
+        super().__init__()
+        self.precision = precision
+
+
+def test_precision_is_recorded_and_mixing_is_refused(small_corpus, tmp_path, monkeypatch):
+    index = tmp_path / "index"
+    build_index(small_corpus, index, embedder=PreciseFake("bf16"))
+    assert read_manifest(index)["precision"] == "bf16"
+    (small_corpus / "new.txt").write_text("Shelters\nShelters offer beds.\n", encoding="utf-8")
+    with pytest.raises(IndexMismatch, match="bf16 vectors"):
+        build_index(small_corpus, index, embedder=PreciseFake("fp32"))
+    with pytest.raises(IndexMismatch, match="bf16 vectors"):
+        Assistant.load(index, embedder=PreciseFake("fp32"))
+    monkeypatch.setenv("TQA_PRECISION", "fp32")
+    with pytest.raises(IndexMismatch, match="--rebuild"):  # refused before any model is loaded
+        build_index(small_corpus, index)
+    monkeypatch.delenv("TQA_PRECISION")
+    s = build_index(small_corpus, index, embedder=PreciseFake("bf16"))  # the same precision updates
+    assert s.files_added == ["new.txt"]
+    s = build_index(small_corpus, index, embedder=PreciseFake("fp32"), rebuild=True)  # a rebuild may change it
+    assert read_manifest(index)["precision"] == "fp32"
+
+
+def test_an_index_is_queried_at_its_own_precision(small_corpus, tmp_path, monkeypatch):
+    import tqa.assistant
+
+    index = tmp_path / "index"
+    build_index(small_corpus, index, embedder=PreciseFake("fp32"))
+    calls = []
+
+    def load(name, precision=None):
+        calls.append((name, precision))
+        return PreciseFake(precision or "bf16")
+
+    monkeypatch.setattr(tqa.assistant, "load_embedder", load)
+    monkeypatch.setenv("TQA_PRECISION", "bf16")  # the process default differs from the index's
+    qa = Assistant.load(index)
+    assert calls == [("fake-hash-64", "fp32")] and qa.embedder.precision == "fp32"
+
+
+def test_precision_settings(monkeypatch):
+    import tqa.embedding as E
+
+    assert E.index_precision({}) == "fp32"  # written before precision was recorded: full precision
+    assert E.index_precision({"precision": None}) is None and E.index_precision({"precision": "bf16"}) == "bf16"
+    monkeypatch.setattr(E, "native_bf16", lambda: False)
+    assert E.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(E, "native_bf16", lambda: True)
+    assert E.resolve_precision("auto") == "bf16" and E.resolve_precision("FP32") == "fp32"
+    monkeypatch.setenv("TQA_PRECISION", "fp32")
+    assert E.resolve_precision() == "fp32" and E.requested_precision() == "fp32"
+    monkeypatch.setenv("TQA_PRECISION", "fp8")
+    with pytest.raises(ModelError, match="TQA_PRECISION"):
+        E.resolve_precision()
+    monkeypatch.delenv("TQA_PRECISION")
+    assert E.requested_precision() is None
+    assert E.precision_of(FakeEmbedder()) is None and E.precision_of(PreciseFake("bf16")) == "bf16"
+
+    class Wrapper:
+        inner = PreciseFake("bf16")
+
+    assert E.precision_of(Wrapper()) == "bf16"
+
+
+@pytest.mark.model
+def test_bf16_vectors_stay_close_to_full_precision(real_embedder):
+    from tqa.embedding import load_embedder
+
+    texts = ["How does Sweden's law treat people who buy sex?",
+             "Traffickers use social media to recruit victims and cryptocurrencies to move payments. " * 3]
+    fp32 = load_embedder(precision="fp32").encode(texts)
+    bf16 = load_embedder(precision="bf16").encode(texts)
+    assert fp32.dtype == bf16.dtype == np.float32
+    assert np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    assert float((fp32 * bf16).sum(1).min()) > 0.999
