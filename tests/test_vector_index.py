@@ -46,7 +46,7 @@ def small_limits(monkeypatch):
     monkeypatch.setattr(store, "FILTER_EXACT_MAX", 500)
 
 
-def test_index_type_is_chosen_by_size(small_limits):
+def test_index_type_is_chosen_by_size(small_limits, tmp_path):
     assert choose_index_type(2000) == "flat" and choose_index_type(2001) == "ivf"
     x, _ = clustered(1500)
     assert FaissVectors.build(x, x.shape[1]).kind == "flat"
@@ -55,14 +55,19 @@ def test_index_type_is_chosen_by_size(small_limits):
     assert v.kind == "ivf"
     d = v.describe()
     assert d["type"] == "faiss.IndexIVFFlat" and not d["exact"] and (d["nlist"], d["nprobe"]) == ivf_settings(6000)
+    # nprobe is a search-time setting: an index saved with another one searches with the current one
+    v._ivf.nprobe = 1
+    path = tmp_path / "v.faiss"
+    v.save(path)
+    assert FaissVectors.load(path).describe()["nprobe"] == ivf_settings(6000)[1]
     # too few vectors to train an inverted file: exact, whatever was asked
     assert FaissVectors.build(x[:100], x.shape[1], "ivf").kind == "flat"
 
 
 def test_ivf_settings_grow_with_size():
-    assert ivf_settings(1_000_000) == (4000, 63)
+    assert ivf_settings(1_000_000) == (4000, 125)
     nlist, nprobe = ivf_settings(100_000)
-    assert nlist == 1265 and nprobe == 32
+    assert nlist == 1265 and nprobe == 96
     for n in (700, 20_001, 300_000):
         nlist, nprobe = ivf_settings(n)
         assert 16 <= nlist <= n // 39 or nlist == 16

@@ -87,8 +87,8 @@ def _fsync_tree(path: Path) -> None:
 # the recall@10 against exact search they give are measured by bench/run.py (bench/results.md).
 EXACT_MAX = 20_000
 IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n) (FAISS's usual lower bound): 4,000 lists of ~250 vectors at a million
-IVF_PROBE_SHARE = 1 / 64  # lists scanned per question, as a share of nlist ...
-IVF_MIN_PROBES = 32  # ... but at least this many
+IVF_PROBE_SHARE = 1 / 32  # lists scanned per question, as a share of nlist ...
+IVF_MIN_PROBES = 96  # ... but at least this many (32 gave recall@10 0.93 at 100k chunks; bench/results.md)
 IVF_TRAIN_PER_LIST = 64  # k-means is trained on a fixed sample of 64 vectors per list (deterministic)
 IVF_TRAIN_ITERATIONS = 10
 # A filtered search (``allowed``) over at most this many rows is exact; above it the inverted file is searched
@@ -101,8 +101,13 @@ def ivf_settings(n: int) -> tuple[int, int]:
     """(nlist, nprobe) for an inverted-file index of ``n`` vectors (at least 39 training vectors a list, as
     FAISS asks)."""
     nlist = max(16, min(int(round(IVF_LISTS_PER_SQRT * np.sqrt(max(n, 1)))), n // 39))
-    nprobe = min(nlist, max(IVF_MIN_PROBES, int(np.ceil(nlist * IVF_PROBE_SHARE))))
-    return nlist, nprobe
+    return nlist, ivf_probes(nlist)
+
+
+def ivf_probes(nlist: int) -> int:
+    """Lists scanned per question. A search-time setting: applied to an index when it is loaded, so an index
+    built by an older tqa searches with the current one."""
+    return min(nlist, max(IVF_MIN_PROBES, int(np.ceil(nlist * IVF_PROBE_SHARE))))
 
 
 def choose_index_type(n: int) -> str:
@@ -128,8 +133,10 @@ class FaissVectors:
 
         self._index = index
         self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
-        if self._ivf is not None and self._ivf.direct_map.type == faiss.DirectMap.NoMap and index.ntotal:
-            self._ivf.make_direct_map()  # for ``take``; normally saved with the index
+        if self._ivf is not None:
+            self._ivf.nprobe = ivf_probes(int(self._ivf.nlist))
+            if self._ivf.direct_map.type == faiss.DirectMap.NoMap and index.ntotal:
+                self._ivf.make_direct_map()  # for ``take``; normally saved with the index
 
     @classmethod
     def build(cls, vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
@@ -147,7 +154,7 @@ class FaissVectors:
             return cls(index)
         if kind != "ivf":
             raise ValueError(f"unknown vector index type {kind!r}")
-        nlist, nprobe = ivf_settings(len(vectors))
+        nlist = ivf_settings(len(vectors))[0]
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = IVF_TRAIN_ITERATIONS
         index.cp.seed = 1234
@@ -156,7 +163,6 @@ class FaissVectors:
         sample = np.random.default_rng(0).choice(len(vectors), size=n_train, replace=False)
         index.train(vectors[np.sort(sample)])
         index.add(vectors)
-        index.nprobe = nprobe
         index.make_direct_map()
         return cls(index)
 
