@@ -1061,7 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     cfg = Config.make(args.quick, Path(args.beir), Path(args.work))
-    cfg.command = "python bench/run.py" + (" --quick" if args.quick else "")
+    cfg.command = " ".join(["python bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     if not (cfg.beir / "corpus.jsonl").is_file():
         print(f"No BEIR corpus at {cfg.beir}; pass --beir DIR.", file=sys.stderr)
         return 2
