@@ -27,7 +27,8 @@ chromium:
 
 test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	# the retrieval-quality gate on the default corpus (thresholds: eval/thresholds.toml)
 	rm -rf build/eval-index
 	$(BIN)/tqa eval --index build/eval-index
@@ -38,7 +39,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) index/CURRENT index/g-* index/.tmp-* index/.lock

@@ -224,18 +224,18 @@ def build_index(
         parts: list[np.ndarray] = []
         unit_parts: list[np.ndarray] = []
         cursor = unit_cursor = 0
-        for source, chunks, rows in plan:
-            if chunks is not None:
-                n_units = sum(len(c.units) for c in chunks)
-                all_chunks.extend(chunks)
-                parts.append(fresh_vectors[cursor:cursor + len(chunks)])
+        for source, new_chunks, reused in plan:
+            if new_chunks is not None:
+                n_units = sum(len(c.units) for c in new_chunks)
+                all_chunks.extend(new_chunks)
+                parts.append(fresh_vectors[cursor:cursor + len(new_chunks)])
                 unit_parts.append(fresh_units[unit_cursor:unit_cursor + n_units])
-                cursor += len(chunks)
+                cursor += len(new_chunks)
                 unit_cursor += n_units
             else:
-                assert rows is not None and old is not None
-                all_chunks.extend(_relabel(old_chunks[r], source) for r in rows)
-                row_array = np.asarray(rows, dtype=np.int64)
+                assert reused is not None and old is not None
+                all_chunks.extend(_relabel(old_chunks[r], source) for r in reused)
+                row_array = np.asarray(reused, dtype=np.int64)
                 parts.append(old.vectors.take(row_array))
                 unit_parts.append(old.units.take(unit_rows(old.unit_ptr, row_array)))
         matrix = np.vstack(parts) if parts else np.zeros((0, emb.dim), dtype=np.float32)

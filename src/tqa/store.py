@@ -97,6 +97,15 @@ FILTER_EXACT_MAX = 20_000
 IVF_MIN_VECTORS = 39 * 16  # 16 lists of 39 training vectors
 
 
+def _faiss() -> Any:
+    """faiss, imported on first use (it is slow to import) and typed as Any: its generated stubs lack keyword
+    arguments the library accepts and documents (``SearchParameters(sel=...)``, ``SearchParametersIVF(nprobe=...)``)
+    and type every index as its base class."""
+    import faiss
+
+    return faiss
+
+
 def ivf_settings(n: int) -> tuple[int, int]:
     """(nlist, nprobe) for an inverted-file index of ``n`` vectors (at least 39 training vectors a list, as
     FAISS asks)."""
@@ -129,8 +138,7 @@ class FaissVectors:
     inverted file above (see ``choose_index_type``). ``take`` returns stored vectors exactly for every type."""
 
     def __init__(self, index: Any):
-        import faiss
-
+        faiss = _faiss()
         self._index = index
         self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
         if self._ivf is not None:
@@ -141,8 +149,7 @@ class FaissVectors:
     @classmethod
     def build(cls, vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
         """An index of ``vectors``; ``kind`` is "flat", "ivf" or "auto" (by size, see ``choose_index_type``)."""
-        import faiss
-
+        faiss = _faiss()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
         kind = choose_index_type(len(vectors)) if kind == "auto" else kind
         if kind == "ivf" and len(vectors) < IVF_MIN_VECTORS:
@@ -195,8 +202,7 @@ class FaissVectors:
         if k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        import faiss
-
+        faiss = _faiss()
         if self._ivf is None:
             if allowed is None:
                 scores, rows = self._index.search(q, k)
@@ -228,16 +234,14 @@ class FaissVectors:
         return self.take(np.arange(self.ntotal, dtype=np.int64))
 
     def save(self, path: Path) -> None:
-        import faiss
-
+        faiss = _faiss()
         # Serialised in memory and written by Python, so a full disk surfaces as an OSError.
         with open(path, "wb") as f:
             f.write(faiss.serialize_index(self._index).tobytes())
 
     @classmethod
     def load(cls, path: Path) -> FaissVectors:
-        import faiss
-
+        faiss = _faiss()
         try:
             return cls(faiss.read_index(str(path)))
         except Exception as exc:  # faiss raises RuntimeError with a C++ trace
