@@ -7,7 +7,7 @@ import pytest
 
 from tqa import Assistant, build_index
 from tqa.config import ChunkSettings
-from tqa.errors import CorpusError, IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
+from tqa.errors import BadQuestion, CorpusError, IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
 from tqa.store import CURRENT, MANIFEST, VECTORS, current_generation, load_index, read_manifest, write_lock
 
 
@@ -183,3 +183,29 @@ def test_paths_are_relative_to_the_corpus(small_corpus, tmp_path, fake_embedder)
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     assert "reports/2024/r.md" in read_manifest(tmp_path / "index")["files"]
     assert not Path("reports/2024/r.md").is_absolute()
+
+
+def test_document_text_reads_each_document_from_its_own_line(small_corpus, tmp_path, fake_embedder):
+    # multi-byte text before and inside a document: the offsets table counts bytes, not characters
+    (small_corpus / "a-first.md").write_text("# Résumé\n\nSão Paulo — “quoted” 東京 text.\n", encoding="utf-8")
+    index = tmp_path / "index"
+    build_index(small_corpus, index, embedder=fake_embedder)
+    data = load_index(index)
+    scanned = dict(data.documents())
+    assert len(scanned) == 4
+    for source, text in scanned.items():
+        assert data.document_text(source) == text
+    assert data.document_text("a-first.md").startswith("# Résumé")
+    assert data.document_text("missing.md") is None
+
+
+def test_context_finds_the_section_of_a_passage(small_corpus, tmp_path, fake_embedder):
+    index = tmp_path / "index"
+    build_index(small_corpus, index, embedder=fake_embedder)
+    qa = Assistant.load(index, embedder=fake_embedder)
+    for c in qa.data.chunks:
+        ctx = qa.context(c.source, c.start, c.end)
+        assert ctx["source"] == c.source and ctx["start"] <= c.start and c.end <= ctx["end"]
+        assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == qa.data.document_text(c.source)[c.start:c.end]
+    with pytest.raises(BadQuestion):
+        qa.context("missing.md", 0, 10)

@@ -12,7 +12,7 @@ from .chunking import SECTION_SEPARATOR, Chunk
 from .config import Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion
-from .retrieval import MODES, Hit, coverage_gap, search
+from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search
 from .store import IndexData, KeywordIndex, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
@@ -197,7 +197,7 @@ class Assistant:
         """The section around a passage, for reading it in context: the section's text and offsets, and where
         the passage sits inside it. Reads the index's copy of the document, not the corpus."""
         chunks = self.data.chunks
-        rows = [i for i, c in enumerate(chunks) if c.source == source and c.start <= start < c.end]
+        rows = [int(i) for i in rows_by_source(self.data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
         if not rows:
             raise BadQuestion(f"No passage at {source} {start}-{end} in this index.")
         i = j = rows[0]

@@ -124,7 +124,8 @@ def _memo(data: Any) -> dict[Any, Any] | None:
     return memo
 
 
-def _rows_by_source(data: Searchable) -> dict[str, np.ndarray]:
+def rows_by_source(data: Searchable) -> dict[str, np.ndarray]:
+    """Each source's chunk rows, in index order; built once per loaded index."""
     memo = _memo(data)
     if memo is not None and "rows_by_source" in memo:
         return memo["rows_by_source"]  # type: ignore[no-any-return]
@@ -148,7 +149,7 @@ def filter_rows(data: Searchable, sources: list[str] | None) -> tuple[np.ndarray
     found = filters.get(key)
     if found is not None:
         return found  # type: ignore[no-any-return]
-    table = _rows_by_source(data)
+    table = rows_by_source(data)
     parts = [table[s] for s in key if s in table]
     rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
     result = (rows, unit_rows(data.unit_ptr, rows))

@@ -431,8 +431,27 @@ class IndexData:
         assert self.path is not None
         return read_documents(self.path)
 
+    @functools.cached_property
+    def _document_lines(self) -> dict[str, tuple[int, int]]:
+        """(byte offset, length) of each document's line in documents.jsonl, read once per loaded index."""
+        assert self.path is not None
+        lines: dict[str, tuple[int, int]] = {}
+        with open(self.path / DOCUMENTS, "rb") as f:
+            offset = 0
+            for line in f:
+                lines.setdefault(str(json.loads(line)["source"]), (offset, len(line)))
+                offset += len(line)
+        return lines
+
     def document_text(self, source: str) -> str | None:
-        return next((text for src, text in self.documents() if src == source), None)
+        """The extracted text of one document: one line of documents.jsonl, not a scan of the file."""
+        where = self._document_lines.get(source)
+        if where is None:
+            return None
+        assert self.path is not None
+        with open(self.path / DOCUMENTS, "rb") as f:
+            f.seek(where[0])
+            return str(json.loads(f.read(where[1]))["text"])
 
 
 def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
