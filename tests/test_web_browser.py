@@ -113,20 +113,22 @@ class Tab:
         return self.page.locator("#tqa-chat .tqa-turn").nth(n), seconds
 
 
-@pytest.fixture
-def tab(browser, default_url):
-    t = Tab(browser, default_url)
+def open_tab(browser, url):
+    """A fresh tab on ``url``, closed afterwards; the page must not have raised a script error."""
+    t = Tab(browser, url)
     yield t
     t.context.close()
     assert not t.errors, t.errors
+
+
+@pytest.fixture
+def tab(browser, default_url):
+    yield from open_tab(browser, default_url)
 
 
 @pytest.fixture
 def tmp_tab(browser, tmp_url):
-    t = Tab(browser, tmp_url)
-    yield t
-    t.context.close()
-    assert not t.errors, t.errors
+    yield from open_tab(browser, tmp_url)
 
 
 def test_question_shows_cited_highlighted_passages(tab):
