@@ -172,9 +172,12 @@ class Assistant:
 
     @property
     def threshold(self) -> float:
+        return self._threshold(self.data)
+
+    def _threshold(self, data: IndexData) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
-        return float(self.data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
+        return float(data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
 
     def sources(self) -> list[str]:
         return sorted(self.data.manifest.get("files", {}))
@@ -277,14 +280,14 @@ class Assistant:
         if not isinstance(k, int) or k < 1:
             raise BadQuestion("The number of passages must be a whole number of at least 1.")
         q, warnings = normalize_question(question, self.settings.max_question_chars)
+        data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
         if sources:
-            unknown = sorted(set(sources) - set(self.data.manifest.get("files", {})))
+            unknown = sorted(set(sources) - set(data.manifest.get("files", {})))
             if unknown:
                 raise BadQuestion(f"Not in the index: {', '.join(unknown)}. See `tqa info` for the documents.")
         qvec = self.embedder.encode([q])[0]
-        data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
         hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=sources)
-        threshold = self.threshold
+        threshold = self._threshold(data)
         passages = [_passage(data, h, rank, q) for rank, h in enumerate(hits, 1)]
         if relevance is None or relevance < threshold:
             reason: str | None = LOW_RELEVANCE
