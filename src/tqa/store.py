@@ -264,7 +264,6 @@ class KeywordIndex:
     def __init__(self, bm25: Any):
         self._bm25 = bm25
         self._vocab: dict[str, int] = getattr(bm25, "vocab_dict", None) or {}
-        self._idf: np.ndarray | None = None
 
     @staticmethod
     def analyze(text: str) -> list[str]:
@@ -334,15 +333,14 @@ class KeywordIndex:
         i = self._vocab.get(term)
         if i is None:
             return 0.0
-        table = self._idf if self._idf is not None else self._idf_table()
+        table = self._idf_table
         return float(table[i]) if i < len(table) else 0.0
 
+    @functools.cached_property
     def _idf_table(self) -> np.ndarray:
-        indptr = np.asarray(self._bm25.scores["indptr"])
-        df = np.diff(indptr)
+        df = np.diff(np.asarray(self._bm25.scores["indptr"]))
         n = max(int(self._bm25.scores["num_docs"]), 1)
-        self._idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        return self._idf
+        return np.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def save(self, path: Path) -> None:
         self._bm25.save(str(path), show_progress=False)
