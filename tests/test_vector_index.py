@@ -248,9 +248,14 @@ def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_
     assert qa.ask("rewritten border data", k=1).passages[0].source == "note-0001.txt"
 
 
-def test_filter_rows_match_allowed_rows(small_corpus, tmp_path, fake_embedder):
-    from tqa.retrieval import allowed_rows
+def allowed_rows(chunks, sources):
+    """The plain definition of a source filter: the chunk rows whose source is one of ``sources``."""
+    if not sources:
+        return None
+    return np.array([i for i, c in enumerate(chunks) if c.source in set(sources)], dtype=np.int64)
 
+
+def test_filter_rows_match_allowed_rows(small_corpus, tmp_path, fake_embedder):
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     qa = Assistant.load(tmp_path / "index", embedder=fake_embedder)
     for sources in (None, ["tech.txt"], ["tech.txt", "sweden.md"], ["nothing.txt"]):

@@ -101,13 +101,6 @@ def calibrate(embedder: Any, data: Searchable) -> dict[str, Any]:
     }
 
 
-def allowed_rows(chunks: list[Chunk], sources: list[str] | None) -> np.ndarray | None:
-    if not sources:
-        return None
-    wanted = set(sources)
-    return np.array([i for i, c in enumerate(chunks) if c.source in wanted], dtype=np.int64)
-
-
 # Per-index lookups that a question would otherwise recompute, built once per loaded index on first need and
 # kept on the index object itself (a reload makes a new object, so nothing goes stale).
 _MEMO = "_tqa_retrieval_memo"
@@ -139,8 +132,8 @@ def rows_by_source(data: Searchable) -> dict[str, np.ndarray]:
 
 
 def filter_rows(data: Searchable, sources: list[str] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(chunk rows, unit rows) of the given sources, in index order; (None, None) for no filter. The same as
-    ``allowed_rows`` and ``unit_rows``, from a per-source table built once per index."""
+    """(chunk rows, unit rows) of the given sources, in index order; (None, None) for no filter. Built from a
+    per-source table made once per index, and remembered per filter."""
     if not sources:
         return None, None
     key = frozenset(sources)
