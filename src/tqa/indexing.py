@@ -37,7 +37,6 @@ from .store import (
     current_generation,
     load_index,
     publish,
-    read_documents,
     write_lock,
 )
 
@@ -265,7 +264,8 @@ def build_index(
             "calibration": calibration,
             "names": name_prefixes([c.search_text for c in all_chunks]),
         }
-        old_texts = _old_texts(index_dir) if any(d is None for d in documents.values()) else {}
+        # unchanged documents keep the text the previous index extracted (it is already loaded: ``old``)
+        old_texts = dict(old.documents()) if old and any(d is None for d in documents.values()) else {}
         renames = {r["to"]: r["from"] for r in summary.files_renamed}
 
         def document_texts() -> Any:
@@ -285,12 +285,6 @@ def _relabel(chunk: Chunk, source: str) -> Chunk:
     from dataclasses import replace
 
     return replace(chunk, source=source)
-
-
-def _old_texts(index_dir: Path) -> dict[str, str]:
-    gen = current_generation(index_dir)
-    assert gen is not None
-    return dict(read_documents(gen))
 
 
 def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, index_dir: Path) -> str:
