@@ -292,6 +292,10 @@ def compare(old: dict[str, Any], new: dict[str, Any], mode: str) -> list[str]:
         run = runs.get(mode) or (next(iter(runs.values())) if runs else {})
         return {q["id"]: q for q in run.get("questions", [])}
 
+    def passed(q: dict[str, Any]) -> bool:
+        """An answerable question passes with evidence in the top 5, an unanswerable one by abstaining."""
+        return (q["rank"] is not None and q["rank"] <= 5) if q["answerable"] else bool(q["abstained"])
+
     before, after = by_id(old), by_id(new)
     lines = []
     for qid in sorted(set(before) | set(after)):
@@ -299,8 +303,7 @@ def compare(old: dict[str, Any], new: dict[str, Any], mode: str) -> list[str]:
         if a is None or b is None:
             lines.append(f"{qid}: only in the {'new' if a is None else 'old'} report")
             continue
-        ok_a = (a["rank"] is not None and a["rank"] <= 5) if a["answerable"] else bool(a["abstained"])
-        ok_b = (b["rank"] is not None and b["rank"] <= 5) if b["answerable"] else bool(b["abstained"])
+        ok_a, ok_b = passed(a), passed(b)
         if ok_a and not ok_b:
             lines.append(f"newly fails  {qid}: rank {a['rank']} -> {b['rank']}, abstained {a['abstained']} -> "
                          f"{b['abstained']}  ({b['question']})")
