@@ -134,10 +134,6 @@ def _free_name(folder: Path, name: str, data: bytes) -> Path:
     return candidate
 
 
-def _size(n: int) -> str:
-    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n} bytes"
-
-
 class Assistant:
     """Answers questions from one index. Load once, ask many times (thread-safe)."""
 
@@ -235,7 +231,7 @@ class Assistant:
         reload. Names are reduced to a safe base name; unsupported types and oversized files are refused.
         ``on_progress(stage, done, total)`` is passed to ``build_index`` (for a progress bar)."""
         from .indexing import build_index
-        from .loaders import SUPPORTED
+        from .loaders import SUPPORTED, size_text
 
         corpus = self.data.manifest.get("corpus")
         if not corpus or not Path(corpus).is_dir():
@@ -248,7 +244,7 @@ class Assistant:
             if not base or Path(base).suffix.lower() not in SUPPORTED:
                 raise BadQuestion(f"{name!r}: only {', '.join(sorted(SUPPORTED))} files can be added.")
             if len(data) > limit:
-                raise BadQuestion(f"{base}: larger than the {_size(limit)} limit.")
+                raise BadQuestion(f"{base}: larger than the {size_text(limit)} limit.")
             saved.append((base, data))
         target.mkdir(parents=True, exist_ok=True)
         written = []

@@ -133,7 +133,8 @@ class SkipFile(Exception):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte count for people: 50 MB, 1.5 KB, 100 bytes."""
     if n >= 1024 * 1024:
         return f"{n / (1024 * 1024):.1f}".removesuffix(".0") + " MB"
     if n >= 1024:
@@ -197,7 +198,7 @@ def discover(
         elif PurePosixPath(rel).suffix.lower() not in SUPPORTED:
             skipped.append(Skipped(rel, _unsupported(rel)))
         elif st.st_size > max_bytes:
-            skipped.append(Skipped(rel, f"larger than {_size_text(max_bytes)}"))
+            skipped.append(Skipped(rel, f"larger than {size_text(max_bytes)}"))
         else:
             seen_files[real] = rel
             candidates.append((rel, path))
@@ -589,7 +590,7 @@ def load_file(path: str | Path, root: str | Path, *, max_bytes: int | None = DEF
     source = PurePosixPath(*Path(rel).parts).as_posix()
     try:
         if max_bytes is not None and p.stat().st_size > max_bytes:
-            raise SkipFile(f"larger than {_size_text(max_bytes)}")
+            raise SkipFile(f"larger than {size_text(max_bytes)}")
         data = p.read_bytes()
     except OSError as e:
         raise SkipFile(f"unreadable: {e.strerror or e}") from e

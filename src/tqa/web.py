@@ -25,6 +25,7 @@ from typing import Any
 from .assistant import Answer, Assistant, Passage
 from .config import MODES, Settings
 from .errors import BadQuestion, TqaError
+from .loaders import size_text
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 CONCURRENCY = 4  # questions answered at once (model encoding is serialised inside the embedder)
@@ -270,10 +271,6 @@ def render_status(message: str, kind: str = "error") -> str:
     return f'<p class="tqa-status tqa-status-{esc(kind)}" role="{role}">{esc(message)}</p>'
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.0f} MB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KB"
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Callbacks: thin calls into Assistant, formatted for the page (usable without a server, for tests).
 # ----------------------------------------------------------------------------------------------------------
@@ -371,8 +368,8 @@ class Page:
             except OSError:
                 return render_status(f"{name}: the upload did not arrive; try again."), info, sources
             if size > self.max_upload_bytes:
-                return (render_status(f"{name} is larger than the {_mb(self.max_upload_bytes)} limit for uploads."),
-                        info, sources)
+                limit = size_text(self.max_upload_bytes)
+                return render_status(f"{name} is larger than the {limit} limit for uploads."), info, sources
             with open(path, "rb") as f:
                 files.append((name, f.read(self.max_upload_bytes + 1)))
         t0 = time.perf_counter()
@@ -637,7 +634,7 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
 
     api_ask.__annotations__ = {"question": str, "k": int, "mode": str, "sources": list[str] | None, "return": dict}
 
-    upload_label = (f"Add documents ({' '.join(UPLOAD_TYPES)}; up to {_mb(page.max_upload_bytes)} each)")
+    upload_label = (f"Add documents ({' '.join(UPLOAD_TYPES)}; up to {size_text(page.max_upload_bytes)} each)")
     with gr.Blocks(title="tqa \u2014 ask your documents", analytics_enabled=False) as app:
         turns = gr.State([])
         gr.HTML('<div id="tqa-header"><h1><span class="tqa-logo">tqa</span>Ask your documents</h1>'
