@@ -65,13 +65,18 @@ def _marked(text: str, a: int, b: int, tag: str = "mark") -> str:
     return f"{esc(text[:a])}<{tag}>{esc(text[a:b])}</{tag}>{esc(text[b:])}"
 
 
-def _where(source: str, section: str, page: int | None) -> str:
-    parts = [f'<span class="tqa-src" title="source file">{esc(source)}</span>']
+def _trail(section: str, page: int | None) -> list[str]:
+    """The section and page marks of a passage (either may be absent)."""
+    parts = []
     if section:
         parts.append(f'<span class="tqa-sec" title="section">§ {esc(section)}</span>')
     if page is not None:
         parts.append(f'<span class="tqa-page">p. {int(page)}</span>')
-    return " ".join(parts)
+    return parts
+
+
+def _where(source: str, section: str, page: int | None) -> str:
+    return " ".join([f'<span class="tqa-src" title="source file">{esc(source)}</span>', *_trail(section, page)])
 
 
 def render_relevance(p: Passage, threshold: float) -> str:
@@ -104,11 +109,7 @@ def _cite(turn: int, rank: int) -> str:
 
 def render_passage(p: Passage, turn: int, threshold: float) -> str:
     a, b = p.highlight_start - p.start, p.highlight_end - p.start
-    trail = []
-    if p.section:
-        trail.append(f'<span class="tqa-sec" title="section">§ {esc(p.section)}</span>')
-    if p.page is not None:
-        trail.append(f'<span class="tqa-page">p. {int(p.page)}</span>')
+    trail = _trail(p.section, p.page)
     return (
         f'<article class="tqa-passage" id="tqa-p-{int(turn)}-{int(p.rank)}">'
         f'<header><div class="tqa-line">{_cite(turn, p.rank)}'
