@@ -516,3 +516,41 @@ def test_discover_then_extract_end_to_end(tmp_path: Path) -> None:
     assert [(d.source, d.format) for d in docs] == [("a.txt", "txt"), ("b.html", "html"), ("c.pdf", "pdf")]
     assert docs[1].text == "Head\n\nBody"
     assert failed == [Skipped("d.txt", "binary content")]
+
+
+# ---------------------------------------------------------------- read_bounded: checks on the open file
+
+
+def test_read_bounded_reads_a_regular_file_up_to_the_cap(tmp_path: Path) -> None:
+    from tqa.loaders import NotReadable, read_bounded
+
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"x" * 10)
+    assert read_bounded(f, 10) == b"x" * 10
+    with pytest.raises(NotReadable, match="larger than 9 bytes"):
+        read_bounded(f, 9)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "directory"])
+def test_read_bounded_refuses_what_is_not_a_regular_file_without_waiting(tmp_path: Path, kind: str) -> None:
+    from tqa.loaders import NotReadable, read_bounded
+
+    target = tmp_path / "f"
+    if kind == "fifo":
+        os.mkfifo(target)  # a blocking open would wait for a writer forever
+    elif kind == "dev-zero-link":
+        target.symlink_to("/dev/zero")  # a read without a cap would never end
+    else:
+        target.mkdir()
+    with pytest.raises((NotReadable, IsADirectoryError), match="not a regular file|Is a directory"):
+        read_bounded(target, 1024)
+
+
+def test_read_bounded_can_refuse_symlinks(tmp_path: Path) -> None:
+    from tqa.loaders import NotReadable, read_bounded
+
+    (tmp_path / "real").write_bytes(b"ok")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert read_bounded(tmp_path / "link", 10) == b"ok"
+    with pytest.raises(NotReadable, match="symlink"):
+        read_bounded(tmp_path / "link", 10, follow_symlinks=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import errno
 import hashlib
 import io
 import logging
@@ -30,11 +31,13 @@ __all__ = [
     "SUPPORTED",
     "Document",
     "Heading",
+    "NotReadable",
     "SkipFile",
     "Skipped",
     "discover",
     "extract",
     "load_file",
+    "read_bounded",
 ]
 
 SUPPORTED = {
@@ -140,6 +143,46 @@ def size_text(n: int) -> str:
     if n >= 1024:
         return f"{n / 1024:.1f}".removesuffix(".0") + " KB"
     return f"{n} bytes"
+
+
+class NotReadable(Exception):
+    """``read_bounded`` refused a path: the message is the reason, for a skip list or an error line."""
+
+
+def read_bounded(path: str | Path, max_bytes: int, *, follow_symlinks: bool = True) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, checked and read in one step.
+
+    The file is opened first (non-blocking, so a FIFO never makes it wait for a writer) and every check is made
+    on the open file, never on the name: a file replaced by a FIFO, a device or a link to /dev/zero after it was
+    listed, or grown past the cap, is refused instead of hanging or read without limit. Raises ``NotReadable``
+    (not a regular file, a symlink when ``follow_symlinks`` is false, too large) or ``OSError`` (missing,
+    permission denied...).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow_symlinks:
+            raise NotReadable("a symlink, not a regular file") from None
+        raise
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotReadable("not a regular file")
+        if st.st_size > max_bytes:
+            raise NotReadable(f"larger than {size_text(max_bytes)}")
+        chunks, total = [], 0
+        while total <= max_bytes:  # the size may change after fstat: never read past the cap
+            block = f.read(min(1 << 20, max_bytes + 1 - total))
+            if not block:
+                break
+            chunks.append(block)
+            total += len(block)
+        if total > max_bytes:
+            raise NotReadable(f"larger than {size_text(max_bytes)}")
+        return b"".join(chunks)
 
 
 def _unsupported(name: str) -> str:
