@@ -194,6 +194,48 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+# Characters a name may not hold: a source is printed as one line of a terminal and must not break the line,
+# move the cursor or recolour the screen (C0 and C1 controls other than tab, DEL, the Unicode line and
+# paragraph separators), nor reorder what is shown around it (bidirectional embeddings, overrides, isolates).
+_UNSAFE_NAME_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(s: str) -> str:
+    """``s`` made printable on one line and encodable as UTF-8, for skip lists and error messages.
+
+    Bytes of a name that are not valid UTF-8 (which Python carries as lone surrogates) become ``\\xNN``; control
+    characters become escapes such as ``\\n``, ``\\x1b`` or ``\\u202e``.
+    """
+    try:
+        raw = s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte (a hand-made string)
+        raw = s.encode("utf-8", "backslashreplace")
+    return _UNSAFE_NAME_CHARS.sub(lambda m: ascii(m.group())[1:-1], raw.decode("utf-8", "backslashreplace"))
+
+
+def _name_problem(name: str, kind: str) -> str | None:
+    """Why ``name`` cannot be a part of a source, or None.
+
+    A name that is not valid UTF-8 is skipped rather than indexed under a substitute: the source is the citation
+    and the name a reader opens the file by (``load_file(source, root)``, the web page's file links), and any
+    valid-UTF-8 stand-in either loses information (U+FFFD: two files would share one name) or can collide with a
+    real file's name (an escape such as ``caf%E9.txt``). Skipping names the file so it can be renamed.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{kind} name is not valid UTF-8; rename it"
+    if _UNSAFE_NAME_CHARS.search(name):
+        return f"{kind} name contains control characters; rename it"
+    return None
+
+
+def _unreadable(e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "vanished during indexing"
+    return f"unreadable: {shown(e.strerror or str(e))}"
+
+
 def discover(
     root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[list[tuple[str, Path]], list[Skipped]]:
@@ -203,6 +245,11 @@ def discover(
     with a supported extension (case-insensitive), sorted by relative path; ``skipped`` lists every other
     file with a reason, also sorted. Hidden files and folders (name starting with '.') are ignored silently.
 
+    Every relative path returned (candidate or skipped) is valid UTF-8 on one line. A candidate's is the file's
+    exact name, so it opens the file; a name that is not valid UTF-8 or holds control characters is skipped
+    (folders too, with all they contain), and of two names in one folder that differ only in Unicode
+    normalisation (NFC and NFD spellings look the same) the NFC one is kept and the other skipped.
+
     Symlinks are resolved: one pointing outside ``root`` is skipped; one pointing inside is followed, unless
     its target is already part of the corpus through another path (then it is listed as a duplicate, which
     also ends symlink cycles). Real paths are always preferred over paths through symlinks.
@@ -211,11 +258,12 @@ def discover(
     root_path = Path(root)
     if not root_path.exists():
         raise CorpusError(
-            f"Corpus folder '{root}' does not exist. Pass the folder of your documents: tqa index PATH"
+            f"Corpus folder '{shown(str(root))}' does not exist. Pass the folder of your documents: tqa index PATH"
         )
     if not root_path.is_dir():
         raise CorpusError(
-            f"'{root}' is not a folder. Put your documents in a folder and pass that folder: tqa index PATH"
+            f"'{shown(str(root))}' is not a folder. Put your documents in a folder and pass that folder: "
+            "tqa index PATH"
         )
     root_abs = root_path.absolute()
     root_real = root_path.resolve()
@@ -224,7 +272,8 @@ def discover(
             pass
     except OSError as e:
         raise CorpusError(
-            f"Cannot read corpus folder '{root}': {e.strerror or e}. Check its permissions and try again."
+            f"Cannot read corpus folder '{shown(str(root))}': {shown(e.strerror or str(e))}. "
+            "Check its permissions and try again."
         ) from e
 
     candidates: list[tuple[str, Path]] = []
@@ -246,6 +295,30 @@ def discover(
             seen_files[real] = rel
             candidates.append((rel, path))
 
+    def usable(entries: list[os.DirEntry[str]], rel_here: str) -> list[os.DirEntry[str]]:
+        """The entries whose names can be sources; the others are listed as skipped."""
+        nfc_owner: dict[str, str] = {}  # NFC form -> the name kept for it (its NFC spelling if present)
+        for entry in entries:
+            key = _nfc(entry.name)
+            if key not in nfc_owner or entry.name == key:
+                nfc_owner[key] = entry.name
+        kept = []
+        for entry in entries:
+            rel = entry.name if rel_here == "." else f"{rel_here}/{entry.name}"
+            try:
+                kind = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+            except OSError:
+                kind = "file"
+            problem = _name_problem(entry.name, kind)
+            if problem is None and nfc_owner[_nfc(entry.name)] != entry.name:
+                twin = nfc_owner[_nfc(entry.name)]
+                problem = f"same name as {twin} in another Unicode form; rename one"
+            if problem is None:
+                kept.append(entry)
+            else:
+                skipped.append(Skipped(shown(rel), problem))
+        return kept
+
     def walk(rel_dir: str, dir_path: Path) -> None:
         # Breadth-first over real subfolders; symlinks are queued so real paths win over linked ones.
         pending = deque([(rel_dir, dir_path)])
@@ -253,13 +326,11 @@ def discover(
             rel_here, here = pending.popleft()
             try:
                 with os.scandir(here) as it:
-                    entries = sorted(it, key=lambda e: e.name)
+                    entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
             except OSError as e:
-                skipped.append(Skipped(rel_here, f"unreadable: {e.strerror or e}"))
+                skipped.append(Skipped(rel_here, _unreadable(e)))
                 continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
+            for entry in usable(entries, rel_here):
                 rel = entry.name if rel_here == "." else f"{rel_here}/{entry.name}"
                 path = here / entry.name
                 try:
@@ -275,7 +346,7 @@ def discover(
                     else:
                         add_file(rel, path, path.resolve(), entry.stat(follow_symlinks=False))
                 except OSError as e:
-                    skipped.append(Skipped(rel, f"unreadable: {e.strerror or e}"))
+                    skipped.append(Skipped(rel, _unreadable(e)))
 
     walk(".", root_abs)
     while links:
@@ -291,7 +362,7 @@ def discover(
         try:
             st = real.stat()
         except OSError as e:
-            skipped.append(Skipped(rel, f"unreadable: {e.strerror or e}"))
+            skipped.append(Skipped(rel, _unreadable(e)))
             continue
         if not stat.S_ISDIR(st.st_mode):
             add_file(rel, path, real, st)
@@ -630,7 +701,12 @@ def load_file(path: str | Path, root: str | Path, *, max_bytes: int | None = DEF
     rel = os.path.relpath(p, root_abs)
     if rel == ".." or rel.startswith(".." + os.sep):
         raise SkipFile(f"not inside the corpus folder {root}")
-    source = PurePosixPath(*Path(rel).parts).as_posix()
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        problem = _name_problem(part, "file" if i == len(parts) - 1 else "folder")
+        if problem:
+            raise SkipFile(problem)
+    source = PurePosixPath(*parts).as_posix()
     try:
         if max_bytes is not None and p.stat().st_size > max_bytes:
             raise SkipFile(f"larger than {size_text(max_bytes)}")
