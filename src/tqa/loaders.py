@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import sys
 import unicodedata
 import warnings
 from collections import deque
@@ -691,16 +692,21 @@ def extract(source: str, data: bytes) -> Document:
 def load_file(path: str | Path, root: str | Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES) -> Document:
     """Read and extract one file under ``root``; raises SkipFile.
 
-    A relative ``path`` that does not exist as given is taken relative to ``root``.
+    A relative ``path`` is taken relative to ``root`` (a source as the index records it) when it names
+    something there, else relative to the working folder. The file is read with ``read_bounded``: checked on
+    the open file and never read past ``max_bytes``, so a file swapped for a FIFO, a device or a symlink, or
+    grown past the cap after it was listed, is skipped rather than waited on or read whole. A path (or a
+    symlink) leading outside ``root`` is refused, as ``discover`` refuses it.
     """
     root_abs = Path(root).absolute()
     p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = root_abs / p
+    if not p.is_absolute():
+        under_root = root_abs / p
+        p = under_root if os.path.lexists(under_root) or not os.path.lexists(p) else p
     p = p.absolute()
     rel = os.path.relpath(p, root_abs)
     if rel == ".." or rel.startswith(".." + os.sep):
-        raise SkipFile(f"not inside the corpus folder {root}")
+        raise SkipFile(f"not inside the corpus folder {shown(str(root))}")
     parts = Path(rel).parts
     for i, part in enumerate(parts):
         problem = _name_problem(part, "file" if i == len(parts) - 1 else "folder")
@@ -708,9 +714,15 @@ def load_file(path: str | Path, root: str | Path, *, max_bytes: int | None = DEF
             raise SkipFile(problem)
     source = PurePosixPath(*parts).as_posix()
     try:
-        if max_bytes is not None and p.stat().st_size > max_bytes:
-            raise SkipFile(f"larger than {size_text(max_bytes)}")
-        data = p.read_bytes()
+        real = p.resolve(strict=True)
+        if not _inside(real, Path(root).resolve()):
+            raise SkipFile("symlink points outside the corpus")
+        # The resolved path is opened without following a symlink: one swapped in after resolve() is refused.
+        data = read_bounded(real, sys.maxsize if max_bytes is None else max_bytes, follow_symlinks=False)
+    except NotReadable as e:
+        raise SkipFile(str(e)) from e
+    except RuntimeError as e:  # a loop of symlinks
+        raise SkipFile("broken symlink") from e
     except OSError as e:
-        raise SkipFile(f"unreadable: {e.strerror or e}") from e
+        raise SkipFile(f"unreadable: {shown(e.strerror or str(e))}") from e
     return extract(source, data)
