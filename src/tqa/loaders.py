@@ -391,6 +391,11 @@ _BOMS = (
 )
 _CONTROL_CHARS = "".join(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n\r\f")
 _DELETE_CONTROLS = str.maketrans("", "", _CONTROL_CHARS)
+# A character that shows: not whitespace, a control, a format character (zero-width space and joiners, BOM,
+# word joiner, bidirectional marks, soft hyphen) or a variation selector. A file without one is empty.
+_VISIBLE = re.compile(
+    r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff]"
+)
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -444,8 +449,8 @@ def _decode(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
 
 def _decode_checked(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
     text, notes = _decode(data, html=html)
-    if not text.strip():
-        raise SkipFile("empty file")
+    if not _VISIBLE.search(text):
+        raise SkipFile("empty file" if not text.strip() else "empty file (only invisible characters)")
     controls = len(text) - len(text.translate(_DELETE_CONTROLS))
     if controls > _MAX_CONTROL_SHARE * len(text):
         raise SkipFile("binary content")
@@ -753,7 +758,7 @@ def _extract_pdf(data: bytes) -> tuple[str, tuple[int, ...]]:
     finally:
         logger.setLevel(old_level)
 
-    if not any(t.strip() for t in texts):
+    if not any(_VISIBLE.search(t) for t in texts):
         raise SkipFile("PDF has no extractable text (scanned? run OCR first)")
     pages: list[int] = []
     offset = 0
@@ -783,7 +788,7 @@ def extract(source: str, data: bytes) -> Document:
         return Document(source, text, fmt, digest, pages=pages)
     if fmt == "html":
         text, headings, notes = _extract_html(data)
-        if not text:
+        if not _VISIBLE.search(text):
             raise SkipFile("HTML has no readable text")
         return Document(source, text, fmt, digest, headings=headings, warnings=tuple(notes))
     text, notes = _decode_checked(data)
