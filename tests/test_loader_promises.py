@@ -30,3 +30,31 @@ def test_invisible_characters_around_text_are_not_empty() -> None:
     assert extract("a.txt", ("\u200bword\u200b").encode()).text == "\u200bword\u200b"
 
 
+def test_utf8_with_one_damaged_byte_is_not_decoded_as_cp1252() -> None:
+    good = "Grüße aus Zürich. Straße, Æble, 東京. " * 20
+    data = good.encode() + b"\xff" + good.encode()
+    doc = extract("a.txt", data)
+    assert doc.text == good + "\ufffd" + good  # every accent intact; the bad byte is visible as U+FFFD
+    assert doc.warnings == ("decoded as UTF-8 with 1 undecodable byte replaced (not valid UTF-8)",)
+
+
+def test_utf8_cut_inside_a_character_keeps_the_rest() -> None:
+    data = "Ende: groß".encode()[:-1]  # a file cut in the middle of its last character
+    doc = extract("a.md", ("Grüße " * 10).encode() + data)
+    assert doc.text == "Grüße " * 10 + "Ende: gro\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        pytest.param("café crème brûlée".encode("cp1252"), "café crème brûlée", id="cp1252"),
+        pytest.param("naïve – “quoted”".encode("cp1252") + "é".encode(), None, id="mostly-cp1252"),
+    ],
+)
+def test_real_cp1252_is_still_decoded_as_cp1252(data: bytes, text: str | None) -> None:
+    doc = extract("a.txt", data)
+    assert doc.warnings == ("decoded as cp1252 (not valid UTF-8)",)
+    if text is not None:
+        assert doc.text == text
+
+

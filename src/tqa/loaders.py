@@ -419,8 +419,27 @@ def _meta_charset(data: bytes) -> str | None:
     return name
 
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
+# A text with at least this many well-formed non-ASCII UTF-8 characters per undecodable byte is UTF-8 with
+# damage (a stray byte, a cut at the end), not another encoding: text in cp1252 or latin-1 almost never forms a
+# valid multi-byte UTF-8 sequence, while decoding damaged UTF-8 as cp1252 would garble every accent in it.
+_UTF8_GOOD_PER_BAD = 4
+
+
+def _damaged_utf8(data: bytes) -> tuple[str, int] | None:
+    """``data`` decoded as UTF-8 with its few undecodable bytes replaced by U+FFFD, if it is mostly UTF-8."""
+    text = data.decode("utf-8", "surrogateescape")
+    without_bad = _UNDECODABLE.sub("", text)
+    bad = len(text) - len(without_bad)
+    good = len(without_bad) - len(without_bad.encode("ascii", "ignore"))  # well-formed non-ASCII characters
+    if good < _UTF8_GOOD_PER_BAD * bad:
+        return None
+    return _UNDECODABLE.sub("\ufffd", text), bad
+
+
 def _decode(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
-    """Decode text bytes: BOM, then strict UTF-8, then <meta charset> (HTML), cp1252, latin-1."""
+    """Decode text bytes: BOM, then strict UTF-8, then <meta charset> (HTML), UTF-8 with a few damaged bytes,
+    cp1252, latin-1."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
@@ -441,6 +460,11 @@ def _decode(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
             return data.decode(declared), [note]
         except UnicodeDecodeError:
             pass
+    damaged = _damaged_utf8(data)
+    if damaged:
+        text, bad = damaged
+        s = "" if bad == 1 else "s"
+        return text, [f"decoded as UTF-8 with {bad} undecodable byte{s} replaced (not valid UTF-8)"]
     try:
         return data.decode("cp1252"), ["decoded as cp1252 (not valid UTF-8)"]
     except UnicodeDecodeError:
