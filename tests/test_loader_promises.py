@@ -3,9 +3,12 @@ damaged byte, a folder swapped for a symlink leading outside while the corpus is
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from tqa.loaders import SkipFile, extract
+from tqa.loaders import SkipFile, Skipped, discover, extract
 
 INVISIBLE = "\u200b\ufeff\u2060\u200d\u00ad\u200e\u2063\ufe0f"  # zero-width, BOM, joiners, soft hyphen, marks
 
@@ -56,5 +59,34 @@ def test_real_cp1252_is_still_decoded_as_cp1252(data: bytes, text: str | None) -
     assert doc.warnings == ("decoded as cp1252 (not valid UTF-8)",)
     if text is not None:
         assert doc.text == text
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX symlinks")
+def test_folder_swapped_for_an_outside_symlink_while_listing_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, outside = tmp_path / "corpus", tmp_path / "outside"
+    (root / "sub" / "inner").mkdir(parents=True)
+    (root / "sub" / "a.txt").write_text("inside\n")
+    (root / "sub" / "inner" / "b.txt").write_text("inside too\n")
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "secret.txt").write_text("SECRET\n")
+    (outside / "deeper" / "more.txt").write_text("SECRET\n")
+    real_scandir = os.scandir
+
+    def swapping_scandir(path: object = ".") -> object:
+        # The worst moment: "sub" was listed as a real folder, and is swapped just before it is read.
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == os.fspath(root / "sub"):
+            os.rename(root / "sub", tmp_path / "moved-away")
+            os.symlink(outside, root / "sub")
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", swapping_scandir)
+    candidates, skipped = discover(root)
+    assert candidates == []
+    assert skipped == [
+        Skipped("sub/deeper", "symlink points outside the corpus"),
+        Skipped("sub/secret.txt", "symlink points outside the corpus"),
+    ]
 
 

@@ -284,7 +284,9 @@ def discover(
     links: deque[tuple[str, Path]] = deque()  # symlinks found, handled after the real tree
 
     def add_file(rel: str, path: Path, real: Path, st: os.stat_result) -> None:
-        if real in seen_files:
+        if not _inside(real, root_real):  # a folder on the way was swapped for a symlink while listing
+            skipped.append(Skipped(rel, "symlink points outside the corpus"))
+        elif real in seen_files:
             skipped.append(Skipped(rel, f"same file as {seen_files[real]} (via symlink)"))
         elif not stat.S_ISREG(st.st_mode):
             skipped.append(Skipped(rel, "not a regular file"))
@@ -339,7 +341,9 @@ def discover(
                         links.append((rel, path))
                     elif entry.is_dir(follow_symlinks=False):
                         real = path.resolve()
-                        if real in seen_dirs:  # reachable only below a followed symlink
+                        if not _inside(real, root_real):  # as in add_file
+                            skipped.append(Skipped(rel, "symlink points outside the corpus"))
+                        elif real in seen_dirs:  # reachable only below a followed symlink
                             skipped.append(Skipped(rel, f"same folder as {seen_dirs[real]} (via symlink)"))
                         else:
                             seen_dirs[real] = rel
