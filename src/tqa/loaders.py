@@ -52,6 +52,10 @@ SUPPORTED = {
 }
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
+# Text a PDF may expand to. Its streams are compressed, so a small file within the size cap can expand to
+# gigabytes of text (pypdf caps each stream, not their number); as much text as the cap allows a .txt is plenty.
+_MAX_PDF_TEXT_CHARS = DEFAULT_MAX_BYTES
+
 # Share of control characters (other than \t \n \r \f) above which decoded text is treated as binary.
 _MAX_CONTROL_SHARE = 0.10
 
@@ -778,7 +782,14 @@ def _extract_pdf(data: bytes) -> tuple[str, tuple[int, ...]]:
                         raise SkipFile(f"encrypted PDF could not be opened ({_short(e)})") from e
                     if not opened:
                         raise SkipFile("encrypted PDF (needs a password)")
-                texts = [_nfc(page.extract_text() or "").rstrip() for page in reader.pages]
+                texts, total = [], 0
+                for page in reader.pages:
+                    texts.append(_nfc(page.extract_text() or "").rstrip())
+                    total += len(texts[-1])
+                    if total > _MAX_PDF_TEXT_CHARS:  # stop before the next page, not after the last
+                        raise SkipFile(
+                            f"PDF text longer than {_MAX_PDF_TEXT_CHARS:,} characters once decompressed"
+                        )
             except SkipFile:
                 raise
             except Exception as e:  # pypdf raises many types on damaged files; none may escape
