@@ -102,3 +102,15 @@ def test_pdf_expanding_past_the_text_cap_is_skipped(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(tqa.loaders, "_MAX_PDF_TEXT_CHARS", 600)
     with pytest.raises(SkipFile, match="PDF text longer than 600 characters once decompressed"):
         extract("a.pdf", data)
+
+
+@pytest.mark.parametrize(
+    "charset", ["rot13", "hex", "base64", "zlib", "bz2", "uu", "undefined", "unicode_escape", "raw_unicode_escape"]
+)
+def test_html_declaring_a_codec_that_is_not_a_text_encoding_falls_back(charset: str) -> None:
+    # Python's codec registry also holds byte transforms and escape decoders: a page naming one in its
+    # <meta charset> must not abort the build (LookupError, UnicodeError) nor have its backslashes decoded.
+    data = f'<meta charset="{charset}"><p>caf'.encode() + b"\xe9 \\x41u lait</p>"
+    doc = extract("a.html", data)
+    assert doc.text == "café \\x41u lait"
+    assert doc.warnings == ("decoded as cp1252 (not valid UTF-8)",)

@@ -411,6 +411,11 @@ def _nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
+# Python codecs a page may name that are not character encodings of web pages: escape decoders would turn the
+# page's backslashes into other characters. (Byte transforms such as rot13 or base64 are refused by decode().)
+_NOT_PAGE_ENCODINGS = frozenset({"unicode-escape", "raw-unicode-escape", "undefined", "utf-7", "idna", "punycode"})
+
+
 def _meta_charset(data: bytes) -> str | None:
     """Codec name declared by a <meta charset> / http-equiv tag near the top of an HTML file, if usable."""
     m = _META_CHARSET.search(data[:4096])
@@ -419,6 +424,8 @@ def _meta_charset(data: bytes) -> str | None:
     try:
         name = codecs.lookup(m.group(1).decode("ascii")).name
     except (LookupError, UnicodeDecodeError):
+        return None
+    if name in _NOT_PAGE_ENCODINGS:
         return None
     if name in ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32"):
         return None  # already tried / impossible without a BOM
@@ -466,7 +473,7 @@ def _decode(data: bytes, *, html: bool = False) -> tuple[str, list[str]]:
         try:
             note = f"decoded as {declared} (declared in <meta charset>; not valid UTF-8)"
             return data.decode(declared), [note]
-        except UnicodeDecodeError:
+        except (UnicodeError, LookupError):  # LookupError: a byte transform (base64, zlib), not a text codec
             pass
     damaged = _damaged_utf8(data)
     if damaged:
