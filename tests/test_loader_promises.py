@@ -114,3 +114,29 @@ def test_html_declaring_a_codec_that_is_not_a_text_encoding_falls_back(charset: 
     doc = extract("a.html", data)
     assert doc.text == "café \\x41u lait"
     assert doc.warnings == ("decoded as cp1252 (not valid UTF-8)",)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX")
+def test_file_and_folder_vanishing_while_listing_are_listed_as_vanished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "keep.txt").write_text("kept\n")
+    (tmp_path / "gone.txt").write_text("soon gone\n")
+    (tmp_path / "gonedir").mkdir()
+    (tmp_path / "gonedir" / "x.txt").write_text("x\n")
+    real_lstat = os.lstat
+
+    def lstat_after_deleting(path: object, *args: object, **kw: object) -> os.stat_result:
+        # Each of the two is deleted just after it was listed, when it is first looked at.
+        p = Path(os.fspath(path))  # type: ignore[call-overload]
+        if p == tmp_path / "gone.txt" and p.exists():
+            p.unlink()
+        elif p == tmp_path / "gonedir" and p.exists():
+            (p / "x.txt").unlink()
+            p.rmdir()
+        return real_lstat(path, *args, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "lstat", lstat_after_deleting)
+    candidates, skipped = discover(tmp_path)
+    assert [rel for rel, _ in candidates] == ["keep.txt"]
+    assert skipped == [Skipped("gone.txt", "vanished during indexing"), Skipped("gonedir", "vanished during indexing")]
