@@ -225,3 +225,15 @@ def test_deep_or_unclosed_markup_stays_linear() -> None:
     # 20,000 unclosed elements and as many stray end tags: each end tag must not search a huge stack.
     html = ("<div><span>" * 20_000 + "</p></li>" * 20_000 + "<p>end</p>").encode()
     assert extract("a.html", html).text == "end"
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        pytest.param(b"<head><title>T</title>Body text here", "Body text here", id="text-after-title"),
+        pytest.param(b"<html><head><meta charset=utf-8>Intro <b>bold</b> end", "Intro bold end", id="text-then-tag"),
+        pytest.param(b"<head>\n  <title>T</title>\n  <style>p{}</style>\n</head><p>Body</p>", "Body", id="closed-head"),
+    ],
+)
+def test_text_in_an_unterminated_head_starts_the_body(html: bytes, text: str) -> None:
+    assert extract("a.html", html).text == text

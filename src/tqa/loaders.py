@@ -611,6 +611,10 @@ class _HTMLText(HTMLParser):
             return not any(scoping for _, scoping in self.stack)
         return tag in _BOILERPLATE_TAGS
 
+    def _in_open_head(self) -> bool:
+        """An unterminated <head> is the innermost open element (and so the one being left out)."""
+        return self.drop_at is not None and self.drop_at == len(self.stack) - 1 and self.stack[-1][0] == "head"
+
     def _push(self, tag: str, scoping: bool) -> None:
         self.stack.append((tag, scoping))
         self.open_count[tag] = self.open_count.get(tag, 0) + 1
@@ -653,7 +657,7 @@ class _HTMLText(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.drop_at is not None:
-            if self.stack[self.drop_at][0] == "head" and self.drop_at == len(self.stack) - 1 and tag not in _HEAD_TAGS:
+            if self._in_open_head() and tag not in _HEAD_TAGS:
                 self._pop_to(self.drop_at)  # implicit </head>
             else:
                 if tag not in _VOID_TAGS and len(self.stack) < _MAX_OPEN:
@@ -708,6 +712,8 @@ class _HTMLText(HTMLParser):
             self._end_effect(tag, None)
 
     def handle_data(self, data: str) -> None:
+        if self.drop_at is not None and data.strip(_HTML_WS) and self._in_open_head():
+            self._pop_to(self.drop_at)  # text in an unterminated <head> starts the body, as browsers do
         if self.drop_at is not None or not data:
             return
         data = _nfc(data)
