@@ -82,3 +82,9 @@ def test_sentence_spans():
     text = "First one. Second “quoted.” Third?\nFourth"
     spans = sentence_spans(text)
     assert [text[a:b] for a, b in spans] == ["First one.", "Second “quoted.”", "Third?", "Fourth"]
+
+
+def test_html_heading_with_a_line_break_gives_a_one_line_trail():
+    # A section trail is shown on one line ("Report > Part one"); a <br> inside a heading must not break it.
+    d = extract("a.html", b"<h1>Annual report<br>2023</h1><p>Body text.</p><h2>Part\tone</h2><p>More.</p>")
+    assert [s.trail for s in sections(d)] == [("Annual report 2023",), ("Annual report 2023", "Part one")]

@@ -175,8 +175,7 @@ def html_doc() -> Document:
 
 
 def test_html_text(html_doc: Document) -> None:
-    assert html_doc.text == (
-        "Home\n\n"
+    assert html_doc.text == (  # the <nav> is page furniture, left out
         "The Main Title\n\n"
         "First & only paragraph spans lines <ok> été €5.\n\n"
         "Second paragraph\nsecond line\n\n"

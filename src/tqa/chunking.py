@@ -197,7 +197,8 @@ def _document_headings(doc: Document) -> list[_Heading]:
         return _markdown_headings(doc.text)
     if doc.format == "html":
         return [
-            _Heading(h.start, _next_line(doc.text, h.end), h.level, doc.text[h.start:h.end].strip())
+            # A heading may hold a <br>: its title joins the lines, as a trail is shown on one line.
+            _Heading(h.start, _next_line(doc.text, h.end), h.level, " ".join(doc.text[h.start:h.end].split()))
             for h in doc.headings
         ]
     if doc.format == "pdf":
