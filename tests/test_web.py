@@ -517,6 +517,7 @@ def meters(page: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.model
+@pytest.mark.slow  # 92 questions with the real model, per mode
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
 def test_the_meter_never_rises_down_the_ranking_on_the_default_questions(default_index, real_embedder, mode):
     import json
