@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import hashlib
 import os
 import re
+import shutil
 import socket
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from .shipped_corpus import copy_shipped_corpus
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "corpus"
+
+
+def _shipped_corpus() -> Path:
+    """The default corpus the tests read: a verified copy of exactly the shipped files (tests/shipped_corpus.py),
+    made once per run, so that documents a user adds to corpus/ (uploads included) never change what is tested."""
+    folder = Path(tempfile.mkdtemp(prefix="tqa-shipped-corpus-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return copy_shipped_corpus(folder / "corpus")  # a changed shipped file stops the run, saying how to restore it
+
+
+CORPUS = _shipped_corpus()
 
 
 class FakeEmbedder:

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import CORPUS
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.model
 
 
 def tqa_eval(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`tqa eval` on the verified copy of the shipped corpus (never corpus/ itself), unless given --corpus."""
     e = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
     e.pop("PYTEST_CURRENT_TEST", None)
-    return subprocess.run([sys.executable, "-m", "tqa", "eval", *args], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=600)
+    corpus = [] if "--corpus" in args else ["--corpus", str(CORPUS)]
+    return subprocess.run([sys.executable, "-m", "tqa", "eval", *corpus, *args], capture_output=True, text=True,
+                          env=e, cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,9 @@ class Tab:
 
     def __init__(self, browser, url: str):
         self.url = url
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # clipboard permissions, so that the copy buttons can be checked through the real clipboard
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000},
+                                           permissions=["clipboard-read", "clipboard-write"])
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
         self.requests: list[str] = []
@@ -97,6 +99,13 @@ class Tab:
         self.page.goto(url)
         self.page.wait_for_selector("#tqa-question textarea")
         self.page.wait_for_selector("#tqa-chat .tqa-empty")
+
+    def copied_by(self, button) -> str:
+        """Click a copy button and return what it put on the clipboard (emptied first)."""
+        self.page.evaluate("navigator.clipboard.writeText('')")
+        button.click()
+        self.page.wait_for_function("navigator.clipboard.readText().then((t) => t !== '')")
+        return self.page.evaluate("navigator.clipboard.readText()")
 
     def turns(self) -> int:
         return self.page.locator("#tqa-chat .tqa-turn").count()
@@ -170,7 +179,9 @@ def test_citation_opens_the_source_viewer_with_the_passage_marked(tab):
     context = " ".join(viewer.locator(".tqa-context").inner_text().split())  # the section around the passage
     assert " ".join(marked.inner_text().split()) in context
     assert first.evaluate("e => e.classList.contains('tqa-active')")
-    quote = viewer.locator("textarea").input_value()
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.page.screenshot(path=str(ARTIFACTS / "citation.png"))  # the page as docs/screenshot.png shows it
+    quote = viewer.locator("textarea[data-quote=passage]").input_value()
     assert quote.startswith("\u201c") and DOCUMENT in quote and section in quote
     # another passage's mark replaces the viewer
     turn.locator(".tqa-passage").nth(2).locator(".tqa-cite").click()
@@ -250,3 +261,56 @@ def test_markup_in_a_document_is_shown_as_text_and_never_runs(tmp_tab):
     # Markdown links stay text too: no link to javascript: is created
     assert "[the zebra guide](javascript:window.__pwned=3)" in text
     assert page.locator("#tqa-chat a[href^='javascript'], #tqa-viewer a[href^='javascript']").count() == 0
+
+
+def expected_quote(text: str, p, a: int, b: int) -> str:
+    """The reference format, built here from the answer's fields: “text” — file, § section, p. N, chars a-b."""
+    where = [p.source] + ([f"\u00a7 {p.section}"] if p.section else []) + ([f"p. {p.page}"] if p.page else [])
+    return f"\u201c{' '.join(text.split())}\u201d \u2014 {', '.join(where)}, chars {a}-{b}"
+
+
+def test_copy_buttons_put_the_sentence_or_the_passage_with_its_reference_on_the_clipboard(tab, real_embedder,
+                                                                                         default_index):
+    answer = Assistant.load(default_index, embedder=real_embedder).ask(QUESTION)  # what the page shows
+    document = (CORPUS / DOCUMENT).read_text(encoding="utf-8")
+    turn, _ = tab.ask(QUESTION)
+
+    def both(p) -> tuple[str, str]:
+        assert document[p.highlight_start:p.highlight_end] == p.highlight  # the sentence's own offsets
+        assert document[p.start:p.end] == p.text
+        return (expected_quote(p.highlight, p, p.highlight_start, p.highlight_end),
+                expected_quote(p.text, p, p.start, p.end))
+
+    best, third = answer.passages[0], answer.passages[2]
+    lead = turn.locator(".tqa-lead")
+    sentence, passage = both(best)
+    assert len(sentence) < len(passage)
+    assert tab.copied_by(lead.locator("[data-copy=sentence]")) == sentence
+    assert lead.locator("[data-copy=sentence]").inner_text() == "Copied"
+    assert tab.copied_by(lead.locator("[data-copy=passage]")) == passage
+
+    card = turn.locator(".tqa-passage").nth(2)
+    sentence, passage = both(third)
+    assert " ".join(card.locator(".tqa-text mark").inner_text().split()) in sentence
+    assert tab.copied_by(card.locator("[data-copy=sentence]")) == sentence
+    assert tab.copied_by(card.locator("[data-copy=passage]")) == passage
+
+    card.locator(".tqa-cite").click()  # the source viewer offers both too, the sentence's quote on show
+    viewer = tab.page.locator("#tqa-viewer .tqa-viewer")
+    tab.page.wait_for_function("document.querySelector('#tqa-viewer .tqa-kicker').innerText.includes('[3]')")
+    assert viewer.locator("textarea[data-quote=sentence]").is_visible()
+    assert viewer.locator("textarea[data-quote=sentence]").input_value() == sentence
+    assert tab.copied_by(viewer.locator("[data-copy=sentence]")) == sentence
+    assert tab.copied_by(viewer.locator("[data-copy=passage]")) == passage
+    ARTIFACTS.mkdir(exist_ok=True)
+    tab.page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+
+
+def test_markup_in_a_question_is_shown_as_text_and_never_runs(tmp_tab):
+    page = tmp_tab.page
+    question = 'Zebra <img src=x onerror="window.__pwned=5"> protocol <script>window.__pwned=6</script>?'
+    turn, _ = tmp_tab.ask(question)
+    assert turn.locator(".tqa-q p").text_content() == question
+    time.sleep(0.3)  # give an injected image's onerror a chance to fire
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#tqa-chat script, #tqa-chat img").count() == 0

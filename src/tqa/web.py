@@ -17,7 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .assistant import Answer, Assistant, Passage
 from .config import MODES, Settings
 from .errors import BadQuestion, TqaError
 from .loaders import size_text
+from .retrieval import KEYWORD_WEIGHT
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 CONCURRENCY = 4  # questions answered at once (model encoding is serialised inside the embedder)
@@ -79,27 +80,65 @@ def _where(source: str, section: str, page: int | None) -> str:
     return " ".join([f'<span class="tqa-src" title="source file">{esc(source)}</span>', *_trail(section, page)])
 
 
-def render_relevance(p: Passage, threshold: float) -> str:
-    """A small meter: cosine similarity to the question when measured (dense, hybrid); keyword score in bm25."""
-    if p.relevance is not None:
-        rel = float(p.relevance)
-        level = "strong" if rel >= threshold + 0.2 else "fair" if rel >= threshold else "weak"
-        width = max(4, min(100, round(rel * 100)))
-        title = (f"relevance {rel:.2f}: cosine similarity of passage and question ({level}; "
-                 f"this index treats below {threshold:.2f} as not covering a question)")
-        return (f'<span class="tqa-rel tqa-rel-{level}" title="{esc(title)}">'
-                f'<span class="tqa-meter"><span style="width:{width}%"></span></span>'
-                f'<span class="tqa-rel-num">{rel:.2f}</span></span>')
-    if p.keyword_score is not None:
-        return (f'<span class="tqa-rel tqa-rel-keyword" title="BM25 keyword score (higher is better)">'
-                f'keyword {float(p.keyword_score):.1f}</span>')
-    return f'<span class="tqa-rel" title="rank by the fused score">rank {p.rank}</span>'
+def render_relevance(p: Passage, mode: str, top: float, threshold: float) -> str:
+    """A small meter of the score the passages are ordered by, so it never rises down the list.
+
+    hybrid: the fused score (0-1, mostly meaning with some keyword match); dense: the similarity of passage and
+    question (the abstention signal); bm25: the BM25 keyword score, whose bar is relative to ``top`` (the best
+    passage's), since keyword scores have no fixed scale. The other signals are in the tooltip.
+    """
+    score = float(p.score)
+    sim = "" if p.relevance is None else f"similarity to the question {float(p.relevance):.2f}"
+    kw = "" if p.keyword_score is None else f"keyword score (BM25) {float(p.keyword_score):.2f}"
+    if mode == "bm25":
+        label, width = "keywords", score / top if top > 0 else 0.0
+        title = f"keyword score (BM25) {score:.2f}, which orders the passages; the bar is relative to the best one"
+        others = [sim]
+    elif mode == "dense":
+        label, width = "similarity", score
+        title = (f"similarity {score:.2f}, which orders the passages: how close the passage's meaning is to the "
+                 f"question (this index treats a best passage below {threshold:.2f} as not covering it)")
+        others = [kw]
+    else:
+        label, width = "score", score
+        title = (f"hybrid score {score:.2f}, which orders the passages: {1 - KEYWORD_WEIGHT:.0%} meaning "
+                 f"similarity, {KEYWORD_WEIGHT:.0%} keyword match relative to the best keyword match")
+        others = [sim, kw]
+    title = "; ".join([title, *[o for o in others if o]])
+    percent = max(4, min(100, round(width * 100)))
+    return (f'<span class="tqa-rel" title="{esc(title)}">'
+            f'<span class="tqa-meter"><span style="width:{percent}%"></span></span>'
+            f'<span class="tqa-rel-num">{label} {score:.2f}</span></span>')
 
 
-def quote(p: Passage) -> str:
-    """A copy-ready quotation: the passage text and its reference."""
-    text = " ".join(p.text.split())
-    return f"\u201c{text}\u201d \u2014 {p.citation()}"
+def quote(p: Passage, *, sentence: bool = False) -> str:
+    """A copy-ready quotation with its reference: the whole passage, or (``sentence=True``) its highlighted
+    sentence with the sentence's own character offsets. Whitespace runs are folded to one space."""
+    if sentence:
+        # the library's reference format, with the sentence's offsets in place of the passage's
+        text, ref = p.highlight, replace(p, start=p.highlight_start, end=p.highlight_end).citation()
+    else:
+        text, ref = p.text, p.citation()
+    return f"\u201c{' '.join(text.split())}\u201d \u2014 {ref}"
+
+
+def _quotes(p: Passage, *, label: str = "", show_sentence: bool = False) -> str:
+    """Copy buttons for the highlighted sentence and for the whole passage, each quote with its reference in a
+    textarea of its own (hidden unless ``show_sentence``; shown and selected when the clipboard is unavailable)."""
+    head = f'<span class="tqa-quote-label">{esc(label)}</span>' if label else ""
+    sentence_hidden = "" if show_sentence else " hidden"
+    return (
+        f'<div class="tqa-quotes" data-quotes="1">{head}'
+        '<button type="button" class="tqa-copy" data-copy="sentence" '
+        'title="Copy the highlighted sentence with its reference (the sentence\u2019s own character offsets)">'
+        "Copy sentence</button>"
+        '<button type="button" class="tqa-copy" data-copy="passage" title="Copy the whole passage with its reference">'
+        "Copy passage</button>"
+        f'<textarea class="tqa-quote" data-quote="sentence" readonly rows="3"{sentence_hidden} '
+        f'aria-label="The highlighted sentence with its reference">{esc(quote(p, sentence=True))}</textarea>'
+        '<textarea class="tqa-quote" data-quote="passage" readonly rows="4" hidden '
+        f'aria-label="The passage with its reference">{esc(quote(p))}</textarea></div>'
+    )
 
 
 def _cite(turn: int, rank: int) -> str:
@@ -107,21 +146,27 @@ def _cite(turn: int, rank: int) -> str:
             f'title="Open passage [{int(rank)}] in the source viewer">[{int(rank)}]</button>')
 
 
-def render_passage(p: Passage, turn: int, threshold: float) -> str:
+# What the order of the passages (and their meters) is based on, for each search mode.
+ORDER_BASIS = {
+    "hybrid": "ranked by score: meaning and keywords",
+    "dense": "ranked by similarity of meaning",
+    "bm25": "ranked by keyword score (BM25)",
+}
+
+
+def render_passage(p: Passage, turn: int, answer: Answer) -> str:
     a, b = p.highlight_start - p.start, p.highlight_end - p.start
     trail = _trail(p.section, p.page)
+    meter = render_relevance(p, answer.mode, answer.passages[0].score, answer.threshold)
     return (
         f'<article class="tqa-passage" id="tqa-p-{int(turn)}-{int(p.rank)}">'
         f'<header><div class="tqa-line">{_cite(turn, p.rank)}'
-        f'<span class="tqa-src" title="source file">{esc(p.source)}</span>{render_relevance(p, threshold)}</div>'
+        f'<span class="tqa-src" title="source file">{esc(p.source)}</span>{meter}</div>'
         + (f'<div class="tqa-trail">{" · ".join(trail)}</div>' if trail else "")
         + "</header>"
         f'<div class="tqa-text">{_marked(p.text, a, b)}</div>'
-        f'<footer><button type="button" class="tqa-copy" data-copy="1" title="Copy the passage with its reference">'
-        f"Copy quote</button>"
-        f'<span class="tqa-offsets">chars {int(p.start)}\u2013{int(p.end)}</span>'
-        f'<textarea class="tqa-quote" readonly rows="3" hidden aria-label="Quote with reference">'
-        f"{esc(quote(p))}</textarea></footer></article>"
+        f'<footer>{_quotes(p)}<span class="tqa-offsets">chars {int(p.start)}\u2013{int(p.end)}</span></footer>'
+        "</article>"
     )
 
 
@@ -145,13 +190,14 @@ def render_answer(answer: Answer, turn: int = 0) -> str:
     if answer.abstained:
         out.append(f'<p class="tqa-abstain-msg"><strong>{esc(answer.message)}</strong></p>')
         if answer.relevance is not None and answer.relevance < answer.threshold:
-            out.append(f'<p class="tqa-note">The closest passage has relevance {answer.relevance:.2f}, below this '
-                       f"index's threshold of {answer.threshold:.2f}. Try other words, or add documents that "
-                       f"cover it.</p>")
+            out.append(f'<p class="tqa-note">The closest passage has similarity {answer.relevance:.2f} to the '
+                       f"question, below this index's threshold of {answer.threshold:.2f}. Try other words, or add "
+                       f"documents that cover it.</p>")
         if n:
-            out.append(f'<details class="tqa-closest"><summary>Closest passages ({n}), not an answer</summary>'
+            out.append(f'<details class="tqa-closest"><summary>Closest passages ({n}), not an answer'
+                       f'<span class="tqa-basis">{esc(ORDER_BASIS.get(answer.mode, ""))}</span></summary>'
                        f'<div class="tqa-passages">')
-            out.extend(render_passage(p, turn, answer.threshold) for p in answer.passages)
+            out.extend(render_passage(p, turn, answer) for p in answer.passages)
             out.append("</div></details>")
     elif not answer.passages:
         out.append(f'<p class="tqa-abstain-msg">{esc(answer.message)}</p>')
@@ -159,11 +205,14 @@ def render_answer(answer: Answer, turn: int = 0) -> str:
         best = answer.passages[0]
         out.append(
             f'<blockquote class="tqa-lead"><p>\u201c{esc(best.highlight)}\u201d {_cite(turn, best.rank)}</p>'
-            f'<footer>{_where(best.source, best.section, best.page)}</footer></blockquote>'
+            f'<footer><span class="tqa-where">{_where(best.source, best.section, best.page)}</span>{_quotes(best)}'
+            "</footer></blockquote>"
         )
+        basis = ORDER_BASIS.get(answer.mode, "")
         out.append(f'<details class="tqa-sources" open><summary>{n} cited passage{"s" if n != 1 else ""} '
-                   f'<span class="tqa-mode">{esc(answer.mode)} search</span></summary><div class="tqa-passages">')
-        out.extend(render_passage(p, turn, answer.threshold) for p in answer.passages)
+                   f'<span class="tqa-mode">{esc(answer.mode)} search</span>'
+                   f'<span class="tqa-basis">{esc(basis)}</span></summary><div class="tqa-passages">')
+        out.extend(render_passage(p, turn, answer) for p in answer.passages)
         out.append("</div></details>")
     out.append("</div>")
     return "".join(out)
@@ -228,8 +277,8 @@ def render_context(ctx: dict[str, Any], p: Passage | None = None, rank: int | No
         f'<div class="tqa-context">{body}</div>',
     ]
     if p is not None:
-        out.append('<label class="tqa-quote-label">Quote with reference'
-                   f'<textarea class="tqa-quote-visible" readonly rows="4">{esc(quote(p))}</textarea></label>')
+        out.append(f'<div class="tqa-viewer-quote">{_quotes(p, label="Quote with reference", show_sentence=True)}'
+                   "</div>")
     out.append("</div>")
     return "".join(out)
 
@@ -247,7 +296,7 @@ def render_info(info: dict[str, Any]) -> str:
         ("Passages (chunks)", f"{int(info.get('chunks', 0))}"),
         ("Model", esc(info.get("model", ""))),
         ("Built", esc(built)),
-        ("Not covered below", f"relevance {float(info.get('abstain_threshold', 0)):.2f}"),
+        ("Not covered below", f"similarity {float(info.get('abstain_threshold', 0)):.2f}"),
     ]
     out = ['<div class="tqa-info"><dl>']
     out.extend(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
@@ -396,16 +445,23 @@ class Page:
 # The Gradio app
 # ----------------------------------------------------------------------------------------------------------
 
-CHAT_JS = """
+# Copy buttons ([data-copy="sentence"|"passage"]) copy the textarea of the same kind in their [data-quotes] box:
+# through the clipboard API where the page is a secure context (localhost is), else by selecting the textarea.
+COPY_JS = """
 const copyQuote = (btn) => {
-  const ta = btn.closest('.tqa-passage')?.querySelector('textarea.tqa-quote');
+  const box = btn.closest('[data-quotes]');
+  const ta = box && box.querySelector('textarea[data-quote="' + btn.dataset.copy + '"]');
   if (!ta) return;
-  const done = () => { btn.textContent = 'Copied'; setTimeout(() => { btn.textContent = 'Copy quote'; }, 1500); };
+  if (!btn.dataset.label) btn.dataset.label = btn.textContent;
+  const done = () => { btn.textContent = 'Copied'; setTimeout(() => { btn.textContent = btn.dataset.label; }, 1500); };
   const fallback = () => { ta.hidden = false; ta.focus(); ta.select();
     try { if (document.execCommand('copy')) done(); } catch (e) { /* the text stays selected */ } };
   if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(ta.value).then(done, fallback);
   else fallback();
 };
+"""
+
+CHAT_JS = COPY_JS + """
 element.addEventListener('click', (ev) => {
   const t = ev.target instanceof Element ? ev.target : null;
   if (!t) return;
@@ -438,7 +494,11 @@ element.addEventListener('click', (ev) => {
 });
 """
 
-VIEWER_JS = """
+VIEWER_JS = COPY_JS + """
+element.addEventListener('click', (ev) => {
+  const copy = ev.target instanceof Element ? ev.target.closest('[data-copy]') : null;
+  if (copy) { ev.preventDefault(); copyQuote(copy); }
+});
 const show = () => {
   const box = element.querySelector('.tqa-context');
   const m = box && box.querySelector('mark');
@@ -478,7 +538,9 @@ CSS = """
 .tqa-lead { margin: 0 0 0.7rem 0; padding: 0.75rem 1rem; border-radius: 10px; background: var(--color-accent-soft);
   border: none; }
 .tqa-lead p { margin: 0; font-size: 1.08rem; line-height: 1.55; }
-.tqa-lead footer { margin-top: 0.35rem; font-size: 0.85rem; color: var(--body-text-color-subdued); }
+.tqa-lead footer { margin-top: 0.35rem; font-size: 0.85rem; color: var(--body-text-color-subdued);
+  display: flex; flex-wrap: wrap; gap: 0.3rem 0.8rem; align-items: center; justify-content: space-between; }
+.tqa-lead footer .tqa-quotes { font-size: 0.78rem; }
 .tqa-abstain-msg { font-size: 1.08rem; margin: 0.2rem 0 0.3rem 0; }
 .tqa-note, .tqa-time { color: var(--body-text-color-subdued); font-size: 0.82rem; margin: 0.2rem 0; }
 .tqa-time { text-align: right; }
@@ -501,7 +563,11 @@ CSS = """
 .tqa-text { white-space: pre-wrap; line-height: 1.55; margin: 0.45rem 0 0.3rem 0; font-size: 0.93rem; }
 .tqa-passage footer { display: flex; gap: 0.6rem; align-items: center; font-size: 0.78rem;
   color: var(--body-text-color-subdued); flex-wrap: wrap; }
-.tqa-quote { width: 100%; font-size: 0.8rem; }
+.tqa-quotes { display: flex; flex-wrap: wrap; gap: 0.4rem; align-items: center; }
+.tqa-passage footer .tqa-quotes { flex: 1 1 auto; }
+.tqa-quote { flex: 1 1 100%; width: 100%; font-size: 0.8rem; border-radius: 6px; padding: 0.3rem 0.5rem;
+  border: 1px solid var(--border-color-primary); background: var(--input-background-fill);
+  color: var(--body-text-color); resize: vertical; }
 mark, .tqa-text mark { background: #fde68a; color: #1f2937; padding: 0 0.1em; border-radius: 3px; }
 .tqa-cite, .tqa-cite-sample { font: inherit; font-weight: 700; font-size: 0.85em; color: var(--color-accent);
   background: var(--color-accent-soft); border: 1px solid transparent; border-radius: 6px; padding: 0 0.3rem;
@@ -516,10 +582,8 @@ mark, .tqa-text mark { background: #fde68a; color: #1f2937; padding: 0 0.1em; bo
 .tqa-meter { display: inline-block; width: 56px; height: 6px; border-radius: 3px;
   background: var(--border-color-primary);
   overflow: hidden; }
-.tqa-meter > span { display: block; height: 100%; background: #9ca3af; }
-.tqa-rel-strong .tqa-meter > span { background: #16a34a; }
-.tqa-rel-fair .tqa-meter > span { background: #ca8a04; }
-.tqa-rel-weak .tqa-meter > span { background: #dc2626; }
+.tqa-meter > span { display: block; height: 100%; background: var(--color-accent); }
+.tqa-basis { margin-left: 0.5rem; font-size: 0.78rem; }
 .tqa-status { margin: 0.2rem 0; padding: 0.45rem 0.75rem; border-radius: 8px; font-size: 0.9rem; }
 .tqa-status-error { background: #fee2e2; color: #7f1d1d; }
 .tqa-status-ok { background: #dcfce7; color: #14532d; }
@@ -536,11 +600,8 @@ mark, .tqa-text mark { background: #fde68a; color: #1f2937; padding: 0 0.1em; bo
 .tqa-context mark.tqa-in-context { background: #fef3c7; }
 .tqa-context mark.tqa-in-context b { background: #fde68a; color: #1f2937; font-weight: 600; }
 .tqa-elided { color: var(--body-text-color-subdued); }
-.tqa-quote-label { display: block; margin-top: 0.6rem; font-size: 0.78rem; color: var(--body-text-color-subdued); }
-.tqa-quote-visible { width: 100%; font-size: 0.8rem; margin-top: 0.2rem; border-radius: 6px;
-  border: 1px solid var(--border-color-primary); background: var(--input-background-fill);
-  color: var(--body-text-color);
-  padding: 0.3rem 0.5rem; resize: vertical; }
+.tqa-viewer-quote { margin-top: 0.6rem; }
+.tqa-quote-label { font-size: 0.78rem; color: var(--body-text-color-subdued); margin-right: 0.2rem; }
 .tqa-info dl { display: grid; grid-template-columns: auto 1fr; gap: 0.15rem 0.8rem; margin: 0 0 0.4rem 0;
   font-size: 0.88rem; }
 .tqa-info dt { color: var(--body-text-color-subdued); }
