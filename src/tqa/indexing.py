@@ -5,6 +5,7 @@ Kept apart from ``store.py`` (which only knows how an index sits on disk) becaus
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -28,7 +29,7 @@ from .embedding import (
     resolve_precision,
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
-from .loaders import Document, SkipFile, Skipped, discover, extract
+from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
 from .retrieval import name_prefixes, unit_rows
 from .store import (
     FaissVectors,
@@ -142,16 +143,17 @@ def build_index(
         for n, (source, path) in enumerate(candidates):
             if on_progress:
                 on_progress("reading", n, len(candidates))
-            try:
-                raw = path.read_bytes()
+            try:  # checked and read on the open file: a FIFO or a file grown past the cap since discovery is skipped
+                raw = read_bounded(path, settings.max_file_bytes)
+            except NotReadable as exc:
+                skipped.append(Skipped(source, str(exc)))
+                continue
             except FileNotFoundError:
                 skipped.append(Skipped(source, "vanished during indexing"))
                 continue
             except OSError as exc:
                 skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
                 continue
-            import hashlib
-
             digest = hashlib.sha256(raw).hexdigest()
             if digest in seen_hashes:
                 skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
