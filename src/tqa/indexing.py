@@ -35,9 +35,11 @@ from .store import (
     FaissVectors,
     IndexData,
     KeywordIndex,
+    check_index_location,
     current_generation,
     load_index,
     publish,
+    tidy,
     write_lock,
 )
 
@@ -76,7 +78,15 @@ class IndexSummary:
             out.append(f"warning: {w['path']}: {w['warning']}")
         for s in self.skipped:
             out.append(f"skipped: {s['path']}: {s['reason']}")
-        return out
+        return [_printable(line) for line in out]
+
+
+def _printable(text: str) -> str:
+    """``text`` with what cannot be printed on one line (a newline in a file name, a lone surrogate from a name that
+    is not UTF-8) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _previous(index_dir: Path, rebuild: bool) -> IndexData | None:
@@ -95,6 +105,7 @@ def build_index(
     model: str | None = None,
     chunking: ChunkSettings | None = None,
     rebuild: bool = False,
+    force: bool = False,
     embedder: Embedder | None = None,
     settings: Settings | None = None,
     progress: bool | None = None,
@@ -104,6 +115,8 @@ def build_index(
 
     ``model`` and ``chunking`` default to what the existing index was built with (or the defaults for a new
     one); asking for different ones without ``rebuild`` raises ``IndexMismatch``.
+    ``index`` must be a new folder, a tqa index, or a folder empty but for README files and dotfiles; ``force``
+    allows any other folder outside the corpus (nothing tqa did not write is ever deleted or replaced there).
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
@@ -111,9 +124,10 @@ def build_index(
     if progress is None:
         progress = sys.stderr.isatty()
     summary = IndexSummary(index_dir=str(index_dir))
+    check_index_location(corpus, index_dir)
     candidates, skipped = discover(corpus, max_bytes=settings.max_file_bytes)
 
-    with write_lock(index_dir):
+    with write_lock(index_dir, force=force):
         old = _previous(index_dir, rebuild)
         old_manifest = old.manifest if old else None
         old_chunks = old.chunks if old else []
@@ -133,7 +147,7 @@ def build_index(
         rows_by_source: dict[str, list[int]] = {}
         for i, c in enumerate(old_chunks):
             rows_by_source.setdefault(c.source, []).append(i)
-        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items()}
+        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items() if "sha256" in meta}
 
         new_files: dict[str, dict[str, Any]] = {}
         plan: list[tuple[str, list[Chunk] | None, list[int] | None]] = []  # (source, new chunks, reused rows)
@@ -208,6 +222,7 @@ def build_index(
 
         changed = bool(summary.files_added or summary.files_changed or summary.files_removed or summary.files_renamed)
         if old_manifest and not changed and not rebuild and old_manifest.get("skipped") == summary.skipped:
+            tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
             summary.chunks_total = len(old_chunks)
             summary.seconds = time.perf_counter() - t0
             return summary
