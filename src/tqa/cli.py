@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build or update the index of a folder of documents",
                        description="Index a folder (txt, md, html, pdf), embedding only what changed.")
     p.add_argument("corpus", nargs="?", default="corpus", help="folder of documents (default: corpus/)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (needed to change model or chunking)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild from scratch (needed to change model, chunking or corpus folder)")
     p.add_argument("--force", action="store_true",
                    help="build in a folder that is neither empty nor a tqa index (tqa still never deletes or "
                         "replaces anything it did not write)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from .store import (
     current_generation,
     load_index,
     publish,
+    shown,
     tidy,
     write_lock,
 )
@@ -114,7 +116,7 @@ def build_index(
     """Index ``corpus`` into ``index``, embedding only what changed since the last run.
 
     ``model`` and ``chunking`` default to what the existing index was built with (or the defaults for a new
-    one); asking for different ones without ``rebuild`` raises ``IndexMismatch``.
+    one); asking for different ones, or another corpus folder, without ``rebuild`` raises ``IndexMismatch``.
     ``index`` must be a new folder, a tqa index, or a folder empty but for README files and dotfiles; ``force``
     allows any other folder outside the corpus (nothing tqa did not write is ever deleted or replaced there).
     """
@@ -131,6 +133,13 @@ def build_index(
         old = _previous(index_dir, rebuild)
         old_manifest = old.manifest if old else None
         old_chunks = old.chunks if old else []
+        if old_manifest and not same_corpus(old_manifest, corpus, index_dir):
+            here = Path(os.path.abspath(corpus))
+            raise IndexMismatch(
+                f"The index at {shown(index_dir)}/ was built from {shown(old_manifest['corpus'])}, not {shown(here)}. "
+                f"Run `tqa index {shown(corpus)} --index {shown(index_dir)} --rebuild` to replace its documents with "
+                "this folder's, or pass --index DIR to keep a separate index."
+            )
         if embedder is not None:
             model_name = embedder.name
         else:
@@ -271,6 +280,7 @@ def build_index(
         data.manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "corpus": str(corpus.resolve()),
+            **_relative_corpus(corpus, index_dir),
             "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
             "precision": precision_of(emb),  # the embedding path (embedding.py); queries use the same
             "chunking": chunk_settings.to_dict(),
@@ -294,6 +304,37 @@ def build_index(
         summary.chunks_total = len(all_chunks)
         summary.seconds = time.perf_counter() - t0
         return summary
+
+
+def same_corpus(manifest: dict[str, Any], corpus: str | Path, index_dir: str | Path) -> bool:
+    """Whether ``corpus`` is the folder the index was built from: the same absolute path, or the same path relative
+    to the index folder (recorded since format 2), so a project moved or copied with its corpus and index side by
+    side keeps its index. An index of the previous format records only the absolute path: there, a folder of the
+    same name beside the index counts as the same (the default layout, moved)."""
+    given = _resolved(Path(corpus))
+    built = manifest.get("corpus")
+    if not isinstance(built, str):
+        return False
+    if Path(built) == given or _resolved(Path(built)) == given:
+        return True
+    relative = manifest.get("corpus_relative")
+    if isinstance(relative, str):
+        return _resolved(Path(index_dir) / relative) == given
+    return Path(built).name == given.name and given.parent == _resolved(Path(index_dir)).parent
+
+
+def _relative_corpus(corpus: Path, index_dir: Path) -> dict[str, str]:
+    try:
+        return {"corpus_relative": Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()}
+    except ValueError:  # another drive
+        return {}
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def _relabel(chunk: Chunk, source: str) -> Chunk:
@@ -338,4 +379,4 @@ def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSetti
         )
 
 
-__all__ = ["IndexSummary", "build_index", "DEFAULT_MODEL"]
+__all__ = ["IndexSummary", "build_index", "same_corpus", "DEFAULT_MODEL"]
