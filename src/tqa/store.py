@@ -936,8 +936,9 @@ def _read_small(path: Path) -> bytes | None:
 
 def _marker_bytes(index_id: str) -> bytes:
     return (f"tqa-index {index_id}\n"
-            "This folder is a tqa index. tqa writes and deletes here only CURRENT, .lock, this file, its generation\n"
-            "folders g-*/ (each holding a .tqa-owner file that names this index) and its own temporary files.\n"
+            "This folder is a tqa index. tqa writes here only CURRENT, .lock, this file, its generation folders\n"
+            "g-*/ (each holding a .tqa-owner file that names this index) and its own temporary files, and it\n"
+            "deletes only what it wrote.\n"
             ).encode("ascii")
 
 
