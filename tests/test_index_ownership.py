@@ -67,17 +67,24 @@ def test_a_build_never_deletes_what_it_did_not_create(small_corpus, tmp_path, fa
     # A file the user left inside one of tqa's own generations.
     first = current_generation(index)
     (first / "my-notes.txt").write_text("written by hand\n")
+    # A symlink with a generation's name, to a folder of the user's that even holds a matching owner file.
+    photos = tmp_path / "photos"
+    shutil.copytree(first, photos)
+    owner = (first / store.OWNER).read_text().replace(first.name, "g-20240101T000000-0000beef")
+    (photos / store.OWNER).write_text(owner)
+    (index / "g-20240101T000000-0000beef").symlink_to(photos)
+    photos_before = tree(photos)
     theirs = {k: v for k, v in tree(index).items() if k.split("/")[0] in {*lookalikes, foreign_gen.name}
-              or k in {".CURRENT.notes", ".CURRENT.g-20240101T000000-deadbeef"}}
+              or k in {".CURRENT.notes", ".CURRENT.g-20240101T000000-deadbeef", "g-20240101T000000-0000beef"}}
 
     for i in range(4):  # four publishes: everything tqa made here but the live and the previous generation goes
         change(small_corpus, i)
         assert build_index(small_corpus, index, embedder=fake_embedder).published
     after = tree(index)
-    assert {k: after.get(k) for k in theirs} == theirs
+    assert {k: after.get(k) for k in theirs} == theirs and tree(photos) == photos_before
     assert [p for p in index.rglob("my-notes.txt") if p.read_text() == "written by hand\n"]
     ours = [g for g in generations(index) if (index / g / store.OWNER).exists() and g != foreign_gen.name
-            and not (index / g / "my-notes.txt").exists()]
+            and not (index / g / "my-notes.txt").exists() and not (index / g).is_symlink()]
     assert len(ours) == 2 and current_generation(index).name in ours
     load_index(index).close()
 
