@@ -57,11 +57,18 @@ def run_crash(corpus: Path, index: Path, step: str, nth: int = 1) -> subprocess.
 
 @pytest.mark.slow
 def test_killed_builds_leave_the_old_or_the_new_index_never_a_mix(tmp_path):
-    a, b, index = tmp_path / "a", tmp_path / "b", tmp_path / "index"
-    files_a = write_corpus(a, range(0, 120), "old")
-    files_b = write_corpus(b, range(10, 130), "new")
-    build_index(a, index, embedder=FakeEmbedder())
+    # One corpus folder (an index belongs to one), whose contents alternate between two versions, a and b.
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    versions = {"a": (range(0, 120), "old"), "b": (range(10, 130), "new")}
+    files_b = write_corpus(corpus, *versions["b"])
+    files_a = write_corpus(corpus, *versions["a"])  # the first build indexes version a
+    build_index(corpus, index, embedder=FakeEmbedder())
     expected = [files_a, files_b]
+
+    def switch(current: set[str]) -> Path:
+        """Write the other version into the corpus folder."""
+        write_corpus(corpus, *versions["b" if current == files_a else "a"])
+        return corpus
 
     steps = [("encode", 1), ("write_chunks", 1), ("write_chunks", 200), ("save_vectors", 1), ("save_vectors", 2),
              ("save_keywords", 1), ("checksum", 1), ("checksum", 4), ("fsync", 1), ("rename", 1), ("fsync_dir", 1),
@@ -69,20 +76,20 @@ def test_killed_builds_leave_the_old_or_the_new_index_never_a_mix(tmp_path):
     outcomes = []
     for step, nth in steps:
         current = check_complete(index, expected)
-        target = b if current == files_a else a
+        target = switch(current)
         r = run_crash(target, index, step, nth)
         assert r.returncode == -signal.SIGKILL, (step, nth, r.stdout, r.stderr)
         outcomes.append((step, check_complete(index, expected) == current))
 
     rng = random.Random(2026)
     t0 = time.perf_counter()
-    r = run_crash(b if check_complete(index, expected) == files_a else a, index, "none")
+    r = run_crash(switch(check_complete(index, expected)), index, "none")
     full = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
     killed = 0
     for _ in range(10):
         current = check_complete(index, expected)
-        target = b if current == files_a else a
+        target = switch(current)
         proc = subprocess.Popen([sys.executable, "-m", "tests.crash_build", str(target), str(index), "none"],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.2, full))
@@ -96,7 +103,8 @@ def test_killed_builds_leave_the_old_or_the_new_index_never_a_mix(tmp_path):
     assert not dict(outcomes)["retire"]
 
     # Then a normal run completes and cleans up what the killed builds left behind.
-    build_index(b, index, embedder=FakeEmbedder())
+    write_corpus(corpus, *versions["b"])
+    build_index(corpus, index, embedder=FakeEmbedder())
     assert check_complete(index, expected) == files_b
     leftovers = [p.name for p in index.iterdir() if p.name.startswith((".tmp-", f".{CURRENT}."))]
     assert leftovers == []

@@ -110,17 +110,17 @@ def test_bad_corpus_files_are_reported_and_indexing_completes(tmp_path, monkeypa
     (corpus / "vanishes.txt").write_text("This file disappears during indexing.\n")
     (corpus / "changes.txt").write_text("First version of a changing file.\n")
 
-    from pathlib import Path as P
+    import tqa.indexing
 
-    real_read = P.read_bytes
+    real_read = tqa.indexing.read_bounded
 
-    def racing_read(self: P) -> bytes:
-        if self.name == "binary.txt":  # while the first file is read, two later files change under our feet
+    def racing_read(path, *args, **kwargs) -> bytes:
+        if path.name == "binary.txt":  # while the first file is read, two later files change under our feet
             (corpus / "vanishes.txt").unlink(missing_ok=True)
             (corpus / "changes.txt").write_text("Second version, written during indexing.\n")
-        return real_read(self)
+        return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(P, "read_bytes", racing_read)
+    monkeypatch.setattr(tqa.indexing, "read_bounded", racing_read)
     s = build_index(corpus, tmp_path / "index", embedder=FakeEmbedder())
     reasons = {d["path"]: d["reason"] for d in s.skipped}
     assert "binary" in reasons["binary.txt"]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ from tqa import Assistant, build_index
 from tqa.config import ChunkSettings
 from tqa.errors import BadQuestion, CorpusError, IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
 from tqa.store import CURRENT, MANIFEST, VECTORS, current_generation, load_index, read_manifest, write_lock
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_incremental_runs_embed_all_then_nothing_then_only_the_changed_file(small_corpus, tmp_path, fake_embedder):
@@ -101,7 +106,7 @@ def test_manifest_describes_the_index(small_corpus, tmp_path, fake_embedder):
     index = tmp_path / "index"
     s = build_index(small_corpus, index, embedder=fake_embedder)
     m = read_manifest(index)
-    assert m["format_version"] == 1 and m["model"] == {"name": "fake-hash-64", "dim": 64, "max_tokens": 256}
+    assert m["format_version"] == 2 and m["model"] == {"name": "fake-hash-64", "dim": 64, "max_tokens": 256}
     assert m["counts"]["files"] == 3 and m["counts"]["chunks"] == s.chunks_total
     assert set(m["files"]["sweden.md"]) >= {"sha256", "bytes", "chunks", "format"}
     assert {"vectors.faiss", "chunks.jsonl", "documents.jsonl"} <= set(m["artifacts"])
@@ -117,11 +122,14 @@ def test_publish_is_atomic_the_old_generation_stays_until_the_next(small_corpus,
     build_index(small_corpus, index, embedder=fake_embedder)
     g2 = current_generation(index)
     assert g1 != g2 and g1.is_dir() and g2.is_dir()
-    (index / ".tmp-g-killed").mkdir()  # what a killed build leaves behind
     (small_corpus / "new.txt").unlink()
+    killed = subprocess.run([sys.executable, "-m", "tests.crash_build", str(small_corpus), str(index), "save_vectors"],
+                            cwd=ROOT, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [leftover] = [p for p in index.iterdir() if p.name.startswith(".tmp-g-")]  # what a killed build leaves behind
     build_index(small_corpus, index, embedder=fake_embedder)
     g3 = current_generation(index)
-    assert not g1.exists() and g2.is_dir() and g3.is_dir() and not (index / ".tmp-g-killed").exists()
+    assert not g1.exists() and g2.is_dir() and g3.is_dir() and not leftover.exists()
     assert (index / CURRENT).read_text().strip() == g3.name
 
 

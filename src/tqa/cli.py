@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build or update the index of a folder of documents",
                        description="Index a folder (txt, md, html, pdf), embedding only what changed.")
     p.add_argument("corpus", nargs="?", default="corpus", help="folder of documents (default: corpus/)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild from scratch (needed to change model or chunking)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild from scratch (needed to change model, chunking or corpus folder)")
+    p.add_argument("--force", action="store_true",
+                   help="build in a folder that is neither empty nor a tqa index (tqa still never deletes or "
+                        "replaces anything it did not write)")
     p.add_argument("--model", metavar="M", default=None,
                    help="sentence-transformers model name or folder (default: the bundled all-MiniLM-L6-v2, "
                         "or $TQA_MODEL)")
@@ -109,7 +113,7 @@ def _print_answer(answer: Any) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .indexing import build_index
 
-    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild)
+    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -26,6 +26,10 @@ class IndexCorrupt(TqaError):
     """An index artifact is missing, truncated or fails its checksum."""
 
 
+class IndexLocationError(TqaError):
+    """The index folder cannot be used as asked: it overlaps the corpus, or holds files that are not a tqa index."""
+
+
 class IndexBusy(TqaError):
     """Another process is writing the index."""
 

@@ -5,7 +5,9 @@ Kept apart from ``store.py`` (which only knows how an index sits on disk) becaus
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -28,15 +30,18 @@ from .embedding import (
     resolve_precision,
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
-from .loaders import Document, SkipFile, Skipped, discover, extract
+from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
 from .retrieval import name_prefixes, unit_rows
 from .store import (
     FaissVectors,
     IndexData,
     KeywordIndex,
+    check_index_location,
     current_generation,
     load_index,
     publish,
+    shown,
+    tidy,
     write_lock,
 )
 
@@ -75,7 +80,15 @@ class IndexSummary:
             out.append(f"warning: {w['path']}: {w['warning']}")
         for s in self.skipped:
             out.append(f"skipped: {s['path']}: {s['reason']}")
-        return out
+        return [_printable(line) for line in out]
+
+
+def _printable(text: str) -> str:
+    """``text`` with what cannot be printed on one line (a newline in a file name, a lone surrogate from a name that
+    is not UTF-8) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _previous(index_dir: Path, rebuild: bool) -> IndexData | None:
@@ -94,6 +107,7 @@ def build_index(
     model: str | None = None,
     chunking: ChunkSettings | None = None,
     rebuild: bool = False,
+    force: bool = False,
     embedder: Embedder | None = None,
     settings: Settings | None = None,
     progress: bool | None = None,
@@ -102,7 +116,9 @@ def build_index(
     """Index ``corpus`` into ``index``, embedding only what changed since the last run.
 
     ``model`` and ``chunking`` default to what the existing index was built with (or the defaults for a new
-    one); asking for different ones without ``rebuild`` raises ``IndexMismatch``.
+    one); asking for different ones, or another corpus folder, without ``rebuild`` raises ``IndexMismatch``.
+    ``index`` must be a new folder, a tqa index, or a folder empty but for README files and dotfiles; ``force``
+    allows any other folder outside the corpus (nothing tqa did not write is ever deleted or replaced there).
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
@@ -110,12 +126,20 @@ def build_index(
     if progress is None:
         progress = sys.stderr.isatty()
     summary = IndexSummary(index_dir=str(index_dir))
+    check_index_location(corpus, index_dir)
     candidates, skipped = discover(corpus, max_bytes=settings.max_file_bytes)
 
-    with write_lock(index_dir):
+    with write_lock(index_dir, force=force):
         old = _previous(index_dir, rebuild)
         old_manifest = old.manifest if old else None
         old_chunks = old.chunks if old else []
+        if old_manifest and not same_corpus(old_manifest, corpus, index_dir):
+            here = Path(os.path.abspath(corpus))
+            raise IndexMismatch(
+                f"The index at {shown(index_dir)}/ was built from {shown(old_manifest['corpus'])}, not {shown(here)}. "
+                f"Run `tqa index {shown(corpus)} --index {shown(index_dir)} --rebuild` to replace its documents with "
+                "this folder's, or pass --index DIR to keep a separate index."
+            )
         if embedder is not None:
             model_name = embedder.name
         else:
@@ -132,7 +156,7 @@ def build_index(
         rows_by_source: dict[str, list[int]] = {}
         for i, c in enumerate(old_chunks):
             rows_by_source.setdefault(c.source, []).append(i)
-        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items()}
+        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items() if "sha256" in meta}
 
         new_files: dict[str, dict[str, Any]] = {}
         plan: list[tuple[str, list[Chunk] | None, list[int] | None]] = []  # (source, new chunks, reused rows)
@@ -142,16 +166,17 @@ def build_index(
         for n, (source, path) in enumerate(candidates):
             if on_progress:
                 on_progress("reading", n, len(candidates))
-            try:
-                raw = path.read_bytes()
+            try:  # checked and read on the open file: a FIFO or a file grown past the cap since discovery is skipped
+                raw = read_bounded(path, settings.max_file_bytes)
+            except NotReadable as exc:
+                skipped.append(Skipped(source, str(exc)))
+                continue
             except FileNotFoundError:
                 skipped.append(Skipped(source, "vanished during indexing"))
                 continue
             except OSError as exc:
                 skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
                 continue
-            import hashlib
-
             digest = hashlib.sha256(raw).hexdigest()
             if digest in seen_hashes:
                 skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
@@ -206,6 +231,7 @@ def build_index(
 
         changed = bool(summary.files_added or summary.files_changed or summary.files_removed or summary.files_renamed)
         if old_manifest and not changed and not rebuild and old_manifest.get("skipped") == summary.skipped:
+            tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
             summary.chunks_total = len(old_chunks)
             summary.seconds = time.perf_counter() - t0
             return summary
@@ -254,6 +280,7 @@ def build_index(
         data.manifest = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "corpus": str(corpus.resolve()),
+            **_relative_corpus(corpus, index_dir),
             "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
             "precision": precision_of(emb),  # the embedding path (embedding.py); queries use the same
             "chunking": chunk_settings.to_dict(),
@@ -277,6 +304,37 @@ def build_index(
         summary.chunks_total = len(all_chunks)
         summary.seconds = time.perf_counter() - t0
         return summary
+
+
+def same_corpus(manifest: dict[str, Any], corpus: str | Path, index_dir: str | Path) -> bool:
+    """Whether ``corpus`` is the folder the index was built from: the same absolute path, or the same path relative
+    to the index folder (recorded since format 2), so a project moved or copied with its corpus and index side by
+    side keeps its index. An index of the previous format records only the absolute path: there, a folder of the
+    same name beside the index counts as the same (the default layout, moved)."""
+    given = _resolved(Path(corpus))
+    built = manifest.get("corpus")
+    if not isinstance(built, str):
+        return False
+    if Path(built) == given or _resolved(Path(built)) == given:
+        return True
+    relative = manifest.get("corpus_relative")
+    if isinstance(relative, str):
+        return _resolved(Path(index_dir) / relative) == given
+    return Path(built).name == given.name and given.parent == _resolved(Path(index_dir)).parent
+
+
+def _relative_corpus(corpus: Path, index_dir: Path) -> dict[str, str]:
+    try:
+        return {"corpus_relative": Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()}
+    except ValueError:  # another drive
+        return {}
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def _relabel(chunk: Chunk, source: str) -> Chunk:
@@ -321,4 +379,4 @@ def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSetti
         )
 
 
-__all__ = ["IndexSummary", "build_index", "DEFAULT_MODEL"]
+__all__ = ["IndexSummary", "build_index", "same_corpus", "DEFAULT_MODEL"]

@@ -1,21 +1,33 @@
-"""The on-disk index: one folder, published atomically, checked when loaded.
+"""The on-disk index: one folder, published atomically, checked when loaded, owning only what tqa wrote.
 
 Layout of an index folder::
 
     index/
+      .tqa-index            marks the folder as a tqa index and holds its id (written once, before anything else)
       CURRENT               name of the live generation (replaced atomically with os.replace)
       .lock                 held while a build writes
-      g-<id>/               one complete generation
-        manifest.json       format and tqa versions, model, chunking, files (hashes), counts, checksums
+      g-<time>-<hex>/       one complete generation
+        .tqa-owner          written first: "generation <name> of index <id>"
+        .tqa-lease          readers hold a shared lock on it for as long as they use the generation
+        manifest.json       format and tqa versions, model, chunking, files (hashes), counts, the artifacts'
+                            sizes and checksums, and its own checksum
         vectors.faiss       FAISS index; row i is chunk i
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
 
-A build writes a new generation folder completely, fsyncs it, then points CURRENT at it. A reader follows
-CURRENT once, so it sees the old complete index or the new one, never a mix. The previous generation is kept
-until the next publish so a reader that just followed CURRENT can finish loading.
+A build writes a new generation folder completely (as ``.tmp-<name>``), fsyncs it, renames it into place, then
+points CURRENT at it. A reader follows CURRENT, takes a shared lock on the generation's lease file and checks that
+the generation is still in place, so it uses the old complete index or the new one, never a mix, and keeps it for
+as long as it holds the lease.
+
+What tqa deletes: only entries whose names follow its exact patterns (``g-<time>-<hex>``, ``.tmp-``, ``.retired-``,
+``.CURRENT.`` and ``.tqa-index.*.tmp`` leftovers) and that it can show it wrote: a folder whose owner file names it
+and this index's id, a pointer file that holds its generation's name. Inside such a folder it deletes only the
+files the format defines; anything else stays, and the folder with it. A generation is retired (renamed aside
+while exclusively locked, then removed) only when no reader holds it; the live and the previous one are kept.
+A ``CURRENT`` that is not a regular file is moved aside, never deleted. Nothing else in the folder is touched.
 """
 
 from __future__ import annotations
@@ -25,36 +37,91 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from . import __version__
 from .chunking import Chunk
-from .errors import IndexBusy, IndexCorrupt, IndexNotFound, TqaError
+from .errors import IndexBusy, IndexCorrupt, IndexLocationError, IndexNotFound, TqaError
+from .loaders import NotReadable, read_bounded
 
-FORMAT_VERSION = 1
+log = logging.getLogger("tqa")
+
+# 2: the manifest carries its own checksum (MANIFEST_SHA) and the corpus path relative to the index; generations
+# carry owner and lease files. Format 1 (the same artifacts, no manifest checksum) is still read, with its checks.
+FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 LOCK = ".lock"
+MARKER = ".tqa-index"
+OWNER = ".tqa-owner"
+LEASE = ".tqa-lease"
 MANIFEST = "manifest.json"
+MANIFEST_SHA = "manifest_sha256"
 VECTORS = "vectors.faiss"
 UNITS = "units.faiss"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.jsonl"
 BM25_DIR = "bm25"
+BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
+              "vocab.index.json")
+# The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
+REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
+_FORMAT_FILES = REQUIRED_ARTIFACTS | {MANIFEST}
 REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
+
+GEN_RE = re.compile(r"g-\d{8}T\d{6}-[0-9a-f]{8}")  # g-<local time>-<8 hex digits>, as publish() names them
+_TMP_RE = re.compile(rf"\.tmp-({GEN_RE.pattern})")
+_RETIRED_RE = re.compile(rf"\.retired-({GEN_RE.pattern})")
+_POINTER_RE = re.compile(rf"\.{CURRENT}\.({GEN_RE.pattern})")
+_MARKER_TMP_RE = re.compile(r"\.tqa-index\.[0-9a-f]{32}\.tmp")
+_MARKER_RE = re.compile(rb"tqa-index ([0-9a-f]{32})\n")
+
+# Caps for the small files tqa reads by name (never following a symlink, never waiting on a FIFO): CURRENT holds a
+# 27-byte name; the marker and owner files a line or two. A manifest grows with the corpus (a few hundred bytes a
+# document, plus the name prefixes): 256 MiB is about a million documents, and it is parsed whole in memory.
+MAX_POINTER_BYTES = 256
+MAX_SMALL_BYTES = 4096
+MAX_MANIFEST_BYTES = 256 << 20
+_LOAD_ATTEMPTS = 5
+_O_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def shown(path: str | Path) -> str:
+    """A path for a one-line message: as is when printable, else quoted with escapes (a name may hold a newline)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _open_regular(path: Path) -> int:
+    """An open descriptor of a regular file, opened without following a symlink or waiting on a FIFO. Raises
+    NotReadable (not a regular file) or OSError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _O_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotReadable("a symlink, not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotReadable("not a regular file")
+    return fd
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(_open_regular(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -76,6 +143,26 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
     for d in sorted({p.parent for p in path.rglob("*")} | {path}):
         _fsync_dir(d)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_bytes(obj: Any, **kw: Any) -> bytes:
+    """JSON as UTF-8 bytes, whatever the strings hold. A lone surrogate (how Python spells a file name that is not
+    valid UTF-8) cannot be encoded: it is written as its ``\\u`` escape, which reads back as the same string."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, **kw)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON (sorted keys, no spaces, ASCII escapes), its own checksum left out."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 # ---------------------------------------------------------------- vector index (FAISS behind a small interface)
@@ -402,9 +489,71 @@ def _analyzer() -> Any:
 # ---------------------------------------------------------------- the index as a whole
 
 
+class _Gone(Exception):
+    """The generation CURRENT named was retired (or is being retired) before a reader could take it."""
+
+
+class _Lease:
+    """A shared lock on a generation's lease file, held while a reader uses the generation: a publish retires only
+    generations it can lock exclusively. Released by ``release()``, or when the object is garbage-collected."""
+
+    def __init__(self, fd: int):
+        self._release = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def take(cls, gen: Path) -> _Lease | None:
+        """The lease of ``gen``, None when it has none to take (a generation written by the previous tqa, or a
+        file system without locks); raises ``_Gone`` when the generation is gone or being retired."""
+        import fcntl
+
+        path = gen / LEASE
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _O_FLAGS)
+        except OSError:
+            if gen.is_dir():
+                return None
+            raise _Gone from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # a publish holds it exclusively: it is being retired
+                os.close(fd)
+                raise _Gone from None
+            except OSError:  # no locks here (some network file systems)
+                os.close(fd)
+                return None
+            # A publish renames a generation aside (while it holds the lock) before removing it: the lease counts
+            # only if the file locked is still the one at the generation's name.
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except OSError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                os.close(fd)
+                raise _Gone
+        except _Gone:
+            raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+        return cls(fd)
+
+    def release(self) -> None:
+        self._release()
+
+
 @dataclass
 class IndexData:
-    """Everything a reader needs, loaded from one generation."""
+    """Everything a reader needs, loaded from one generation.
+
+    An IndexData loaded from disk holds the generation's lease: no publish deletes the generation while the object
+    lives (its documents are read lazily). ``close()`` releases it at once; so does garbage collection.
+    """
 
     path: Path | None  # the generation folder (None while a build holds it in memory)
     manifest: dict[str, Any]
@@ -412,6 +561,19 @@ class IndexData:
     vectors: FaissVectors
     units: FaissVectors
     keywords: KeywordIndex
+    lease: _Lease | None = field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
+    def __enter__(self) -> IndexData:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @functools.cached_property
     def names(self) -> frozenset[str]:
@@ -453,84 +615,256 @@ class IndexData:
 
 
 def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
-    with open(gen / DOCUMENTS, encoding="utf-8") as f:
+    with open(gen / DOCUMENTS, "rb") as f:
         for line in f:
             row = json.loads(line)
             yield str(row["source"]), str(row["text"])
 
 
 def current_generation(index_dir: str | Path) -> Path | None:
+    """The live generation's folder, or None when there is no index.
+
+    Cheap (one read of at most 256 bytes) and safe to call before every question: CURRENT is read without following
+    a symlink or waiting on a FIFO, and must hold exactly a generation name. Raises IndexCorrupt when it is damaged.
+    """
     root = Path(index_dir)
+    path = root / CURRENT
     try:
-        name = (root / CURRENT).read_text(encoding="utf-8").strip()
+        raw = read_bounded(path, MAX_POINTER_BYTES, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except NotReadable as exc:
+        raise IndexCorrupt(f"{shown(path)} is damaged ({exc}). {REBUILD_HINT}") from None
     except OSError as exc:
-        raise IndexCorrupt(f"Cannot read {root / CURRENT}: {exc.strerror}. {REBUILD_HINT}") from None
-    if not name or "/" in name or name.startswith("."):
-        raise IndexCorrupt(f"{root / CURRENT} does not name an index generation. {REBUILD_HINT}")
+        raise IndexCorrupt(f"Cannot read {shown(path)}: {exc.strerror or exc}. {REBUILD_HINT}") from None
+    try:
+        name = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise IndexCorrupt(f"{shown(path)} is damaged (not text). {REBUILD_HINT}") from None
+    if not GEN_RE.fullmatch(name):
+        raise IndexCorrupt(f"{shown(path)} does not name an index generation. {REBUILD_HINT}")
     return root / name
+
+
+def _live_name(root: Path) -> str | None:
+    """The live generation's name, None when there is none or CURRENT is damaged."""
+    try:
+        gen = current_generation(root)
+    except IndexCorrupt:
+        return None
+    return gen.name if gen is not None else None
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
     gen = current_generation(index_dir)
     if gen is None:
-        raise IndexNotFound(f"No index at {index_dir}/. Run `tqa index` first (or pass --index DIR).")
+        raise IndexNotFound(f"No index at {shown(index_dir)}/. Run `tqa index` first (or pass --index DIR).")
     return _read_manifest(gen)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def _read_manifest(gen: Path) -> dict[str, Any]:
+    """The manifest of ``gen``, read within a cap and checked: its format, its own checksum (format 2), its schema."""
+    path = gen / MANIFEST
+    where = shown(path)
     try:
-        manifest = json.loads((gen / MANIFEST).read_text(encoding="utf-8"))
+        raw = read_bounded(path, MAX_MANIFEST_BYTES, follow_symlinks=False)
     except FileNotFoundError:
-        raise IndexCorrupt(f"The index manifest {gen / MANIFEST} is missing. {REBUILD_HINT}") from None
-    except (OSError, ValueError) as exc:
-        raise IndexCorrupt(f"The index manifest {gen / MANIFEST} is unreadable ({exc}). {REBUILD_HINT}") from None
+        raise IndexCorrupt(f"The index manifest {where} is missing. {REBUILD_HINT}") from None
+    except NotReadable as exc:
+        raise IndexCorrupt(f"The index manifest {where} cannot be read: {exc}. {REBUILD_HINT}") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise IndexCorrupt(f"The index manifest {where} cannot be read: {why}. {REBUILD_HINT}") from None
+    try:
+        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise IndexCorrupt(f"The index manifest {where} is unreadable ({_first_line(exc)}). {REBUILD_HINT}") from None
     if not isinstance(manifest, dict) or "format_version" not in manifest:
-        raise IndexCorrupt(f"{gen / MANIFEST} is not a tqa manifest. {REBUILD_HINT}")
+        raise IndexCorrupt(f"{where} is not a tqa manifest. {REBUILD_HINT}")
     version = manifest["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_count(version) or version < 1:
+        raise IndexCorrupt(f"{where} names no index format tqa knows ({repr(version)[:40]}). {REBUILD_HINT}")
+    if version > FORMAT_VERSION:
         raise IndexCorrupt(
             f"The index was written by a newer tqa (format {version}; this tqa reads format {FORMAT_VERSION}). "
             f"Upgrade tqa, or {REBUILD_HINT[0].lower()}{REBUILD_HINT[1:]}"
         )
+    if version >= 2 or MANIFEST_SHA in manifest:
+        try:
+            sealed = manifest.get(MANIFEST_SHA) == manifest_digest(manifest)
+        except ValueError:  # a number JSON cannot write back (1e999 reads as infinity)
+            sealed = False
+        if not sealed:
+            raise IndexCorrupt(f"The index manifest {where} fails its own checksum (damaged or edited). {REBUILD_HINT}")
+    _check_schema(manifest, where)
     return manifest
 
 
+# ---- the manifest's schema: what every reader of a manifest relies on, checked once when it is read
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+_KINDS: dict[str, tuple[str, Any]] = {
+    "text": ("text", lambda v: isinstance(v, str)),
+    "count": ("a whole number", _is_count),
+    "positive": ("a positive whole number", lambda v: _is_count(v) and v > 0),
+    "number": ("a number", _is_number),
+    "object": ("an object", lambda v: isinstance(v, dict)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "null": ("null", lambda v: v is None),
+    "sha256": ("a SHA-256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
+}
+_OPTIONAL = object()
+
+
+def _check_schema(m: dict[str, Any], where: str) -> None:
+    """Refuse a manifest with a missing or mistyped field (one line, IndexCorrupt), so that no reader meets a
+    KeyError or a string where it expects a number."""
+
+    def bad(what: str) -> NoReturn:
+        raise IndexCorrupt(f"The index manifest {where} is not valid: {what}. {REBUILD_HINT}")
+
+    def want(obj: dict[str, Any], key: str, *kinds: str, at: str = "", optional: bool = False) -> Any:
+        if key not in obj:
+            if optional:
+                return _OPTIONAL
+            bad(f"{at}{key} is missing")
+        value = obj[key]
+        if not any(_KINDS[k][1](value) for k in kinds):
+            bad(f"{at}{key} is not {' or '.join(_KINDS[k][0] for k in kinds)}")
+        return value
+
+    def name(key: str) -> str:
+        return repr(key)[:80]
+
+    for key in ("tqa_version", "created", "corpus"):
+        want(m, key, "text")
+    want(m, "corpus_relative", "text", optional=True)
+    want(m, "precision", "text", "null", optional=True)
+    model = want(m, "model", "object")
+    want(model, "name", "text", at="model.")
+    want(model, "dim", "positive", at="model.")
+    want(model, "max_tokens", "positive", at="model.")
+    chunking = want(m, "chunking", "object")
+    from .config import ChunkSettings
+
+    expected = set(ChunkSettings().to_dict())
+    if set(chunking) != expected:
+        bad(f"chunking holds {sorted(map(name, chunking))}, not {sorted(map(name, expected))}")
+    for key in sorted(expected):
+        want(chunking, key, "count", at="chunking.")
+    want(m, "vector_index", "object")
+    for source, meta in want(m, "files", "object").items():
+        if not isinstance(meta, dict):
+            bad(f"the entry of {name(source)} in files is not an object")
+        want(meta, "sha256", "sha256", at=f"files[{name(source)}].", optional=True)
+        want(meta, "chunks", "count", at=f"files[{name(source)}].", optional=True)
+    for entry in want(m, "skipped", "list"):
+        if not isinstance(entry, dict):
+            bad("an entry of skipped is not an object")
+        want(entry, "path", "text", at="skipped[].")
+        want(entry, "reason", "text", at="skipped[].")
+    counts = want(m, "counts", "object")
+    want(counts, "files", "count", at="counts.")
+    want(counts, "chunks", "count", at="counts.")
+    want(counts, "units", "count", at="counts.", optional=True)
+    want(want(m, "calibration", "object"), "abstain_threshold", "number", at="calibration.", optional=True)
+    names = want(m, "names", "list", optional=True)
+    if names is not _OPTIONAL and not all(isinstance(n, str) for n in names):
+        bad("names holds something other than text")
+    artifacts = want(m, "artifacts", "object")
+    if set(artifacts) != REQUIRED_ARTIFACTS:
+        missing, unknown = REQUIRED_ARTIFACTS - set(artifacts), set(artifacts) - REQUIRED_ARTIFACTS
+        bad(f"its artifacts are not those of format {m['format_version']}"
+            + (f": {', '.join(sorted(missing))} not listed" if missing else "")
+            + (f": {', '.join(sorted(map(name, unknown)))} unknown" if unknown else ""))
+    for rel in sorted(REQUIRED_ARTIFACTS):
+        meta = want(artifacts, rel, "object", at="artifacts.")
+        want(meta, "bytes", "count", at=f"artifacts[{rel!r}].")
+        want(meta, "sha256", "sha256", at=f"artifacts[{rel!r}].")
+
+
 def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
-    artifacts = manifest.get("artifacts")
-    if not isinstance(artifacts, dict) or not artifacts:
-        raise IndexCorrupt(f"{gen / MANIFEST} lists no artifacts. {REBUILD_HINT}")
-    for rel, meta in artifacts.items():
+    """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
+    listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else."""
+    artifacts = manifest["artifacts"]
+    for rel in sorted(REQUIRED_ARTIFACTS):
         path = gen / rel
-        if not path.is_file():
-            raise IndexCorrupt(f"The index file {path} is missing. {REBUILD_HINT}")
-        size = path.stat().st_size
-        if size != meta.get("bytes"):
-            raise IndexCorrupt(
-                f"The index file {path} has {size} bytes, the manifest says {meta.get('bytes')}. {REBUILD_HINT}"
-            )
-        if sha256_file(path) != meta.get("sha256"):
-            raise IndexCorrupt(f"The index file {path} fails its checksum (damaged or edited). {REBUILD_HINT}")
+        meta = artifacts[rel]
+        try:
+            fd = _open_regular(path)
+        except FileNotFoundError:
+            raise IndexCorrupt(f"The index file {shown(path)} is missing. {REBUILD_HINT}") from None
+        except NotReadable as exc:
+            raise IndexCorrupt(f"The index file {shown(path)} is {exc}. {REBUILD_HINT}") from None
+        except OSError as exc:
+            raise IndexCorrupt(f"Cannot read the index file {shown(path)}: {exc.strerror}. {REBUILD_HINT}") from None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            if size != meta["bytes"]:
+                raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
+                                   f"{meta['bytes']}. {REBUILD_HINT}")
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != meta["sha256"]:
+            raise IndexCorrupt(f"The index file {shown(path)} fails its checksum (damaged or edited). {REBUILD_HINT}")
+    keywords = gen / BM25_DIR
+    if not stat.S_ISDIR(os.lstat(keywords).st_mode):
+        raise IndexCorrupt(f"The keyword index {shown(keywords)} is not a folder. {REBUILD_HINT}")
+    extra = sorted(set(os.listdir(keywords)) - set(BM25_FILES))
+    if extra:
+        raise IndexCorrupt(f"The keyword index {shown(keywords)} holds a file tqa did not write "
+                           f"({shown(extra[0])}). {REBUILD_HINT}")
 
 
 def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
-    """Load the live generation, checking checksums and that FAISS and the chunk table agree."""
-    for attempt in range(3):
-        gen = current_generation(index_dir)
+    """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
+    generation's lease (see ``IndexData``)."""
+    root = Path(index_dir)
+    for attempt in range(_LOAD_ATTEMPTS):
+        last = attempt == _LOAD_ATTEMPTS - 1
+        gen = current_generation(root)
         if gen is None:
-            raise IndexNotFound(f"No index at {index_dir}/. Run `tqa index` first (or pass --index DIR).")
-        if not gen.is_dir():
-            if attempt < 2:  # a publish may have just retired it: follow CURRENT again
-                time.sleep(0.05)
-                continue
-            raise IndexCorrupt(f"{Path(index_dir) / CURRENT} points to a missing folder {gen.name}. {REBUILD_HINT}")
+            raise IndexNotFound(f"No index at {shown(root)}/. Run `tqa index` first (or pass --index DIR).")
         try:
-            return _load_generation(gen, verify)
+            lease = _Lease.take(gen)
+        except _Gone:
+            if not last:  # a publish retired it after we read CURRENT: follow CURRENT again
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            raise IndexCorrupt(
+                f"{shown(root / CURRENT)} points to a missing folder {gen.name}. {REBUILD_HINT}") from None
+        try:
+            data = _load_generation(gen, verify)
         except IndexCorrupt:
-            if attempt < 2 and current_generation(index_dir) != gen:
-                continue  # raced with a publish
+            if lease is not None:
+                lease.release()
+            if not last and current_generation(root) != gen:
+                continue  # raced with a publish (a generation written by the previous tqa has no lease)
             raise
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        data.lease = lease
+        return data
     raise AssertionError("unreachable")
 
 
@@ -540,23 +874,24 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
         _verify_artifacts(gen, manifest)
     chunks: list[Chunk] = []
     try:
-        with open(gen / CHUNKS, encoding="utf-8") as f:
+        with open(gen / CHUNKS, "rb") as f:
             for line in f:
                 chunks.append(Chunk.from_dict(json.loads(line)))
     except FileNotFoundError:
-        raise IndexCorrupt(f"The chunk table {gen / CHUNKS} is missing. {REBUILD_HINT}") from None
+        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is missing. {REBUILD_HINT}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise IndexCorrupt(f"The chunk table {gen / CHUNKS} is damaged ({exc}). {REBUILD_HINT}") from None
+        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({_first_line(exc)}). "
+                           f"{REBUILD_HINT}") from None
     vectors = FaissVectors.load(gen / VECTORS)
     units = FaissVectors.load(gen / UNITS)
     keywords = KeywordIndex.load(gen / BM25_DIR)
-    expected = manifest.get("counts", {}).get("chunks")
+    expected = manifest["counts"]["chunks"]
     if not (vectors.ntotal == len(chunks) == expected):
         raise IndexCorrupt(
             f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
             f"{expected}. {REBUILD_HINT}"
         )
-    dim = manifest.get("model", {}).get("dim")
+    dim = manifest["model"]["dim"]
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
     data = IndexData(gen, manifest, chunks, vectors, units, keywords)
@@ -568,76 +903,335 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     return data
 
 
+# ---------------------------------------------------------------- writing: what the index folder may hold
+
+
+def check_index_location(corpus: str | Path, index_dir: str | Path) -> None:
+    """Refuse an index folder that is the corpus, lies inside it or contains it: a build would index its own files,
+    or write among the documents."""
+    c, i = _resolved(Path(corpus)), _resolved(Path(index_dir))
+    fix = "Pass --index DIR with a folder outside the corpus (for example index/ beside it)."
+    if i == c:
+        raise IndexLocationError(f"The index folder {shown(index_dir)} is the corpus folder itself. {fix}")
+    if c in i.parents:
+        raise IndexLocationError(f"The index folder {shown(index_dir)} is inside the corpus {shown(corpus)}. {fix}")
+    if i in c.parents:
+        raise IndexLocationError(f"The index folder {shown(index_dir)} contains the corpus {shown(corpus)}. {fix}")
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return Path(os.path.abspath(path))
+
+
+def _read_small(path: Path) -> bytes | None:
+    """A small file tqa wrote (marker, owner, pointer), None when it does not exist. Raises NotReadable or OSError."""
+    try:
+        return read_bounded(path, MAX_SMALL_BYTES, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _marker_bytes(index_id: str) -> bytes:
+    return (f"tqa-index {index_id}\n"
+            "This folder is a tqa index. tqa writes here only CURRENT, .lock, this file, its generation folders\n"
+            "g-*/ (each holding a .tqa-owner file that names this index) and its own temporary files, and it\n"
+            "deletes only what it wrote.\n"
+            ).encode("ascii")
+
+
+def _marker_id(root: Path) -> str | None:
+    """The id in the folder's marker, None when there is no marker; raises when the marker is damaged."""
+    path = root / MARKER
+    try:
+        raw = _read_small(path)
+    except (NotReadable, OSError) as exc:
+        why = str(exc) if isinstance(exc, NotReadable) else (exc.strerror or str(exc))
+        raw, damage = b"", why
+    else:
+        damage = "not a marker tqa wrote"
+    if raw is None:
+        return None
+    m = _MARKER_RE.match(raw)
+    if m is None:
+        raise IndexLocationError(f"{shown(path)} is damaged ({damage}). tqa marks its index folders with this file: "
+                                 "delete it and run `tqa index` again.")
+    return m.group(1).decode("ascii")
+
+
+def _owner_bytes(gen: str, index_id: str) -> bytes:
+    return f"tqa-generation {gen} {index_id}\n".encode("ascii")
+
+
+def _owned(folder: Path, gen: str, index_id: str) -> bool:
+    """Whether ``folder`` is a real folder that tqa made for generation ``gen`` of this index."""
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        return _read_small(folder / OWNER) == _owner_bytes(gen, index_id)
+    except (NotReadable, OSError):
+        return False
+
+
+def _only_format_files(folder: Path) -> bool:
+    """Whether a real folder holds nothing but what tqa writes in a generation (a previous tqa's, for adoption)."""
+    allowed = _FORMAT_FILES | {OWNER, LEASE}
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return False
+        for entry in os.scandir(folder):
+            if entry.name == BM25_DIR and entry.is_dir(follow_symlinks=False):
+                if not all(f"{BM25_DIR}/{e.name}" in allowed and e.is_file(follow_symlinks=False)
+                           for e in os.scandir(entry.path)):
+                    return False
+            elif entry.name not in allowed or not entry.is_file(follow_symlinks=False):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class _Survey:
+    """What an index folder holds, before a build writes into it."""
+
+    exists: bool
+    index_id: str | None = None  # from the marker
+    legacy: bool = False  # an index written by the previous tqa (generations, no marker)
+    others: list[str] = field(default_factory=list)  # entries other than README files and dotfiles
+
+
+def _survey(root: Path) -> _Survey:
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return _Survey(exists=False)
+    except OSError as exc:
+        raise IndexLocationError(f"Cannot use the index folder {shown(root)}: {exc.strerror}.") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise IndexLocationError(f"{shown(root)} is not a folder. Pass --index DIR with a folder.")
+    index_id = _marker_id(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError as exc:
+        raise IndexLocationError(f"Cannot read the index folder {shown(root)}: {exc.strerror}.") from None
+    others = [n for n in names if not n.startswith(".") and not n.lower().startswith("readme")]
+    legacy = index_id is None and any(
+        GEN_RE.fullmatch(n) and (root / n / MANIFEST).is_file() and _only_format_files(root / n) for n in names)
+    return _Survey(True, index_id, legacy, others)
+
+
+def _check_writable(root: Path, survey: _Survey, force: bool) -> None:
+    """A build writes only into a new folder, a tqa index, or a folder empty but for README files and dotfiles;
+    ``force`` allows any other folder, but never one with a CURRENT that tqa did not write (it would be replaced)."""
+    if survey.index_id is not None or survey.legacy or not survey.others:
+        return
+    if not force:
+        listing = ", ".join(shown(n) for n in survey.others[:3]) + (", ..." if len(survey.others) > 3 else "")
+        raise IndexLocationError(
+            f"{shown(root)} is not empty and is not a tqa index (it holds {listing}). Pass --index DIR with a new or "
+            "empty folder, or --force to build there anyway (tqa never deletes or replaces what it did not write).")
+    if os.path.lexists(root / CURRENT):
+        raise IndexLocationError(
+            f"{shown(root / CURRENT)} was not written by tqa, and a build would replace it. Move it away, or pass "
+            "--index DIR with another folder.")
+
+
+def _write_new(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Create ``path`` (never replacing anything) and write ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_FLAGS, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        if sync:
+            os.fsync(f.fileno())
+
+
+def _claim(root: Path, survey: _Survey) -> None:
+    """Mark the folder as a tqa index. An index written by the previous tqa is adopted: its generations (folders
+    that hold nothing but the format's files) get owner and lease files, so that later publishes retire them."""
+    if survey.index_id is not None:
+        return
+    index_id = _adopted_id(root) if survey.legacy else None
+    index_id = index_id or uuid.uuid4().hex
+    tmp = root / f"{MARKER}.{uuid.uuid4().hex}.tmp"
+    _write_new(tmp, _marker_bytes(index_id))
+    try:
+        try:
+            os.link(tmp, root / MARKER)  # never replaces an existing file
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links
+            _write_new(root / MARKER, _marker_bytes(index_id))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _fsync_dir(root)
+    if not survey.legacy:
+        return
+    for name in sorted(os.listdir(root)):
+        m = GEN_RE.fullmatch(name) or _TMP_RE.fullmatch(name)
+        folder = root / name
+        if m is None or os.path.lexists(folder / OWNER) or not _only_format_files(folder):
+            continue
+        gen = m.group(1) if m.re is _TMP_RE else name
+        with contextlib.suppress(OSError):
+            _write_new(folder / OWNER, _owner_bytes(gen, index_id))
+            if GEN_RE.fullmatch(name):
+                _write_new(folder / LEASE, b"")
+
+
+def _adopted_id(root: Path) -> str | None:
+    """The id named by the live generation's owner file (a marker deleted by hand), if there is one."""
+    name = _live_name(root)
+    if name is None:
+        return None
+    with contextlib.suppress(NotReadable, OSError):
+        raw = _read_small(root / name / OWNER) or b""
+        m = re.fullmatch(rb"tqa-generation (\S+) ([0-9a-f]{32})\n", raw)
+        if m and m.group(1).decode() == name:
+            return m.group(2).decode("ascii")
+    return None
+
+
 @contextlib.contextmanager
-def write_lock(index_dir: str | Path) -> Iterator[None]:
-    """Only one build at a time writes an index folder."""
+def write_lock(index_dir: str | Path, *, force: bool = False) -> Iterator[None]:
+    """Only one build at a time writes an index folder, and only a folder it may write (see ``_check_writable``);
+    nothing is written into a refused folder, not even the lock file."""
     import fcntl
 
     root = Path(index_dir)
+    _check_writable(root, _survey(root), force)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | _O_FLAGS, 0o644)
     except OSError as exc:
-        raise TqaError(f"Cannot write to the index folder {root}: {exc.strerror}. Check its permissions.") from None
+        raise TqaError(f"Cannot write to the index folder {shown(root)}: {exc.strerror}. Check its permissions.") \
+            from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise IndexBusy(f"Another `tqa index` is writing {root}. Wait for it to finish, then run again.") from None
+            raise IndexBusy(f"Another `tqa index` is writing {shown(root)}. Wait for it to finish, then run again.") \
+                from None
+        survey = _survey(root)  # again, now that no other build can change it
+        _check_writable(root, survey, force)
+        try:
+            _claim(root, survey)
+        except OSError as exc:
+            raise TqaError(f"Cannot write to the index folder {shown(root)}: {_why(exc)}. Check its permissions.") \
+                from None
         yield
     finally:
         os.close(fd)
 
 
 def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]]) -> Path:
-    """Write a new generation and make it live atomically. The caller holds ``write_lock``."""
+    """Write a new generation and make it live atomically. The caller holds ``write_lock``.
+
+    A failure of any kind before the switch removes what this call wrote (the temporary folder, the generation, the
+    pointer file) and leaves the previous index as it was; I/O errors become one line (TqaError), anything else is
+    raised as it is.
+    """
     root = Path(index_dir)
+    index_id = _marker_id(root)
+    if index_id is None:
+        raise RuntimeError(f"publish() writes an index folder held with write_lock(), not {root}")
     gen_name = f"g-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    tmp = root / f".tmp-{gen_name}"
+    tmp, final, pointer = root / f".tmp-{gen_name}", root / gen_name, root / f".{CURRENT}.{gen_name}"
+    made: list[Path] = []  # what this call created, in order
     published = False
-    previous: Path | None = None
+    previous: str | None = None
     try:
-        tmp.mkdir(parents=True)
-        with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
+        tmp.mkdir()
+        made.append(tmp)
+        _write_new(tmp / OWNER, _owner_bytes(gen_name, index_id), sync=False)  # first: the folder is tqa's
+        _write_new(tmp / LEASE, b"", sync=False)
+        with open(tmp / CHUNKS, "wb") as f:
             for c in data.chunks:
-                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-        with open(tmp / DOCUMENTS, "w", encoding="utf-8") as f:
+                f.write(_json_bytes(c.to_dict()) + b"\n")
+        with open(tmp / DOCUMENTS, "wb") as f:
             for source, text in documents:
-                f.write(json.dumps({"source": source, "text": text}, ensure_ascii=False) + "\n")
+                f.write(_json_bytes({"source": source, "text": text}) + b"\n")
         data.vectors.save(tmp / VECTORS)
         data.units.save(tmp / UNITS)
         data.keywords.save(tmp / BM25_DIR)
-        artifacts = {}
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                artifacts[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        manifest = dict(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=artifacts)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        manifest = {k: v for k, v in data.manifest.items() if k != MANIFEST_SHA}
+        manifest.update(format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=_artifact_table(tmp))
+        manifest[MANIFEST_SHA] = manifest_digest(manifest)
+        try:
+            _check_schema(manifest, shown(tmp / MANIFEST))
+        except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
+            raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
+        with open(tmp / MANIFEST, "wb") as f:
+            f.write(_json_bytes(manifest, indent=2) + b"\n")
         _fsync_tree(tmp)
-        os.rename(tmp, root / gen_name)
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "a generation of that name exists", str(final))
+        os.rename(tmp, final)
+        made[made.index(tmp)] = final
         _fsync_dir(root)
-        pointer = root / f".{CURRENT}.{gen_name}"
-        with open(pointer, "w", encoding="utf-8") as f:
-            f.write(gen_name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        previous = current_generation(root) if (root / CURRENT).exists() else None
+        made.append(pointer)
+        _write_new(pointer, f"{gen_name}\n".encode("ascii"))
+        previous = _live_name(root)
+        _clear_pointer_slot(root)
         os.replace(pointer, root / CURRENT)
         published = True
         _fsync_dir(root)
-    except (OSError, RuntimeError) as exc:  # FAISS and bm25s report write failures as RuntimeError
-        if published:  # the new index is live; only the directory sync failed
-            return root / gen_name
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(root / gen_name, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.unlink(root / f".{CURRENT}.{gen_name}")
-        raise TqaError(
-            f"Could not write the index to {root}: {_why(exc)}. The previous index (if any) is unchanged; "
-            "free space or fix permissions and run `tqa index` again."
-        ) from None
-    _retire(root, keep={gen_name, previous.name if previous else ""})
-    return root / gen_name
+    except BaseException as exc:
+        if published:
+            if isinstance(exc, OSError):  # the new index is live; only the directory sync failed
+                return final
+            raise
+        for p in reversed(made):
+            _discard(p, f"{gen_name}\n".encode("ascii"))
+        if isinstance(exc, (OSError, RuntimeError)):  # FAISS and bm25s report write failures as RuntimeError
+            raise TqaError(
+                f"Could not write the index to {shown(root)}: {_why(exc)}. The previous index (if any) is unchanged; "
+                "free space or fix permissions and run `tqa index` again."
+            ) from None
+        raise
+    with contextlib.suppress(OSError):
+        _retire(root, keep={gen_name, previous or gen_name})
+    return final
+
+
+def _artifact_table(gen: Path) -> dict[str, dict[str, Any]]:
+    """Size and checksum of each artifact; the files written must be exactly the format's."""
+    written = {p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()} - {OWNER, LEASE}
+    if written != REQUIRED_ARTIFACTS:
+        raise RuntimeError(f"the files written differ from the index format's: {sorted(written ^ REQUIRED_ARTIFACTS)}")
+    return {rel: {"bytes": (gen / rel).stat().st_size, "sha256": sha256_file(gen / rel)}
+            for rel in sorted(REQUIRED_ARTIFACTS)}
+
+
+def _discard(path: Path, pointer: bytes) -> None:
+    """Remove something this very publish created: its folder (all of it written by this call) or its pointer."""
+    with contextlib.suppress(OSError, NotReadable):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            content = _read_small(path)
+            if content is not None and pointer.startswith(content):  # created (perhaps half written) by this call
+                os.unlink(path)
+
+
+def _clear_pointer_slot(root: Path) -> None:
+    """Make way for the new CURRENT. A regular file there is tqa's pointer (the folder is a tqa index) and is
+    replaced; anything else (a folder, a symlink, a FIFO) tqa never writes, so it is moved aside, not deleted."""
+    path = root / CURRENT
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    aside = root / f"{CURRENT}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    os.rename(path, aside)
+    kind = "a folder" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+    log.warning("%s was %s; moved aside to %s", shown(path), kind, shown(aside.name))
 
 
 def _why(exc: BaseException) -> str:
@@ -652,16 +1246,99 @@ def _why(exc: BaseException) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
-def _retire(root: Path, keep: set[str]) -> None:
-    """Remove generations other than the live and the previous one, and leftovers of killed builds."""
-    for p in root.iterdir():
-        if p.name in keep:
-            continue
-        if (p.is_dir() and (p.name.startswith("g-") or p.name.startswith(".tmp-g-"))) or (
-            p.is_file() and p.name.startswith(f".{CURRENT}.")
-        ):
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
+# ---------------------------------------------------------------- retiring generations and leftovers
+
+
+def tidy(index_dir: str | Path) -> None:
+    """Remove the leftovers of killed builds (temporary folders and files tqa can show it wrote); generations stay.
+    The caller holds ``write_lock``."""
+    with contextlib.suppress(OSError):
+        _retire(Path(index_dir), keep=set(), generations=False)
+
+
+def _retire(root: Path, keep: set[str], *, generations: bool = True) -> None:
+    """Remove this index's generations other than ``keep`` that no reader holds, and leftovers of killed builds.
+    Only what tqa can show it wrote is touched (see the module docstring). The caller holds ``write_lock``."""
+    try:
+        index_id = _marker_id(root)
+    except TqaError:
+        return
+    if index_id is None:
+        return
+    for name in sorted(os.listdir(root)):
+        path = root / name
+        if GEN_RE.fullmatch(name):
+            if generations and name not in keep and _owned(path, name, index_id):
+                _retire_generation(root, name)
+        elif m := _TMP_RE.fullmatch(name):  # a build killed before its switch (we hold the lock: none is running)
+            if _owned(path, m.group(1), index_id):
+                _remove_owned(path)
+        elif m := _RETIRED_RE.fullmatch(name):  # a retirement killed half way
+            if _owned(path, m.group(1), index_id):
+                _locked_remove(path, path)
+        elif m := _POINTER_RE.fullmatch(name):  # a pointer file never switched to
+            with contextlib.suppress(NotReadable, OSError):
+                if _read_small(path) == f"{m.group(1)}\n".encode("ascii"):
+                    os.unlink(path)
+        elif _MARKER_TMP_RE.fullmatch(name):
+            with contextlib.suppress(NotReadable, OSError):
+                if _MARKER_RE.match(_read_small(path) or b""):
+                    os.unlink(path)
+
+
+def _retire_generation(root: Path, name: str) -> None:
+    _locked_remove(root / name, root / f".retired-{name}")
+
+
+def _locked_remove(folder: Path, aside: Path) -> None:
+    """Take the generation's lease exclusively (without waiting: a reader holds it, so it stays for a later
+    publish), rename it aside while holding the lock (a reader then sees it gone), and remove it."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / LEASE, os.O_RDWR | os.O_CREAT | _O_FLAGS, 0o644)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        if folder != aside:
+            try:
+                os.rename(folder, aside)
+            except OSError:
+                return
+        _remove_owned(aside)
+    finally:
+        os.close(fd)
+
+
+def _remove_owned(folder: Path) -> None:
+    """Delete the files tqa writes in a generation folder it owns, then the folder. Anything else found there stays,
+    and so does the folder, with its owner file."""
+    names = sorted(_FORMAT_FILES | {LEASE})
+    keywords_ok = _is_real_dir(folder / BM25_DIR)
+    for rel in names:
+        if rel.startswith(f"{BM25_DIR}/") and not keywords_ok:
+            continue  # never through a symlink
+        with contextlib.suppress(OSError):
+            if not stat.S_ISDIR(os.lstat(folder / rel).st_mode):
+                os.unlink(folder / rel)
+    if keywords_ok:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder / BM25_DIR)  # only when empty
+    try:
+        if set(os.listdir(folder)) - {OWNER}:
+            return
+        os.unlink(folder / OWNER)
+        os.rmdir(folder)
+    except OSError:
+        return
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
