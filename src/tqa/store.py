@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -589,8 +589,10 @@ def write_lock(index_dir: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]]) -> Path:
-    """Write a new generation and make it live atomically. The caller holds ``write_lock``."""
+def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]],
+            extra: Callable[[Path], object] | None = None) -> Path:
+    """Write a new generation and make it live atomically. The caller holds ``write_lock``. ``extra(folder)``
+    may add optional artifacts to the generation folder before they are listed (the question encoder)."""
     root = Path(index_dir)
     gen_name = f"g-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     tmp = root / f".tmp-{gen_name}"
@@ -607,6 +609,8 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
         data.vectors.save(tmp / VECTORS)
         data.units.save(tmp / UNITS)
         data.keywords.save(tmp / BM25_DIR)
+        if extra is not None:
+            extra(tmp)
         artifacts = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
