@@ -15,11 +15,22 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
 	touch $@
 
+# `make run CORPUS=DIR` indexes and serves another folder. Its index goes to INDEX: by default index/ for the
+# shipped corpus/ and index-NAME/ (beside this Makefile) for a folder named NAME, so that one never replaces the
+# other. PORT: the page's port on 127.0.0.1.
+CORPUS ?= corpus
+PORT   ?= 7860
+ifeq ($(origin INDEX),undefined)
+INDEX := $(shell c=$$(cd -- '$(CORPUS)' 2>/dev/null && pwd -P || printf '%s' '$(CORPUS)'); \
+	if [ "$$c" = "$$(cd corpus 2>/dev/null && pwd -P)" ]; then echo index; \
+	else printf 'index-%s\n' "$$(basename -- "$$c")"; fi)
+endif
+
 index: $(VENV)/.installed
-	$(BIN)/tqa index corpus --index index
+	$(BIN)/tqa index '$(CORPUS)' --index '$(INDEX)'
 
 run: index
-	$(BIN)/tqa serve --index index --host 127.0.0.1 --port 7860
+	$(BIN)/tqa serve --index '$(INDEX)' --host 127.0.0.1 --port '$(PORT)'
 
 # Browser tests drive Debian's chromium (Playwright is never allowed to download a browser of its own).
 chromium:

@@ -127,6 +127,10 @@ def machine() -> dict[str, Any]:
     info.update(torch=torch.__version__, sentence_transformers=sentence_transformers.__version__,
                 faiss=faiss.__version__, numpy=np.__version__, tqa=__version__, torch_threads=torch.get_num_threads(),
                 source=str(Path(E.__file__).resolve().parent))
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
     if hasattr(E, "resolve_precision"):
         info.update(native_bf16=E.native_bf16(), default_precision=E.resolve_precision())
     else:  # a tqa from before precision paths: always the model as published
@@ -421,8 +425,25 @@ def section_build(cfg: Config, emb: Any, corpus: Path) -> dict[str, Any]:
     if raw_fp32:
         out["raw_fp32_s"] = raw_fp32
         out["stock_fp32_per_s"] = len(texts) / median(raw_fp32)
+    out.update(export_time(cfg, emb))
     out["_stores"] = stores
     out["_index"] = index
+    return out
+
+
+def export_time(cfg: Config, emb: Any) -> dict[str, Any]:
+    """Seconds to export the model for questions into a new index (once per index and model: an update links the
+    previous generation's files); nothing for a tqa from before the question encoder."""
+    try:
+        from tqa.query_encoder import write_encoder
+    except ImportError:
+        return {}
+    folder = cfg.work / "export-generation"
+    folder.mkdir()
+    t0 = time.perf_counter()
+    exported = write_encoder(emb, folder, cfg.work / "no-index")
+    out = {"export_s": time.perf_counter() - t0, "exported": exported}
+    shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -508,6 +529,10 @@ def section_latency_real(cfg: Config, emb: Any, index: Path, stores: dict[str, A
     log("warm latency on the real index")
     qa = Assistant.load(index, embedder=emb)
     others = {f"recipe_{k.split('-')[1]}": (lambda q, s=s: s.similarity_search(q, k=5)) for k, s in stores.items()}
+    exported = Assistant.load(index)  # as `tqa ask` and `tqa serve` load it: questions by the exported model
+    if type(exported.embedder).__name__ == "OnnxQueryEncoder":
+        others["ask_onnx"] = exported.ask
+        others["encode_onnx"] = lambda q: exported.embedder.encode([q])
     out = latency(qa, emb, questions, others)
     out["chunks"] = len(qa.data.chunks)
     out["vector_index"] = qa.manifest.get("vector_index")
@@ -692,6 +717,24 @@ def section_memory(cfg: Config, index: Path, questions: list[str]) -> dict[str, 
 # ---------------------------------------------------------------- 5. cold start
 
 
+def without_encoder(index: Path, dest: Path) -> Path | None:
+    """A copy of ``index`` without its question encoder (files and manifest entries), as a tqa from before the
+    encoder would have built it; None when ``index`` has none."""
+    from tqa.store import MANIFEST_SHA, current_generation, manifest_digest
+
+    gen = current_generation(index)
+    if gen is None or not (gen / "encoder").is_dir():
+        return None
+    shutil.copytree(index, dest)
+    copy = dest / gen.name
+    shutil.rmtree(copy / "encoder")
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    manifest["artifacts"] = {k: v for k, v in manifest["artifacts"].items() if not k.startswith("encoder/")}
+    manifest[MANIFEST_SHA] = manifest_digest(manifest)  # the manifest's own checksum, as a build writes it
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return dest
+
+
 def section_cold(cfg: Config, index: Path, question: str, large_index: Path | None) -> dict[str, Any]:
     log("cold start")
     py = sys.executable
@@ -705,6 +748,9 @@ def section_cold(cfg: Config, index: Path, question: str, large_index: Path | No
                                   "s.SentenceTransformer(str(g.get_model_path()), device='cpu')"],
         "ask": [tqa_bin, "ask", question, "--index", str(index)],
     }
+    older = without_encoder(index, cfg.work / "index-without-encoder")
+    if older is not None:  # the same index as an older tqa built it: questions through sentence-transformers
+        commands["ask_model"] = [tqa_bin, "ask", question, "--index", str(older)]
     times: dict[str, list[float]] = {k: [] for k in commands}
     for r in range(cfg.cold_rounds):
         for name in rotated(list(commands), r):
@@ -717,6 +763,9 @@ def section_cold(cfg: Config, index: Path, question: str, large_index: Path | No
     out["runs"] = cfg.cold_rounds
     out["help_ratio"] = out["help"] / out["import_st"]
     out["ask_ratio"] = out["ask"] / out["import_load"]
+    out["ask_import_ratio"] = out["ask"] / out["import_st"]
+    if "ask_model" in out:
+        out["ask_model_import_ratio"] = out["ask_model"] / out["import_st"]
     if large_index is not None:
         t0 = time.perf_counter()
         p = subprocess.run(commands["ask"][:3] + ["--index", str(large_index)], capture_output=True, text=True,
@@ -757,6 +806,8 @@ def render_before(add: Callable[[str], None], R: dict[str, Any], B: dict[str, An
             f"{ms(x1['ask_p50'])} ({x1['ratio']:.2f}) |")
     add(f"| cold `tqa ask` (ratio to import + load) | {B['cold']['ask']:.2f} s ({B['cold']['ask_ratio']:.2f}) | "
         f"{R['cold']['ask']:.2f} s ({R['cold']['ask_ratio']:.2f}) |")
+    add(f"| cold `tqa ask` ÷ import sentence-transformers | {B['cold']['ask'] / B['cold']['import_st']:.2f} | "
+        f"{R['cold']['ask'] / R['cold']['import_st']:.2f} |")
     add(f"| peak RSS answering, {R['memory']['chunks']:,} chunks | {B['memory']['peak_mb']:,.0f} MiB | "
         f"{R['memory']['peak_mb']:,.0f} MiB |")
     if b0.get("recipe_build_ratio_stock") and b1.get("recipe_build_ratio_stock"):
@@ -782,7 +833,8 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
         "end (other jobs share these cores: every figure is a median, and every ratio compares runs interleaved "
         "in this one invocation).  ")
     add(f"Software: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), sentence-transformers "
-        f"{m['sentence_transformers']}, faiss {m['faiss']}, numpy {m['numpy']}, tqa {m['tqa']}.  ")
+        f"{m['sentence_transformers']}, faiss {m['faiss']}, numpy {m['numpy']}, "
+        + (f"onnxruntime {m['onnxruntime']}, " if m.get("onnxruntime") else "") + f"tqa {m['tqa']}.  ")
     if m["native_bf16"] is None:
         add("Embedding path: **fp32** (this tqa predates precision paths).  ")
     else:
@@ -813,6 +865,12 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
         n = f"{lat['chunks']:,} (real)" if label == "real" else label
         add(f"| 3 | warm `ask` p50 ÷ p50 of encoding the question alone, {n} chunks | ≤ 2 | **{x['ratio']:.2f}** "
             f"({ms(x['ask_p50'])} vs {ms(x['encode_p50'])}; p95 {ms(x['ask_p95'])}) | {status(x['ratio'] <= 2)} |")
+    if "ask_onnx_p50" in lat:
+        onnx = lat["ask_onnx_p50"] / lat["ask_p50"]
+        add(f"| 3 | warm `ask` p50, questions by the exported model (as `tqa ask` and `tqa serve` load an index) ÷ "
+            f"by sentence-transformers, {lat['chunks']:,} chunks | ≤ 1 | **{onnx:.2f}** ({ms(lat['ask_onnx_p50'])} "
+            f"vs {ms(lat['ask_p50'])}; encoding {ms(lat['encode_onnx_p50'])} vs {ms(lat['encode_p50'])}) | "
+            f"{status(onnx <= 1)} |")
     for s in scales:
         r = s["recall"]["questions"]
         vi = s["vector_index"]
@@ -822,6 +880,9 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
             f"**{r['r10']:.3f}** (held-out vectors {held:.3f}) | {status(r['r10'] >= 0.95)} |")
     add(f"| 5 | `tqa --help` ÷ `python -c \"import sentence_transformers\"` | ≤ 0.1 | **{cold['help_ratio']:.3f}** "
         f"({cold['help']:.2f} s vs {cold['import_st']:.2f} s) | {status(cold['help_ratio'] <= 0.1)} |")
+    add(f"| 5 | cold `tqa ask` ÷ `python -c \"import sentence_transformers\"` | ≤ 0.3 | "
+        f"**{cold['ask'] / cold['import_st']:.2f}** ({cold['ask']:.2f} s vs {cold['import_st']:.2f} s) | "
+        f"{status(cold['ask'] / cold['import_st'] <= 0.3)} |")
     add(f"| 5 | cold `tqa ask` ÷ (import sentence-transformers + load the model) | ≤ 1.25 | "
         f"**{cold['ask_ratio']:.2f}** ({cold['ask']:.2f} s vs {cold['import_load']:.2f} s) | "
         f"{status(cold['ask_ratio'] <= 1.25)} |")
@@ -947,7 +1008,13 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
     add("")
     add(f"Fresh processes, {cold['runs']} interleaved runs each, medians: `import sentence_transformers` "
         f"{cold['import_st']:.2f} s; `tqa --help` {cold['help']:.2f} s; import + load the model "
-        f"{cold['import_load']:.2f} s; `tqa ask` on the real index {cold['ask']:.2f} s."
+        f"{cold['import_load']:.2f} s; `tqa ask` on the real index {cold['ask']:.2f} s"
+        + (f" (questions by the exported model; the same index without it, as an older tqa built it, "
+           f"{cold['ask_model']:.2f} s, {cold['ask_model'] / cold['import_st']:.2f} of the import)"
+           if cold.get("ask_model") else "")
+        + "."
+        + (f" Exporting the model for questions when an index is first built took {b['export_s']:.1f} s; updates "
+           "link the previous generation's files." if b.get("export_s") else "")
         + (f" A cold `tqa ask` on the {scales[-1]['chunks']:,}-chunk index (checksums of every artifact, the chunk "
            f"table parsed): {cold['ask_large']:.1f} s." if cold.get("ask_large") else ""))
     add("")
@@ -1025,6 +1092,15 @@ def notes_for(R: dict[str, Any]) -> list[str]:
     if cold["ask_ratio"] > 1.25:
         out.append(f"Cold ask {cold['ask_ratio']:.2f}: loading the index (checksums, chunk table, BM25, FAISS) adds "
                    "to the model's load.")
+    if cold["ask"] / cold["import_st"] > 0.3:
+        out.append(f"Cold ask {cold['ask'] / cold['import_st']:.2f} of importing sentence-transformers: "
+                   + ("the index has no question encoder, so the answer loads torch and the model."
+                      if not cold.get("ask_model") else
+                      "loading the index (checksums of every artifact, the chunk table, BM25, FAISS, the ONNX "
+                      "session) dominates; see section 5."))
+    if "ask_onnx_p50" in lat and lat["ask_onnx_p50"] > lat["ask_p50"]:
+        out.append(f"Warm ask through the exported model {lat['ask_onnx_p50'] / lat['ask_p50']:.2f} of the "
+                   "sentence-transformers path: onnxruntime's fp32 graph is slower here than the model in bf16.")
     if cold["help_ratio"] > 0.1:
         out.append(f"`tqa --help` {cold['help_ratio']:.3f} of importing sentence-transformers.")
     if b.get("recipe_build_ratio_stock") and b["recipe_build_ratio_stock"] > 1.0:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.run import recall, rotated
+from bench.run import recall, rotated, without_encoder
 from bench.synthetic import documents, held_out_queries, synthetic_index
 from tqa import Assistant
 from tqa.config import Settings
-from tqa.store import load_index, publish, write_lock
+from tqa.store import ENCODER_FILES, current_generation, load_index, publish, write_lock
 
 from .conftest import FakeEmbedder
 
@@ -54,3 +54,27 @@ def test_helpers():
     assert rotated([1, 2, 3], 1) == [2, 3, 1] and rotated([1, 2, 3], 4) == [2, 3, 1]
     truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     assert recall([np.array([1, 2, 9, 9]), np.array([5, 6, 7, 8])], truth, 4) == 0.75
+
+
+def test_without_encoder_copies_an_index_as_an_older_tqa_built_it(tmp_path):
+    emb = FakeEmbedder()
+    base = emb.encode(TEXTS)
+    data, _ = synthetic_index(40, TEXTS, base, emb)
+    index = tmp_path / "index"
+    assert without_encoder(index, tmp_path / "none") is None  # no index yet
+
+    def encoder(folder):  # the whole optional group: the store accepts all three files or none
+        (folder / "encoder").mkdir()
+        for name in ENCODER_FILES:
+            (folder / "encoder" / name).write_bytes(b"graph")
+
+    with write_lock(index):
+        publish(index, data, documents(data), extra=encoder)
+    assert "encoder/model.onnx" in load_index(index).manifest["artifacts"]
+    copy = without_encoder(index, tmp_path / "copy")
+    assert copy is not None
+    loaded = load_index(copy)  # every remaining artifact still checks out
+    assert not any(a.startswith("encoder/") for a in loaded.manifest["artifacts"])
+    assert not (current_generation(copy) / "encoder").exists()
+    assert (current_generation(index) / "encoder" / "model.onnx").is_file()  # the original is untouched
+    assert without_encoder(copy, tmp_path / "again") is None

@@ -168,3 +168,43 @@ def test_the_written_manifest_is_canonical_and_sealed(index):
     assert m["format_version"] == store.FORMAT_VERSION == 2
     assert m[store.MANIFEST_SHA] == store.manifest_digest(m)
     assert set(m["artifacts"]) == store.REQUIRED_ARTIFACTS
+
+
+def _with_encoder_files(gen: Path, names) -> dict:
+    (gen / store.ENCODER_DIR).mkdir(exist_ok=True)
+    entries = {}
+    for name in names:
+        path = gen / store.ENCODER_DIR / name
+        path.write_bytes(b"stand-in for " + name.encode())
+        entries[f"{store.ENCODER_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": store.sha256_file(path)}
+    return entries
+
+
+def test_the_optional_encoder_group_is_all_or_nothing(index):
+    """The question encoder's files are optional, as a group fixed by the code: listing part of it is refused."""
+    gen = current_generation(index)
+    part = _with_encoder_files(gen, store.ENCODER_FILES[:1])
+    edit_manifest(index, lambda m: m["artifacts"].update(part), reseal=True)
+    assert "not listed" in refused(index)
+
+
+def test_a_listed_encoder_file_is_checked_like_any_artifact(index):
+    gen = current_generation(index)
+    whole = _with_encoder_files(gen, store.ENCODER_FILES)
+    edit_manifest(index, lambda m: m["artifacts"].update(whole), reseal=True)
+    load_index(index).close()  # the whole group, intact: loads
+    (gen / store.ENCODER_DIR / store.ENCODER_FILES[1]).write_bytes(b"edited")
+    with pytest.raises(IndexCorrupt, match="rebuild"):
+        load_index(index)
+    (gen / store.ENCODER_DIR / store.ENCODER_FILES[1]).unlink()
+    with pytest.raises(IndexCorrupt, match="missing"):
+        load_index(index)
+
+
+def test_an_unlisted_file_in_the_encoder_folder_is_refused(index):
+    gen = current_generation(index)
+    whole = _with_encoder_files(gen, store.ENCODER_FILES)
+    edit_manifest(index, lambda m: m["artifacts"].update(whole), reseal=True)
+    (gen / store.ENCODER_DIR / "extra.onnx").write_bytes(b"x")
+    with pytest.raises(IndexCorrupt, match="did not write"):
+        load_index(index)

@@ -12,6 +12,7 @@ from .chunking import SECTION_SEPARATOR, Chunk
 from .config import Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion
+from .query_encoder import for_documents, load_query_encoder
 from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search
 from .store import IndexData, KeywordIndex, load_index
 
@@ -149,8 +150,9 @@ class Assistant:
         data = load_index(index)
         model = data.manifest["model"]["name"]
         if embedder is None:
-            # the index's model at the precision its vectors were made at (embedding.py)
-            embedder = embedder_for_index(data.manifest, load_embedder)
+            # the index's exported model, without torch (query_encoder.py); else the index's model at the
+            # precision its vectors were made at (embedding.py)
+            embedder = load_query_encoder(data.manifest, data.path) or embedder_for_index(data.manifest, load_embedder)
         elif embedder.name != model:
             from .errors import IndexMismatch
 
@@ -257,7 +259,8 @@ class Assistant:
             tmp.replace(dest)
             written.append(dest)
         assert self.data.path is not None
-        summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings,
+        documents_embedder = for_documents(self.embedder, self.data.manifest, load_embedder)  # the full model
+        summary = build_index(corpus, self.data.path.parent, embedder=documents_embedder, settings=self.settings,
                               on_progress=on_progress)
         # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.
         skipped = {s["path"] for s in summary.skipped}

@@ -8,9 +8,11 @@ Precision (``TQA_PRECISION``): ``fp32`` runs the model as published; ``bf16`` ru
 and matrix products in bfloat16 and pools and normalises in float32 (on a CPU with native bfloat16
 instructions, such as AVX512-BF16 or AMX, about 3x faster, with vectors within 1e-4 cosine of fp32; see
 bench/results.md). ``auto`` (the default) is ``bf16`` where the CPU has those instructions and ``fp32``
-elsewhere. Vectors of different precisions are never mixed: the precision is recorded in the index manifest,
-an index is always queried with the precision it was built with, and an update at another precision is
-refused (``tqa index --rebuild`` changes it). Dynamic int8 quantisation was measured too and rejected: about
+elsewhere. Passage vectors of different precisions are never mixed: the precision is recorded in the index
+manifest, an update at another precision is refused (``tqa index --rebuild`` changes it), and questions are
+encoded by the model at the index's precision or, without torch, by the index's export of the model
+(query_encoder.py: fp32, checked at build time to lie within 1e-3 cosine of the index's own vectors; about 1e-4
+from bf16). Dynamic int8 quantisation was measured too and rejected: about
 0.98 mean cosine to fp32, which moves retrieval results.
 """
 

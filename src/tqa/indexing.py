@@ -31,6 +31,7 @@ from .embedding import (
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
 from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
+from .query_encoder import write_encoder
 from .retrieval import name_prefixes, unit_rows
 from .store import (
     FaissVectors,
@@ -299,7 +300,8 @@ def build_index(
             for source, doc in documents.items():
                 yield source, doc.text if doc is not None else old_texts[renames.get(source, source)]
 
-        publish(index_dir, data, document_texts())
+        # with the question encoder (query_encoder.py): linked from the live generation, or exported from the model
+        publish(index_dir, data, document_texts(), extra=lambda folder: write_encoder(emb, folder, index_dir))
         summary.published = True
         summary.chunks_total = len(all_chunks)
         summary.seconds = time.perf_counter() - t0

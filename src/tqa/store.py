@@ -45,7 +45,7 @@ import stat
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -78,7 +78,22 @@ BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.n
               "vocab.index.json")
 # The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
 REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
-_FORMAT_FILES = REQUIRED_ARTIFACTS | {MANIFEST}
+# The question encoder (query_encoder.py), a group that is all there or all absent: an index without it (built by
+# an older tqa, or with a model that cannot be exported) answers through sentence-transformers.
+ENCODER_DIR = "encoder"
+ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
+OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
+_SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
+_FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | {MANIFEST}
+
+
+def _artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
+    """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
+    optional group), or None when the listed set is none of those."""
+    for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
+        if set(listed) == allowed:
+            return allowed
+    return None
 REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
 
 GEN_RE = re.compile(r"g-\d{8}T\d{6}-[0-9a-f]{8}")  # g-<local time>-<8 hex digits>, as publish() names them
@@ -789,12 +804,15 @@ def _check_schema(m: dict[str, Any], where: str) -> None:
     if names is not _OPTIONAL and not all(isinstance(n, str) for n in names):
         bad("names holds something other than text")
     artifacts = want(m, "artifacts", "object")
-    if set(artifacts) != REQUIRED_ARTIFACTS:
-        missing, unknown = REQUIRED_ARTIFACTS - set(artifacts), set(artifacts) - REQUIRED_ARTIFACTS
+    listed = _artifact_set(set(artifacts))
+    if listed is None:
+        known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(artifacts) else set())
+        missing, unknown = known - set(artifacts), set(artifacts) - known
         bad(f"its artifacts are not those of format {m['format_version']}"
             + (f": {', '.join(sorted(missing))} not listed" if missing else "")
             + (f": {', '.join(sorted(map(name, unknown)))} unknown" if unknown else ""))
-    for rel in sorted(REQUIRED_ARTIFACTS):
+        return
+    for rel in sorted(listed):
         meta = want(artifacts, rel, "object", at="artifacts.")
         want(meta, "bytes", "count", at=f"artifacts[{rel!r}].")
         want(meta, "sha256", "sha256", at=f"artifacts[{rel!r}].")
@@ -804,7 +822,7 @@ def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
     listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else."""
     artifacts = manifest["artifacts"]
-    for rel in sorted(REQUIRED_ARTIFACTS):
+    for rel in sorted(_artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
         path = gen / rel
         meta = artifacts[rel]
         try:
@@ -825,13 +843,16 @@ def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
                 h.update(block)
         if h.hexdigest() != meta["sha256"]:
             raise IndexCorrupt(f"The index file {shown(path)} fails its checksum (damaged or edited). {REBUILD_HINT}")
-    keywords = gen / BM25_DIR
-    if not stat.S_ISDIR(os.lstat(keywords).st_mode):
-        raise IndexCorrupt(f"The keyword index {shown(keywords)} is not a folder. {REBUILD_HINT}")
-    extra = sorted(set(os.listdir(keywords)) - set(BM25_FILES))
-    if extra:
-        raise IndexCorrupt(f"The keyword index {shown(keywords)} holds a file tqa did not write "
-                           f"({shown(extra[0])}). {REBUILD_HINT}")
+    for sub, files in _SUBFOLDERS.items():
+        folder = gen / sub
+        if sub == ENCODER_DIR and not OPTIONAL_ARTIFACTS & set(artifacts):
+            continue
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            raise IndexCorrupt(f"The index folder {shown(folder)} is not a folder. {REBUILD_HINT}")
+        extra = sorted(set(os.listdir(folder)) - files)
+        if extra:
+            raise IndexCorrupt(f"The index folder {shown(folder)} holds a file tqa did not write "
+                               f"({shown(extra[0])}). {REBUILD_HINT}")
 
 
 def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
@@ -982,8 +1003,8 @@ def _only_format_files(folder: Path) -> bool:
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             return False
         for entry in os.scandir(folder):
-            if entry.name == BM25_DIR and entry.is_dir(follow_symlinks=False):
-                if not all(f"{BM25_DIR}/{e.name}" in allowed and e.is_file(follow_symlinks=False)
+            if entry.name in _SUBFOLDERS and entry.is_dir(follow_symlinks=False):
+                if not all(f"{entry.name}/{e.name}" in allowed and e.is_file(follow_symlinks=False)
                            for e in os.scandir(entry.path)):
                     return False
             elif entry.name not in allowed or not entry.is_file(follow_symlinks=False):
@@ -1128,8 +1149,10 @@ def write_lock(index_dir: str | Path, *, force: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
-def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]]) -> Path:
-    """Write a new generation and make it live atomically. The caller holds ``write_lock``.
+def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]],
+            extra: Callable[[Path], object] | None = None) -> Path:
+    """Write a new generation and make it live atomically. The caller holds ``write_lock``. ``extra(folder)`` may
+    add the optional artifacts (``OPTIONAL_ARTIFACTS``: the question encoder) before the artifacts are listed.
 
     A failure of any kind before the switch removes what this call wrote (the temporary folder, the generation, the
     pointer file) and leaves the previous index as it was; I/O errors become one line (TqaError), anything else is
@@ -1158,6 +1181,8 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
         data.vectors.save(tmp / VECTORS)
         data.units.save(tmp / UNITS)
         data.keywords.save(tmp / BM25_DIR)
+        if extra is not None:
+            extra(tmp)
         manifest = {k: v for k, v in data.manifest.items() if k != MANIFEST_SHA}
         manifest.update(format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=_artifact_table(tmp))
         manifest[MANIFEST_SHA] = manifest_digest(manifest)
@@ -1201,10 +1226,10 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
 def _artifact_table(gen: Path) -> dict[str, dict[str, Any]]:
     """Size and checksum of each artifact; the files written must be exactly the format's."""
     written = {p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()} - {OWNER, LEASE}
-    if written != REQUIRED_ARTIFACTS:
+    expected = _artifact_set(written)
+    if expected is None:
         raise RuntimeError(f"the files written differ from the index format's: {sorted(written ^ REQUIRED_ARTIFACTS)}")
-    return {rel: {"bytes": (gen / rel).stat().st_size, "sha256": sha256_file(gen / rel)}
-            for rel in sorted(REQUIRED_ARTIFACTS)}
+    return {rel: {"bytes": (gen / rel).stat().st_size, "sha256": sha256_file(gen / rel)} for rel in sorted(expected)}
 
 
 def _discard(path: Path, pointer: bytes) -> None:
@@ -1318,16 +1343,16 @@ def _remove_owned(folder: Path) -> None:
     """Delete the files tqa writes in a generation folder it owns, then the folder. Anything else found there stays,
     and so does the folder, with its owner file."""
     names = sorted(_FORMAT_FILES | {LEASE})
-    keywords_ok = _is_real_dir(folder / BM25_DIR)
+    real_subfolders = {sub for sub in _SUBFOLDERS if _is_real_dir(folder / sub)}
     for rel in names:
-        if rel.startswith(f"{BM25_DIR}/") and not keywords_ok:
+        if "/" in rel and rel.split("/", 1)[0] not in real_subfolders:
             continue  # never through a symlink
         with contextlib.suppress(OSError):
             if not stat.S_ISDIR(os.lstat(folder / rel).st_mode):
                 os.unlink(folder / rel)
-    if keywords_ok:
+    for sub in real_subfolders:
         with contextlib.suppress(OSError):
-            os.rmdir(folder / BM25_DIR)  # only when empty
+            os.rmdir(folder / sub)  # only when empty
     try:
         if set(os.listdir(folder)) - {OWNER}:
             return
