@@ -12,7 +12,7 @@ from .chunking import SECTION_SEPARATOR, Chunk
 from .config import Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion
-from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search
+from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search, vocabulary
 from .store import IndexData, KeywordIndex, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
@@ -289,7 +289,9 @@ class Assistant:
             reason: str | None = LOW_RELEVANCE
             message = NOT_COVERED
         else:
-            reason = coverage_gap(q, [p.text for p in passages[:3]], data.keywords, data.names)
+            # every check looks only at the documents searched: a name another document mentions is still
+            # never mentioned by these
+            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(data, sources))
             message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
         abstained = reason is not None
         if not abstained:
