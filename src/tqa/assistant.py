@@ -3,22 +3,27 @@ passages quoted from the documents, each with its citation and the sentence(s) t
 
 from __future__ import annotations
 
+import numbers
+import re
+import reprlib
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .chunking import SECTION_SEPARATOR, Chunk
-from .config import Settings
+from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
-from .errors import BadQuestion
-from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search, vocabulary
+from .errors import BadQuestion, IndexMismatch
+from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
 from .store import IndexData, KeywordIndex, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = "no passage is relevant enough"
-# Control characters other than tab/newline are replaced by spaces (NUL bytes included).
-_CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {0x7F: " "}
+# Control characters other than tab/newline (C0, DEL and C1, NUL bytes included) are replaced by spaces.
+_CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {c: " " for c in range(0x7F, 0xA0)}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SHOWN_NAMES = 10  # unknown document names listed in an error, at most
 
 
 @dataclass(frozen=True)
@@ -86,18 +91,67 @@ class Answer:
 
 
 def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
-    """Validate and clean a question: NFC, control characters removed, length capped."""
+    """Validate and clean a question: lone surrogates (text that is not valid Unicode, such as undecodable
+    bytes in a command line) and control characters removed, NFC, whitespace collapsed, length capped."""
     if not isinstance(question, str):
         raise BadQuestion("The question must be text.")
-    q = unicodedata.normalize("NFC", question).translate(_CONTROL)
+    warnings = []
+    bound = 4 * max_chars + 1024  # bound the work before cleaning; what is cut here is past the cap anyway
+    cut = len(question) > bound
+    q = question[:bound] if cut else question
+    if _SURROGATE.search(q):
+        # a well-formed pair becomes its character; a lone half is not text and cannot be encoded: removed
+        q = _SURROGATE.sub(" ", q.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass"))
+    q = unicodedata.normalize("NFC", q).translate(_CONTROL)
     q = " ".join(q.split())
     if not q:
         raise BadQuestion("Please type a question: it is empty.")
-    warnings = []
     if len(q) > max_chars:
         q = q[:max_chars].rsplit(" ", 1)[0] or q[:max_chars]
+        cut = True
+    if cut:
         warnings.append(f"The question was longer than {max_chars} characters; only the start was used.")
     return q, warnings
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """A name for a one-line message: as it is when printable, else quoted with its control characters (or
+    lone surrogates) escaped; long names shortened."""
+    text = name if name.isprintable() else repr(name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Query:
+    """A checked request: the cleaned question, the number of passages, the mode and the source filter."""
+
+    question: str
+    k: int
+    mode: str
+    sources: tuple[str, ...] | None
+    warnings: tuple[str, ...] = ()
+
+
+def prepare_query(question: Any, k: Any = None, mode: Any = None, sources: Any = None, *,
+                  settings: Settings) -> Query:
+    """Check a request once, for every front end: the question (``normalize_question``), ``k`` (a whole
+    number from 1 to ``MAX_K``; a bool is not a number here), the mode and the type of ``sources`` (a list of
+    document names, or one name as a string; empty means every document). Whether the sources are in the
+    index is checked against the index that answers (``Assistant.ask``)."""
+    q, warnings = normalize_question(question, settings.max_question_chars)
+    k = settings.k if k is None else k
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= MAX_K:
+        raise BadQuestion(f"The number of passages must be a whole number from 1 to {MAX_K}.")
+    mode = settings.mode if mode is None or mode == "" else mode
+    if not isinstance(mode, str) or mode not in MODES:
+        raise BadQuestion(f"Unknown search mode {reprlib.repr(mode)}; choose one of {', '.join(MODES)}.")
+    if isinstance(sources, str):
+        sources = [sources]  # one document
+    if sources is not None:
+        if not isinstance(sources, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in sources):
+            raise BadQuestion("sources must be a list of document names (text); `tqa info` lists them.")
+        sources = tuple(dict.fromkeys(sources)) or None
+    return Query(q, int(k), mode, sources, tuple(warnings))
 
 
 def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int, int]:
@@ -147,19 +201,11 @@ class Assistant:
              settings: Settings | None = None) -> Assistant:
         settings = settings or Settings.from_env()
         data = load_index(index)
-        model = data.manifest["model"]["name"]
         if embedder is None:
             # the index's model at the precision its vectors were made at (embedding.py)
             embedder = embedder_for_index(data.manifest, load_embedder)
-        elif embedder.name != model:
-            from .errors import IndexMismatch
-
-            raise IndexMismatch(
-                f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
-                "Run `tqa index --rebuild` with the model you want."
-            )
         else:
-            check_precision(embedder, data.manifest, index)
+            _check_embedder(embedder, data, index)
         return cls(data, embedder, settings)
 
     @property
@@ -195,30 +241,7 @@ class Assistant:
     def context(self, source: str, start: int, end: int) -> dict[str, Any]:
         """The section around a passage, for reading it in context: the section's text and offsets, and where
         the passage sits inside it. Reads the index's copy of the document, not the corpus."""
-        chunks = self.data.chunks
-        rows = [int(i) for i in rows_by_source(self.data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
-        if not rows:
-            raise BadQuestion(f"No passage at {source} {start}-{end} in this index.")
-        i = j = rows[0]
-        trail = chunks[i].section
-        while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
-            i -= 1
-        while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
-            j += 1
-        text = self.data.document_text(source)
-        if text is None:
-            raise BadQuestion(f"{source} is not in this index.")
-        a, b = chunks[i].start, chunks[j].end
-        return {
-            "source": source,
-            "section": SECTION_SEPARATOR.join(trail),
-            "page": chunks[rows[0]].page,
-            "start": a,
-            "end": b,
-            "text": text[a:b],
-            "passage_start": start - a,
-            "passage_end": min(end, b) - a,
-        }
+        return _context(self.data, source, start, end)
 
     def reload(self) -> None:
         """Pick up a newly published index (after an incremental build)."""
@@ -267,22 +290,28 @@ class Assistant:
         self.reload()
         return summary
 
+    # ------------------------------------------------------------ asking
+
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
-            sources: list[str] | None = None) -> Answer:
-        k = self.settings.k if k is None else k
-        mode = mode or self.settings.mode
-        if mode not in MODES:
-            raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
-        if not isinstance(k, int) or k < 1:
-            raise BadQuestion("The number of passages must be a whole number of at least 1.")
-        q, warnings = normalize_question(question, self.settings.max_question_chars)
+            sources: str | list[str] | None = None) -> Answer:
+        """Answer ``question`` with up to ``k`` passages (1 to ``MAX_K``; default ``settings.k``), searched with
+        ``mode`` (hybrid, dense, bm25) in every document or only in ``sources``. Bad input raises
+        ``BadQuestion`` with a one-line message (see ``prepare_query``)."""
+        query = prepare_query(question, k, mode, sources, settings=self.settings)
         data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
+        return self._answer(data, query, [])
+
+    def _answer(self, data: IndexData, query: Query, notes: list[str]) -> Answer:
+        q, k, mode, sources = query.question, query.k, query.mode, query.sources
         if sources:
             unknown = sorted(set(sources) - set(data.manifest.get("files", {})))
             if unknown:
-                raise BadQuestion(f"Not in the index: {', '.join(unknown)}. See `tqa info` for the documents.")
+                listed = ", ".join(shown(u) for u in unknown[:SHOWN_NAMES])
+                more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
+                raise BadQuestion(f"Not in the index: {listed}{more}. See `tqa info` for the documents.")
+        source_list = list(sources) if sources else None
         qvec = self.embedder.encode([q])[0]
-        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=sources)
+        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=source_list)
         threshold = self._threshold(data)
         passages = [_passage(data, h, rank, q) for rank, h in enumerate(hits, 1)]
         if relevance is None or relevance < threshold:
@@ -291,13 +320,52 @@ class Assistant:
         else:
             # every check looks only at the documents searched: a name another document mentions is still
             # never mentioned by these
-            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(data, sources))
+            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(data, source_list))
             message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
         abstained = reason is not None
         if not abstained:
             message = f"{len(passages)} passage{'s' if len(passages) != 1 else ''} from the documents."
         return Answer(q, passages, abstained, message, mode,
-                      None if relevance is None else round(relevance, 4), threshold, warnings, reason)
+                      None if relevance is None else round(relevance, 4), threshold,
+                      [*query.warnings, *notes], reason)
+
+
+def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
+    """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with."""
+    model = data.manifest["model"]["name"]
+    if embedder.name != model:
+        raise IndexMismatch(
+            f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
+            "Run `tqa index --rebuild` with the model you want."
+        )
+    check_precision(embedder, data.manifest, index)
+
+
+def _context(data: IndexData, source: str, start: int, end: int) -> dict[str, Any]:
+    chunks = data.chunks
+    rows = [int(i) for i in rows_by_source(data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
+    if not rows:
+        raise BadQuestion(f"No passage at {shown(str(source))} {start}-{end} in this index.")
+    i = j = rows[0]
+    trail = chunks[i].section
+    while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
+        i -= 1
+    while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
+        j += 1
+    text = data.document_text(source)
+    if text is None:
+        raise BadQuestion(f"{shown(source)} is not in this index.")
+    a, b = chunks[i].start, chunks[j].end
+    return {
+        "source": source,
+        "section": SECTION_SEPARATOR.join(trail),
+        "page": chunks[rows[0]].page,
+        "start": a,
+        "end": b,
+        "text": text[a:b],
+        "passage_start": start - a,
+        "passage_end": min(end, b) - a,
+    }
 
 
 def _passage(data: IndexData, hit: Hit, rank: int, question: str) -> Passage:

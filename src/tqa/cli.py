@@ -1,4 +1,5 @@
-"""The ``tqa`` command: argument parsing and printing only; the work is done by the library.
+"""The ``tqa`` command: argument parsing and printing only; the work (and every check of a question, ``-k``,
+mode, source or setting) is done by the library.
 
 Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage.
 """
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question with cited passages",
                        description="Answer a question with passages quoted from the documents.")
     p.add_argument("question", help="the question, in your own words")
-    p.add_argument("-k", type=int, default=5, metavar="N", help="number of passages (default: 5)")
+    p.add_argument("-k", type=int, default=None, metavar="N", help="number of passages, 1-20 (default: 5)")
     p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
                    help="search mode (default: hybrid)")
     p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
@@ -118,13 +119,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    from .assistant import Assistant, normalize_question
+    from .assistant import Assistant, prepare_query
     from .config import Settings
 
     settings = Settings.from_env()
-    normalize_question(args.question, settings.max_question_chars)  # fail fast, before loading the model
-    if args.k < 1:
-        raise TqaError("-k must be at least 1.")
+    # checked before the model is loaded, so that bad input is refused at once (Assistant.ask checks the same)
+    prepare_query(args.question, args.k, args.mode, args.source, settings=settings)
     answer = Assistant.load(args.index, settings=settings).ask(args.question, k=args.k, mode=args.mode,
                                                                sources=args.source)
     if args.json:
