@@ -4,9 +4,13 @@ passages quoted from the documents, each with its citation and the sentence(s) t
 from __future__ import annotations
 
 import numbers
+import os
 import re
 import reprlib
+import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,9 @@ from typing import Any
 from .chunking import SECTION_SEPARATOR, Chunk
 from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
-from .errors import BadQuestion, IndexMismatch
+from .errors import BadQuestion, IndexMismatch, TqaError
 from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
-from .store import IndexData, KeywordIndex, load_index
+from .store import CURRENT, IndexData, KeywordIndex, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = "no passage is relevant enough"
@@ -189,12 +193,27 @@ def _free_name(folder: Path, name: str, data: bytes) -> Path:
 
 
 class Assistant:
-    """Answers questions from one index. Load once, ask many times (thread-safe)."""
+    """Answers questions from one index. Load once, ask many times (thread-safe).
+
+    A running assistant follows its index folder: before each question it looks whether ``CURRENT`` was
+    replaced since it last read it (one ``stat``, no file read on the way of an answer), and when a build has
+    published another generation than the loaded one it loads it, once per publish (one question loads it;
+    questions asked meanwhile answer from the loaded one). A question keeps the index it started with to the
+    end. A generation built with another model is refused with ``IndexMismatch`` rather than searched with
+    this assistant's embedder.
+    """
 
     def __init__(self, data: IndexData, embedder: Embedder, settings: Settings):
-        self.data = data
         self.embedder = embedder
         self.settings = settings
+        self._data = data
+        self._lock = threading.Lock()  # guards _data, _users, _retired, _owned, _refused
+        self._loading = threading.Lock()  # held by the one thread loading a newly published generation
+        self._users: dict[int, int] = {}  # id(data) -> questions answering from it now
+        self._retired: dict[int, IndexData] = {}  # replaced generations still in use, closed when the last ends
+        self._owned: set[int] = set()  # generations this assistant loaded (and so closes); not one handed to it
+        self._refused: tuple[str, TqaError] | None = None  # a published generation this assistant cannot use
+        self._seen: tuple[int, ...] | None = None  # CURRENT's identity when it last named the loaded generation
 
     @classmethod
     def load(cls, index: str | Path = "index", *, embedder: Embedder | None = None,
@@ -206,47 +225,166 @@ class Assistant:
             embedder = embedder_for_index(data.manifest, load_embedder)
         else:
             _check_embedder(embedder, data, index)
-        return cls(data, embedder, settings)
+        qa = cls(data, embedder, settings)
+        qa._owned.add(id(data))
+        return qa
+
+    @property
+    def data(self) -> IndexData:
+        """The index loaded now (a question takes its own snapshot; see the class docstring)."""
+        return self._data
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return self.data.manifest
+        return self._data.manifest
 
     @property
     def threshold(self) -> float:
-        return self._threshold(self.data)
+        return self._threshold(self._data)
 
     def _threshold(self, data: IndexData) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
         return float(data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
 
+    # ------------------------------------------------------------ following the index folder
+
+    def _follow(self, strict: bool = True) -> list[str]:
+        """Load a newly published generation if there is one (see the class docstring). Returns warnings for
+        the reader; raises the ``IndexMismatch`` of a generation this assistant cannot answer from (unless
+        ``strict`` is false: then it goes on with the loaded one)."""
+        data = self._data
+        if data.path is None:
+            return []  # an index held in memory only
+        stamp = _stamp(data.path.parent)
+        if stamp is None or stamp == self._seen:
+            return []  # no index there any more (keep the loaded one), or the same CURRENT as last time
+        try:
+            gen = current_generation(data.path.parent)
+        except TqaError:
+            return []  # CURRENT is being replaced or was damaged: keep the loaded index
+        if gen is None or gen.name == data.path.name:
+            self._seen = stamp  # (stamped before reading: a publish in between is seen next time)
+            return []
+        refused = self._refused
+        if refused is None or refused[0] != gen.name:
+            if not self._loading.acquire(blocking=False):
+                return []  # another question is loading it; this one answers from the loaded index
+            try:
+                self._load_published()
+            finally:
+                self._loading.release()
+            refused = self._refused
+            if refused is None or refused[0] != gen.name:
+                return []
+        if isinstance(refused[1], IndexMismatch) and strict:
+            raise refused[1]
+        return [f"A newer index was published but cannot be used: {refused[1]} Answers come from the index "
+                "loaded before."]
+
+    def _load_published(self) -> None:
+        """Load the live generation if it is not the loaded one (the caller holds ``_loading``)."""
+        current = self._data
+        assert current.path is not None
+        root = current.path.parent
+        try:
+            gen = current_generation(root)
+        except TqaError:
+            return
+        if gen is None or gen.name == current.path.name:
+            return
+        try:
+            new = load_index(root)
+        except TqaError as exc:
+            with self._lock:
+                self._refused = (gen.name, exc)
+            return
+        assert new.path is not None
+        try:
+            _check_embedder(self.embedder, new, root)
+        except IndexMismatch as exc:
+            _close(new)
+            with self._lock:
+                self._refused = (new.path.name, exc)
+            return
+        self._install(new)
+
+    def _install(self, new: IndexData) -> None:
+        """Make ``new`` the loaded index; the one it replaces is closed now, or when its last question ends."""
+        with self._lock:
+            old, self._data = self._data, new
+            self._owned.add(id(new))
+            self._refused = None
+            close = id(old) in self._owned and old is not new
+            if close and self._users.get(id(old)):
+                self._retired[id(old)] = old  # a question is still answering from it
+                close = False
+            if close:
+                self._owned.discard(id(old))
+        if close:
+            _close(old)
+
+    @contextmanager
+    def _snapshot(self, strict: bool = True) -> Iterator[tuple[IndexData, list[str]]]:
+        """The index one question answers from, from start to end, and warnings about it."""
+        notes = self._follow(strict)
+        with self._lock:
+            data = self._data
+            self._users[id(data)] = self._users.get(id(data), 0) + 1
+        try:
+            yield data, notes
+        finally:
+            with self._lock:
+                n = self._users.pop(id(data)) - 1
+                if n:
+                    self._users[id(data)] = n
+                retired = self._retired.pop(id(data), None) if not n else None
+                if retired is not None:
+                    self._owned.discard(id(data))
+            if retired is not None:
+                _close(retired)
+
+    def reload(self) -> None:
+        """Load the live generation now (after an incremental build); a question in flight keeps the old one."""
+        assert self._data.path is not None
+        with self._loading:
+            new = load_index(self._data.path.parent)
+            try:
+                _check_embedder(self.embedder, new, self._data.path.parent)
+            except IndexMismatch:
+                _close(new)
+                raise
+            if new.path is not None and self._data.path is not None and new.path.name == self._data.path.name:
+                _close(new)  # nothing was published meanwhile
+                return
+            self._install(new)
+
+    # ------------------------------------------------------------ what the index holds
+
     def sources(self) -> list[str]:
-        return sorted(self.data.manifest.get("files", {}))
+        self._follow(strict=False)
+        return sorted(self._data.manifest.get("files", {}))
 
     def info(self) -> dict[str, Any]:
         """What the index holds, for a status panel."""
-        m = self.data.manifest
+        self._follow(strict=False)
+        m = self._data.manifest
         return {
             "documents": m["counts"]["files"],
             "chunks": m["counts"]["chunks"],
             "model": m["model"]["name"],
             "built": m.get("created"),
             "corpus": m.get("corpus"),
-            "sources": self.sources(),
+            "sources": sorted(m.get("files", {})),
             "skipped": m.get("skipped", []),
-            "abstain_threshold": self.threshold,
+            "abstain_threshold": self._threshold(self._data),
         }
 
     def context(self, source: str, start: int, end: int) -> dict[str, Any]:
         """The section around a passage, for reading it in context: the section's text and offsets, and where
         the passage sits inside it. Reads the index's copy of the document, not the corpus."""
-        return _context(self.data, source, start, end)
-
-    def reload(self) -> None:
-        """Pick up a newly published index (after an incremental build)."""
-        assert self.data.path is not None
-        self.data = load_index(self.data.path.parent)  # one assignment: a question in flight keeps the old one
+        with self._snapshot() as (data, _):
+            return _context(data, source, start, end)
 
     def add_documents(self, files: list[tuple[str, bytes]], *, subfolder: str = "uploads",
                       max_bytes: int | None = None, on_progress: Any = None) -> Any:
@@ -256,7 +394,7 @@ class Assistant:
         from .indexing import build_index
         from .loaders import SUPPORTED, size_text
 
-        corpus = self.data.manifest.get("corpus")
+        corpus = self._data.manifest.get("corpus")
         if not corpus or not Path(corpus).is_dir():
             raise BadQuestion("The corpus folder of this index is not available; add files there and run `tqa index`.")
         limit = max_bytes or self.settings.max_file_bytes
@@ -279,8 +417,8 @@ class Assistant:
             tmp.write_bytes(data)
             tmp.replace(dest)
             written.append(dest)
-        assert self.data.path is not None
-        summary = build_index(corpus, self.data.path.parent, embedder=self.embedder, settings=self.settings,
+        assert self._data.path is not None
+        summary = build_index(corpus, self._data.path.parent, embedder=self.embedder, settings=self.settings,
                               on_progress=on_progress)
         # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.
         skipped = {s["path"] for s in summary.skipped}
@@ -298,8 +436,8 @@ class Assistant:
         ``mode`` (hybrid, dense, bm25) in every document or only in ``sources``. Bad input raises
         ``BadQuestion`` with a one-line message (see ``prepare_query``)."""
         query = prepare_query(question, k, mode, sources, settings=self.settings)
-        data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
-        return self._answer(data, query, [])
+        with self._snapshot() as (data, notes):
+            return self._answer(data, query, notes)
 
     def _answer(self, data: IndexData, query: Query, notes: list[str]) -> Answer:
         q, k, mode, sources = query.question, query.k, query.mode, query.sources
@@ -339,6 +477,22 @@ def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
             "Run `tqa index --rebuild` with the model you want."
         )
     check_precision(embedder, data.manifest, index)
+
+
+def _stamp(index_dir: Path) -> tuple[int, ...] | None:
+    """The identity of ``index_dir/CURRENT`` (a publish replaces it with a new file), or None without one."""
+    try:
+        st = os.stat(index_dir / CURRENT)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _close(data: IndexData) -> None:
+    """Release what a loaded index holds open (when the store offers it)."""
+    close = getattr(data, "close", None)
+    if callable(close):
+        close()
 
 
 def _context(data: IndexData, source: str, start: int, end: int) -> dict[str, Any]:
