@@ -65,6 +65,14 @@ def test_compare_lists_questions_that_moved(eval_index, passing_report, tmp_path
     r = tqa_eval("--index", str(eval_index), "--compare", str(old), "--no-gate")
     assert r.returncode == 0 and "Compared with" in r.stdout
     assert "moved" in r.stdout or "newly fails" in r.stdout
+    # first how each metric moved (the old report's metrics were kept: every one is the same), then the questions
+    after = r.stdout.split("Compared with", 1)[1].splitlines()[1:]
+    assert [line.split()[0] for line in after[:6]] == ["hit@1", "hit@3", "hit@5", "mrr@10", "abstained_unanswerable",
+                                                      "abstained_answerable"]
+    assert all(line.endswith("same") for line in after[:6])
+    assert after[7].startswith("Questions that changed: ")
+    changed = [line for line in after[8:] if line.startswith("  ")]
+    assert changed and len(changed) < len(report["runs"]["hybrid"]["questions"])
 
 
 def test_missing_evidence_is_an_error_naming_the_question(eval_index, tmp_path):

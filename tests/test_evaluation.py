@@ -200,3 +200,70 @@ def test_evaluate_beir_end_to_end(tiny_beir, fake_embedder):
 def test_not_a_beir_folder(tmp_path):
     with pytest.raises(EvalError, match="not a BEIR folder"):
         load_beir(tmp_path)
+
+
+# ---- --compare: how each metric moved, then only the questions that changed
+
+
+@pytest.fixture
+def eval_setup(small_corpus, tmp_path, fake_embedder):
+    from tqa.evaluation import run_eval
+
+    qs = tmp_path / "q.jsonl"
+    rows = [{"id": "s", "question": "Sweden purchase of sex", "answers": ["Sweden criminalises the purchase of sex"]},
+            {"id": "t", "question": "payments hard to trace",
+             "answers": ["Cryptocurrencies make payments hard to trace."]},
+            {"id": "n", "question": "NGOs train police officers", "answers": ["NGOs train police officers"]},
+            {"id": "u", "question": "What is the tallest mountain in Africa?", "answers": [],
+             "answerable": False}]
+    qs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(**kw):
+        return run_eval(questions=qs, corpus=small_corpus, index=tmp_path / "i", thresholds=None, mode="bm25",
+                        embedder=fake_embedder, **kw)
+
+    old = tmp_path / "old.json"
+    run(json_out=old)
+    return run, old
+
+
+def test_compare_prints_how_each_metric_moved_then_only_the_changed_questions(eval_setup):
+    from tqa.evaluation import QUESTION_METRICS
+
+    run, old = eval_setup
+    report = json.loads(old.read_text())
+    now = report["runs"]["bm25"]["metrics"]
+    q = next(q for q in report["runs"]["bm25"]["questions"] if q["id"] == "t")
+    q["rank"] = 7  # pretend question t used to rank its evidence 7th: hit@1 and mrr@10 were lower
+    report["runs"]["bm25"]["metrics"] = dict(now, **{"hit@1": now["hit@1"] - 1 / 3, "mrr@10": 0.5})
+    old.write_text(json.dumps(report))
+    _, lines, _ = run(compare_with=old)
+    start = next(i for i, line in enumerate(lines) if line.startswith("Compared with"))
+    assert lines[start] == f"Compared with {old} (bm25):"
+    summary = lines[start + 1:start + 1 + len(QUESTION_METRICS)]
+    assert [line.split()[0] for line in summary] == list(QUESTION_METRICS)  # every metric, first, in order
+    moved = {line.split()[0]: line for line in summary}
+    assert moved["hit@1"].split()[1:] == [f"{now['hit@1'] - 1 / 3:.3f}", "->", f"{now['hit@1']:.3f}", "+0.333"]
+    assert moved["mrr@10"].split()[1:] == ["0.500", "->", f"{now['mrr@10']:.3f}", f"{now['mrr@10'] - 0.5:+.3f}"]
+    assert moved["hit@5"].split()[-1] == "same"
+    rest = lines[start + 1 + len(QUESTION_METRICS):]
+    assert rest[:2] == ["", "Questions that changed: 1 of 4"]
+    assert rest[2].startswith("  newly passes t: rank 7 -> ") or rest[2].startswith("  moved        t: rank 7 -> ")
+    assert not any(f" {qid}: " in line for line in rest for qid in ("s", "n", "u"))  # unchanged ones are not listed
+
+
+def test_compare_with_no_change_says_so_after_the_summary(eval_setup):
+    run, old = eval_setup
+    _, lines, _ = run(compare_with=old)
+    assert "Questions that changed: 0 of 4" in lines
+    summary = lines[lines.index(f"Compared with {old} (bm25):") + 1:lines.index("Questions that changed: 0 of 4")]
+    assert all(line.endswith("same") for line in summary if line)
+
+
+@pytest.mark.parametrize("content", ["[]", "{}", '{"runs": 3}', '"text"', '{"kind": "beir", "runs": {}}'])
+def test_compare_with_something_that_is_not_a_report_is_one_line(eval_setup, content):
+    run, old = eval_setup
+    old.write_text(content)
+    with pytest.raises(EvalError, match="report") as err:
+        run(compare_with=old)
+    assert "\n" not in str(err.value)

@@ -3,23 +3,32 @@ passages quoted from the documents, each with its citation and the sentence(s) t
 
 from __future__ import annotations
 
+import numbers
+import os
+import re
+import reprlib
+import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .chunking import SECTION_SEPARATOR, Chunk
-from .config import Settings
+from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
-from .errors import BadQuestion
-from .query_encoder import for_documents, load_query_encoder
-from .retrieval import MODES, Hit, coverage_gap, rows_by_source, search
-from .store import IndexData, KeywordIndex, load_index
+from .errors import BadQuestion, IndexMismatch, TqaError
+from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
+from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
+from .store import CURRENT, IndexData, KeywordIndex, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = "no passage is relevant enough"
-# Control characters other than tab/newline are replaced by spaces (NUL bytes included).
-_CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {0x7F: " "}
+# Control characters other than tab/newline (C0, DEL and C1, NUL bytes included) are replaced by spaces.
+_CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {c: " " for c in range(0x7F, 0xA0)}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+SHOWN_NAMES = 10  # unknown document names listed in an error, at most
 
 
 @dataclass(frozen=True)
@@ -87,18 +96,67 @@ class Answer:
 
 
 def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
-    """Validate and clean a question: NFC, control characters removed, length capped."""
+    """Validate and clean a question: lone surrogates (text that is not valid Unicode, such as undecodable
+    bytes in a command line) and control characters removed, NFC, whitespace collapsed, length capped."""
     if not isinstance(question, str):
         raise BadQuestion("The question must be text.")
-    q = unicodedata.normalize("NFC", question).translate(_CONTROL)
+    warnings = []
+    bound = 4 * max_chars + 1024  # bound the work before cleaning; what is cut here is past the cap anyway
+    cut = len(question) > bound
+    q = question[:bound] if cut else question
+    if _SURROGATE.search(q):
+        # a well-formed pair becomes its character; a lone half is not text and cannot be encoded: removed
+        q = _SURROGATE.sub(" ", q.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass"))
+    q = unicodedata.normalize("NFC", q).translate(_CONTROL)
     q = " ".join(q.split())
     if not q:
         raise BadQuestion("Please type a question: it is empty.")
-    warnings = []
     if len(q) > max_chars:
         q = q[:max_chars].rsplit(" ", 1)[0] or q[:max_chars]
+        cut = True
+    if cut:
         warnings.append(f"The question was longer than {max_chars} characters; only the start was used.")
     return q, warnings
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """A name for a one-line message: as it is when printable, else quoted with its control characters (or
+    lone surrogates) escaped; long names shortened."""
+    text = name if name.isprintable() else repr(name)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Query:
+    """A checked request: the cleaned question, the number of passages, the mode and the source filter."""
+
+    question: str
+    k: int
+    mode: str
+    sources: tuple[str, ...] | None
+    warnings: tuple[str, ...] = ()
+
+
+def prepare_query(question: Any, k: Any = None, mode: Any = None, sources: Any = None, *,
+                  settings: Settings) -> Query:
+    """Check a request once, for every front end: the question (``normalize_question``), ``k`` (a whole
+    number from 1 to ``MAX_K``; a bool is not a number here), the mode and the type of ``sources`` (a list of
+    document names, or one name as a string; empty means every document). Whether the sources are in the
+    index is checked against the index that answers (``Assistant.ask``)."""
+    q, warnings = normalize_question(question, settings.max_question_chars)
+    k = settings.k if k is None else k
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= MAX_K:
+        raise BadQuestion(f"The number of passages must be a whole number from 1 to {MAX_K}.")
+    mode = settings.mode if mode is None or mode == "" else mode
+    if not isinstance(mode, str) or mode not in MODES:
+        raise BadQuestion(f"Unknown search mode {reprlib.repr(mode)}; choose one of {', '.join(MODES)}.")
+    if isinstance(sources, str):
+        sources = [sources]  # one document
+    if sources is not None:
+        if not isinstance(sources, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in sources):
+            raise BadQuestion("sources must be a list of document names (text); `tqa info` lists them.")
+        sources = tuple(dict.fromkeys(sources)) or None
+    return Query(q, int(k), mode, sources, tuple(warnings))
 
 
 def highlight(chunk: Chunk, question: str, keywords: KeywordIndex) -> tuple[int, int]:
@@ -136,96 +194,199 @@ def _free_name(folder: Path, name: str, data: bytes) -> Path:
 
 
 class Assistant:
-    """Answers questions from one index. Load once, ask many times (thread-safe)."""
+    """Answers questions from one index. Load once, ask many times (thread-safe).
+
+    A running assistant follows its index folder: before each question it looks whether ``CURRENT`` was
+    replaced since it last read it (one ``stat``, no file read on the way of an answer), and when a build has
+    published another generation than the loaded one it loads it, once per publish (one question loads it;
+    questions asked meanwhile answer from the loaded one). A question keeps the index it started with to the
+    end. A generation built with another model is refused with ``IndexMismatch`` rather than searched with
+    this assistant's embedder.
+    """
 
     def __init__(self, data: IndexData, embedder: Embedder, settings: Settings):
-        self.data = data
         self.embedder = embedder
         self.settings = settings
+        self._data = data
+        self._lock = threading.Lock()  # guards _data, _users, _retired, _owned, _refused
+        self._loading = threading.Lock()  # held by the one thread loading a newly published generation
+        self._users: dict[int, int] = {}  # id(data) -> questions answering from it now
+        self._retired: dict[int, IndexData] = {}  # replaced generations still in use, closed when the last ends
+        self._owned: set[int] = set()  # generations this assistant loaded (and so closes); not one handed to it
+        self._refused: tuple[str, TqaError] | None = None  # a published generation this assistant cannot use
+        self._seen: tuple[int, ...] | None = None  # CURRENT's identity when it last named the loaded generation
 
     @classmethod
     def load(cls, index: str | Path = "index", *, embedder: Embedder | None = None,
              settings: Settings | None = None) -> Assistant:
         settings = settings or Settings.from_env()
         data = load_index(index)
-        model = data.manifest["model"]["name"]
         if embedder is None:
             # the index's exported model, without torch (query_encoder.py); else the index's model at the
             # precision its vectors were made at (embedding.py)
             embedder = load_query_encoder(data.manifest, data.path) or embedder_for_index(data.manifest, load_embedder)
-        elif embedder.name != model:
-            from .errors import IndexMismatch
-
-            raise IndexMismatch(
-                f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
-                "Run `tqa index --rebuild` with the model you want."
-            )
         else:
-            check_precision(embedder, data.manifest, index)
-        return cls(data, embedder, settings)
+            _check_embedder(embedder, data, index)
+        qa = cls(data, embedder, settings)
+        qa._owned.add(id(data))
+        return qa
+
+    @property
+    def data(self) -> IndexData:
+        """The index loaded now (a question takes its own snapshot; see the class docstring)."""
+        return self._data
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return self.data.manifest
+        return self._data.manifest
 
     @property
     def threshold(self) -> float:
-        return self._threshold(self.data)
+        return self._threshold(self._data)
 
     def _threshold(self, data: IndexData) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
         return float(data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
 
+    # ------------------------------------------------------------ following the index folder
+
+    def _follow(self, strict: bool = True) -> list[str]:
+        """Load a newly published generation if there is one (see the class docstring). Returns warnings for
+        the reader; raises the ``IndexMismatch`` of a generation this assistant cannot answer from (unless
+        ``strict`` is false: then it goes on with the loaded one)."""
+        data = self._data
+        if data.path is None:
+            return []  # an index held in memory only
+        stamp = _stamp(data.path.parent)
+        if stamp is None or stamp == self._seen:
+            return []  # no index there any more (keep the loaded one), or the same CURRENT as last time
+        try:
+            gen = current_generation(data.path.parent)
+        except TqaError:
+            return []  # CURRENT is being replaced or was damaged: keep the loaded index
+        if gen is None or gen.name == data.path.name:
+            self._seen = stamp  # (stamped before reading: a publish in between is seen next time)
+            return []
+        refused = self._refused
+        if refused is None or refused[0] != gen.name:
+            if not self._loading.acquire(blocking=False):
+                return []  # another question is loading it; this one answers from the loaded index
+            try:
+                self._load_published()
+            finally:
+                self._loading.release()
+            refused = self._refused
+            if refused is None or refused[0] != gen.name:
+                return []
+        if isinstance(refused[1], IndexMismatch) and strict:
+            raise refused[1]
+        return [f"A newer index was published but cannot be used: {refused[1]} Answers come from the index "
+                "loaded before."]
+
+    def _load_published(self) -> None:
+        """Load the live generation if it is not the loaded one (the caller holds ``_loading``)."""
+        current = self._data
+        assert current.path is not None
+        root = current.path.parent
+        try:
+            gen = current_generation(root)
+        except TqaError:
+            return
+        if gen is None or gen.name == current.path.name:
+            return
+        try:
+            new = load_index(root)
+        except TqaError as exc:
+            with self._lock:
+                self._refused = (gen.name, exc)
+            return
+        assert new.path is not None
+        try:
+            _check_embedder(self.embedder, new, root)
+        except IndexMismatch as exc:
+            _close(new)
+            with self._lock:
+                self._refused = (new.path.name, exc)
+            return
+        self._install(new)
+
+    def _install(self, new: IndexData) -> None:
+        """Make ``new`` the loaded index; the one it replaces is closed now, or when its last question ends."""
+        with self._lock:
+            old, self._data = self._data, new
+            self._owned.add(id(new))
+            self._refused = None
+            close = id(old) in self._owned and old is not new
+            if close and self._users.get(id(old)):
+                self._retired[id(old)] = old  # a question is still answering from it
+                close = False
+            if close:
+                self._owned.discard(id(old))
+        if close:
+            _close(old)
+
+    @contextmanager
+    def _snapshot(self, strict: bool = True) -> Iterator[tuple[IndexData, list[str]]]:
+        """The index one question answers from, from start to end, and warnings about it."""
+        notes = self._follow(strict)
+        with self._lock:
+            data = self._data
+            self._users[id(data)] = self._users.get(id(data), 0) + 1
+        try:
+            yield data, notes
+        finally:
+            with self._lock:
+                n = self._users.pop(id(data)) - 1
+                if n:
+                    self._users[id(data)] = n
+                retired = self._retired.pop(id(data), None) if not n else None
+                if retired is not None:
+                    self._owned.discard(id(data))
+            if retired is not None:
+                _close(retired)
+
+    def reload(self) -> None:
+        """Load the live generation now (after an incremental build); a question in flight keeps the old one."""
+        assert self._data.path is not None
+        with self._loading:
+            new = load_index(self._data.path.parent)
+            try:
+                _check_embedder(self.embedder, new, self._data.path.parent)
+            except IndexMismatch:
+                _close(new)
+                raise
+            if new.path is not None and self._data.path is not None and new.path.name == self._data.path.name:
+                _close(new)  # nothing was published meanwhile
+                return
+            self._install(new)
+
+    # ------------------------------------------------------------ what the index holds
+
     def sources(self) -> list[str]:
-        return sorted(self.data.manifest.get("files", {}))
+        self._follow(strict=False)
+        return sorted(self._data.manifest.get("files", {}))
 
     def info(self) -> dict[str, Any]:
         """What the index holds, for a status panel."""
-        m = self.data.manifest
+        self._follow(strict=False)
+        m = self._data.manifest
         return {
             "documents": m["counts"]["files"],
             "chunks": m["counts"]["chunks"],
             "model": m["model"]["name"],
             "built": m.get("created"),
             "corpus": m.get("corpus"),
-            "sources": self.sources(),
+            "sources": sorted(m.get("files", {})),
             "skipped": m.get("skipped", []),
-            "abstain_threshold": self.threshold,
+            "abstain_threshold": self._threshold(self._data),
         }
 
     def context(self, source: str, start: int, end: int) -> dict[str, Any]:
         """The section around a passage, for reading it in context: the section's text and offsets, and where
         the passage sits inside it. Reads the index's copy of the document, not the corpus."""
-        chunks = self.data.chunks
-        rows = [int(i) for i in rows_by_source(self.data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
-        if not rows:
-            raise BadQuestion(f"No passage at {source} {start}-{end} in this index.")
-        i = j = rows[0]
-        trail = chunks[i].section
-        while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
-            i -= 1
-        while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
-            j += 1
-        text = self.data.document_text(source)
-        if text is None:
-            raise BadQuestion(f"{source} is not in this index.")
-        a, b = chunks[i].start, chunks[j].end
-        return {
-            "source": source,
-            "section": SECTION_SEPARATOR.join(trail),
-            "page": chunks[rows[0]].page,
-            "start": a,
-            "end": b,
-            "text": text[a:b],
-            "passage_start": start - a,
-            "passage_end": min(end, b) - a,
-        }
-
-    def reload(self) -> None:
-        """Pick up a newly published index (after an incremental build)."""
-        assert self.data.path is not None
-        self.data = load_index(self.data.path.parent)  # one assignment: a question in flight keeps the old one
+        with self._snapshot() as (data, _):
+            return _context(data, source, start, end)
 
     def add_documents(self, files: list[tuple[str, bytes]], *, subfolder: str = "uploads",
                       max_bytes: int | None = None, on_progress: Any = None) -> Any:
@@ -235,7 +396,7 @@ class Assistant:
         from .indexing import build_index
         from .loaders import SUPPORTED, size_text
 
-        corpus = self.data.manifest.get("corpus")
+        corpus = self._data.manifest.get("corpus")
         if not corpus or not Path(corpus).is_dir():
             raise BadQuestion("The corpus folder of this index is not available; add files there and run `tqa index`.")
         limit = max_bytes or self.settings.max_file_bytes
@@ -258,9 +419,9 @@ class Assistant:
             tmp.write_bytes(data)
             tmp.replace(dest)
             written.append(dest)
-        assert self.data.path is not None
-        documents_embedder = for_documents(self.embedder, self.data.manifest, load_embedder)  # the full model
-        summary = build_index(corpus, self.data.path.parent, embedder=documents_embedder, settings=self.settings,
+        assert self._data.path is not None
+        documents_embedder = for_documents(self.embedder, self._data.manifest, load_embedder)  # the full model
+        summary = build_index(corpus, self._data.path.parent, embedder=documents_embedder, settings=self.settings,
                               on_progress=on_progress)
         # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.
         skipped = {s["path"] for s in summary.skipped}
@@ -270,35 +431,101 @@ class Assistant:
         self.reload()
         return summary
 
+    # ------------------------------------------------------------ asking
+
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
-            sources: list[str] | None = None) -> Answer:
-        k = self.settings.k if k is None else k
-        mode = mode or self.settings.mode
-        if mode not in MODES:
-            raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
-        if not isinstance(k, int) or k < 1:
-            raise BadQuestion("The number of passages must be a whole number of at least 1.")
-        q, warnings = normalize_question(question, self.settings.max_question_chars)
-        data = self.data  # one snapshot per question, even if an upload reloads the index meanwhile
+            sources: str | list[str] | None = None) -> Answer:
+        """Answer ``question`` with up to ``k`` passages (1 to ``MAX_K``; default ``settings.k``), searched with
+        ``mode`` (hybrid, dense, bm25) in every document or only in ``sources``. Bad input raises
+        ``BadQuestion`` with a one-line message (see ``prepare_query``)."""
+        query = prepare_query(question, k, mode, sources, settings=self.settings)
+        with self._snapshot() as (data, notes):
+            return self._answer(data, query, notes)
+
+    def _answer(self, data: IndexData, query: Query, notes: list[str]) -> Answer:
+        q, k, mode, sources = query.question, query.k, query.mode, query.sources
         if sources:
             unknown = sorted(set(sources) - set(data.manifest.get("files", {})))
             if unknown:
-                raise BadQuestion(f"Not in the index: {', '.join(unknown)}. See `tqa info` for the documents.")
+                listed = ", ".join(shown(u) for u in unknown[:SHOWN_NAMES])
+                more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
+                raise BadQuestion(f"Not in the index: {listed}{more}. See `tqa info` for the documents.")
+        source_list = list(sources) if sources else None
         qvec = self.embedder.encode([q])[0]
-        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=sources)
+        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=source_list)
         threshold = self._threshold(data)
         passages = [_passage(data, h, rank, q) for rank, h in enumerate(hits, 1)]
         if relevance is None or relevance < threshold:
             reason: str | None = LOW_RELEVANCE
             message = NOT_COVERED
         else:
-            reason = coverage_gap(q, [p.text for p in passages[:3]], data.keywords, data.names)
+            # every check looks only at the documents searched: a name another document mentions is still
+            # never mentioned by these
+            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(data, source_list))
             message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
         abstained = reason is not None
         if not abstained:
             message = f"{len(passages)} passage{'s' if len(passages) != 1 else ''} from the documents."
         return Answer(q, passages, abstained, message, mode,
-                      None if relevance is None else round(relevance, 4), threshold, warnings, reason)
+                      None if relevance is None else round(relevance, 4), threshold,
+                      [*query.warnings, *notes], reason)
+
+
+def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
+    """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with. The
+    question encoder exported from the model (query_encoder.py) computes in fp32 for an index of any precision: its
+    agreement with the index's own vectors was checked when it was exported."""
+    model = data.manifest["model"]["name"]
+    if embedder.name != model:
+        raise IndexMismatch(
+            f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
+            "Run `tqa index --rebuild` with the model you want."
+        )
+    if not isinstance(embedder, OnnxQueryEncoder):
+        check_precision(embedder, data.manifest, index)
+
+
+def _stamp(index_dir: Path) -> tuple[int, ...] | None:
+    """The identity of ``index_dir/CURRENT`` (a publish replaces it with a new file), or None without one."""
+    try:
+        st = os.stat(index_dir / CURRENT)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _close(data: IndexData) -> None:
+    """Release what a loaded index holds open (when the store offers it)."""
+    close = getattr(data, "close", None)
+    if callable(close):
+        close()
+
+
+def _context(data: IndexData, source: str, start: int, end: int) -> dict[str, Any]:
+    chunks = data.chunks
+    rows = [int(i) for i in rows_by_source(data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
+    if not rows:
+        raise BadQuestion(f"No passage at {shown(str(source))} {start}-{end} in this index.")
+    i = j = rows[0]
+    trail = chunks[i].section
+    while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
+        i -= 1
+    while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
+        j += 1
+    text = data.document_text(source)
+    if text is None:
+        raise BadQuestion(f"{shown(source)} is not in this index.")
+    a, b = chunks[i].start, chunks[j].end
+    return {
+        "source": source,
+        "section": SECTION_SEPARATOR.join(trail),
+        "page": chunks[rows[0]].page,
+        "start": a,
+        "end": b,
+        "text": text[a:b],
+        "passage_start": start - a,
+        "passage_end": min(end, b) - a,
+    }
 
 
 def _passage(data: IndexData, hit: Hit, rank: int, question: str) -> Passage:

@@ -1,6 +1,9 @@
-"""The ``tqa`` command: argument parsing and printing only; the work is done by the library.
+"""The ``tqa`` command: argument parsing and printing only; the work (and every check of a question, ``-k``,
+mode, source or setting) is done by the library.
 
-Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage.
+Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage, 141 (128 + SIGPIPE, as
+for any Unix tool) when the reader of the output goes away early, as ``| head -1`` does: then nothing more is
+printed, not even a message, since the reader has what it asked for.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -18,6 +22,27 @@ from .errors import TqaError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE
+
+# Characters that would break a printed line or reach the terminal as a command: C0 and C1 controls (newline,
+# carriage return, escape...), line and paragraph separators, bidirectional overrides, and lone surrogates.
+_NOT_INLINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def inline(value: object) -> str:
+    """``value`` as text that stays on its line: such characters are shown escaped (a file named "a\\nb.md"
+    prints as ``a\\nb.md``), so a name from the corpus can neither split a line nor drive the terminal."""
+    return _NOT_INLINE.sub(lambda m: repr(m.group())[1:-1], str(value))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {port}")
+    return port
 
 
 def _index_default() -> str:
@@ -55,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="answer a question with cited passages",
                        description="Answer a question with passages quoted from the documents.")
     p.add_argument("question", help="the question, in your own words")
-    p.add_argument("-k", type=int, default=5, metavar="N", help="number of passages (default: 5)")
+    p.add_argument("-k", type=int, default=None, metavar="N", help="number of passages, 1-20 (default: 5)")
     p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
                    help="search mode (default: hybrid)")
     p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
@@ -90,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the web page",
                        description="Serve the web page for asking questions.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     _add_index(p)
     return parser
 
@@ -98,16 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_answer(answer: Any) -> None:
     width = 100
     if answer.abstained:
-        print(answer.message)
+        print(inline(answer.message))
         if answer.passages:
             print("\nClosest passages (not an answer):")
     for p in answer.passages:
         rel = f"relevance {p.relevance:.2f}" if p.relevance is not None else f"score {p.score:.3f}"
-        print(f"\n[{p.rank}] {p.citation()}  ({rel})")
-        print(textwrap.fill(f"» {p.highlight}", width, initial_indent="    ", subsequent_indent="      "))
-        print(textwrap.fill(p.text, width, initial_indent="    ", subsequent_indent="    "))
+        print(f"\n[{p.rank}] {inline(p.citation())}  ({rel})")
+        print(textwrap.fill(f"» {_flat(p.highlight)}", width, initial_indent="    ", subsequent_indent="      "))
+        print(textwrap.fill(_flat(p.text), width, initial_indent="    ", subsequent_indent="    "))
     for w in answer.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {inline(w)}", file=sys.stderr)
+
+
+def _flat(text: str) -> str:
+    """Passage text for the terminal: whitespace runs (line breaks included) as one space, controls escaped."""
+    return inline(" ".join(text.split()))
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -117,18 +147,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:
-        print("\n".join(summary.lines()))
+        print("\n".join(inline(line) for line in summary.lines()))  # one line per fact, whatever a name holds
     return 0
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    from .assistant import Assistant, normalize_question
+    from .assistant import Assistant, prepare_query
     from .config import Settings
 
     settings = Settings.from_env()
-    normalize_question(args.question, settings.max_question_chars)  # fail fast, before loading the model
-    if args.k < 1:
-        raise TqaError("-k must be at least 1.")
+    # checked before the model is loaded, so that bad input is refused at once (Assistant.ask checks the same)
+    prepare_query(args.question, args.k, args.mode, args.source, settings=settings)
     answer = Assistant.load(args.index, settings=settings).ask(args.question, k=args.k, mode=args.mode,
                                                                sources=args.source)
     if args.json:
@@ -146,17 +175,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in m.items()}, indent=2, ensure_ascii=False))
         return 0
     cal = m.get("calibration", {})
-    print(f"index:      {args.index} (format {m['format_version']}, tqa {m.get('tqa_version')})")
-    print(f"built:      {m.get('created')} from {m.get('corpus')}")
-    print(f"model:      {m['model']['name']} ({m['model']['dim']} dimensions)")
-    print(f"chunking:   {m.get('chunking')}")
-    print(f"documents:  {m['counts']['files']}    chunks: {m['counts']['chunks']}")
-    print(f"abstain below relevance {cal.get('abstain_threshold')} (calibrated on {cal.get('probes')} probes)")
+    lines = [
+        f"index:      {args.index} (format {m['format_version']}, tqa {m.get('tqa_version')})",
+        f"built:      {m.get('created')} from {m.get('corpus')}",
+        f"model:      {m['model']['name']} ({m['model']['dim']} dimensions)",
+        f"chunking:   {m.get('chunking')}",
+        f"documents:  {m['counts']['files']}    chunks: {m['counts']['chunks']}",
+        f"abstain below relevance {cal.get('abstain_threshold')} (calibrated on {cal.get('probes')} probes)",
+    ]
     for src, meta in sorted(m.get("files", {}).items()):
         page = f", {meta['pages']} pages" if meta.get("pages") else ""
-        print(f"  {src}  ({meta.get('format')}, {meta.get('chunks')} chunks{page})")
+        lines.append(f"  {src}  ({meta.get('format')}, {meta.get('chunks')} chunks{page})")
     for s in m.get("skipped", []):
-        print(f"  skipped {s['path']}: {s['reason']}")
+        lines.append(f"  skipped {s['path']}: {s['reason']}")
+    for line in lines:
+        print(inline(line))  # one line per document, whatever its name holds
     return 0
 
 
@@ -187,12 +220,23 @@ COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cm
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Text that cannot be encoded (a lone surrogate from an undecodable file name) is printed escaped, never
+    # turned into an error halfway through the output.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a reader gone away is seen here too
+        return code
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
     except TqaError as exc:
         if os.environ.get("TQA_DEBUG") == "1":
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {inline(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -200,9 +244,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line for the user, the traceback for developers and tests
         if os.environ.get("TQA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with TQA_DEBUG=1 for details and report it)",
-              file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {inline(exc)} (run with TQA_DEBUG=1 for details and "
+              "report it)", file=sys.stderr)
         return 1
+
+
+def _detach_stdout() -> None:
+    """After the reader of stdout went away: point stdout at /dev/null, so that the output still buffered is
+    dropped quietly at exit instead of raising BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured output): nothing to drop
+        pass
 
 
 def run() -> None:

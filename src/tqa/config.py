@@ -1,25 +1,64 @@
-"""One settings object: defaults, overridable by ``TQA_*`` environment variables and by arguments."""
+"""One settings object: defaults, overridable by ``TQA_*`` environment variables and by arguments.
+
+Every value is checked here, once, whichever way it arrived (environment, ``Settings(...)``, ``replace``): a
+value out of range is refused with one line naming the variable and the range it takes, before anything is
+read, indexed or searched.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from .errors import SettingsError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODES = ("hybrid", "dense", "bm25")
+MAX_K = 20  # passages per answer, in every front end: each is a quoted passage a reader has to read
+
+# (minimum, maximum) of each number. Ranges are generous: they keep out what cannot work (a zero or negative
+# size, an overlap as long as a chunk) and what would exhaust memory, not what is merely unusual.
+CHUNK_SIZE_RANGE = (50, 1_000_000)  # characters
+BATCH_SIZE_RANGE = (1, 4096)  # texts per encoding batch
+QUESTION_CHARS_RANGE = (1, 100_000)  # a question is cut to this many characters (the model reads ~256 tokens)
+FILE_BYTES_RANGE = (1, 1 << 40)
+QUEUE_SIZE_RANGE = (1, 10_000)  # web requests allowed to wait
+# A cosine similarity lies in [-1, 1]; a threshold a little beyond is allowed to mean "never abstain" (below -1)
+# or "always abstain" (above 1). NaN and infinities are not thresholds.
+THRESHOLD_RANGE = (-2.0, 2.0)
+
+
+def _env_name(name: str) -> str:
+    return f"TQA_{name.upper()}"
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, on one line, control characters escaped."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(label: str, value: Any, lo: int, hi: int, what: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        fix = "; unset it or fix it." if label.startswith("TQA_") else "."
+        raise SettingsError(f"{label} must be a whole number from {lo} to {hi}{what}, not {_shown(value)}{fix}")
+    return value
 
 
 def _env(name: str, default: Any, cast: type) -> Any:
-    raw = os.environ.get(f"TQA_{name.upper()}")
+    raw = os.environ.get(_env_name(name))
     if raw is None or raw == "":
         return default
     try:
         return cast(raw)
     except ValueError:
-        from .errors import TqaError
-
-        raise TqaError(f"TQA_{name.upper()}={raw!r} is not a valid {cast.__name__}; unset it or fix it.") from None
+        kind = "a whole number" if cast is int else "a number" if cast is float else cast.__name__
+        raise SettingsError(f"{_env_name(name)}={_shown(raw)} is not {kind}; unset it or fix it.") from None
 
 
 @dataclass(frozen=True)
@@ -30,6 +69,13 @@ class ChunkSettings:
     # each paragraph is embedded on its own as well, so nothing is lost to the model's 256-token window.
     chunk_size: int = 1600
     chunk_overlap: int = 100
+
+    def __post_init__(self) -> None:
+        _whole("TQA_CHUNK_SIZE", self.chunk_size, *CHUNK_SIZE_RANGE, " characters")
+        # An overlap of half a chunk already embeds every character twice; more would only multiply the chunks
+        # (and the splitter cannot advance at all once the overlap reaches the chunk size).
+        _whole("TQA_CHUNK_OVERLAP", self.chunk_overlap, 0, self.chunk_size // 2,
+               f" characters (half of TQA_CHUNK_SIZE, {self.chunk_size})")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -50,19 +96,45 @@ class Settings:
     batch_size: int = 32
     queue_size: int = 64  # web requests allowed to wait; beyond it the server answers "queue full" at once
 
+    def __post_init__(self) -> None:
+        for label, value in (("TQA_INDEX", self.index_dir), ("TQA_MODEL", self.model)):
+            if not isinstance(value, str) or not value.strip() or "\x00" in value:
+                raise SettingsError(f"{label} must be a name or a folder, not {_shown(value)}; unset it or fix it.")
+        if not isinstance(self.chunking, ChunkSettings):
+            raise SettingsError(f"chunking must be a ChunkSettings, not {_shown(self.chunking)}.")
+        if self.mode not in MODES:
+            raise SettingsError(f"{_env_name('mode')} must be one of {', '.join(MODES)}, not {_shown(self.mode)}; "
+                                "unset it or fix it.")
+        _whole("k (passages per answer)", self.k, 1, MAX_K)
+        t = self.abstain_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                              or not THRESHOLD_RANGE[0] <= t <= THRESHOLD_RANGE[1]):
+            raise SettingsError(
+                f"{_env_name('abstain_threshold')} must be a number from {THRESHOLD_RANGE[0]:g} to "
+                f"{THRESHOLD_RANGE[1]:g} (it is compared with a cosine similarity), not {_shown(t)}; "
+                "unset it or fix it."
+            )
+        _whole("TQA_MAX_QUESTION_CHARS", self.max_question_chars, *QUESTION_CHARS_RANGE, " characters")
+        _whole("max_file_bytes", self.max_file_bytes, *FILE_BYTES_RANGE, " bytes")
+        _whole("TQA_BATCH_SIZE", self.batch_size, *BATCH_SIZE_RANGE)
+        _whole("TQA_QUEUE_SIZE", self.queue_size, *QUEUE_SIZE_RANGE)
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
-        base = cls(
-            index_dir=_env("index", cls.index_dir, str),
-            model=_env("model", cls.model, str),
-            chunking=ChunkSettings(
+        """Defaults, then ``TQA_*`` variables, then ``overrides`` (those not None); checked once, together."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        values: dict[str, Any] = {
+            "index_dir": _env("index", cls.index_dir, str),
+            "model": _env("model", cls.model, str),
+            "mode": _env("mode", cls.mode, str),
+            "abstain_threshold": _env("abstain_threshold", None, float),
+            "max_question_chars": _env("max_question_chars", cls.max_question_chars, int),
+            "batch_size": _env("batch_size", cls.batch_size, int),
+            "queue_size": _env("queue_size", cls.queue_size, int),
+        }
+        if "chunking" not in overrides:
+            values["chunking"] = ChunkSettings(
                 chunk_size=_env("chunk_size", ChunkSettings.chunk_size, int),
                 chunk_overlap=_env("chunk_overlap", ChunkSettings.chunk_overlap, int),
-            ),
-            mode=_env("mode", cls.mode, str),
-            abstain_threshold=_env("abstain_threshold", None, float),
-            max_question_chars=_env("max_question_chars", cls.max_question_chars, int),
-            batch_size=_env("batch_size", cls.batch_size, int),
-            queue_size=_env("queue_size", cls.queue_size, int),
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+            )
+        return cls(**{**values, **overrides})

@@ -44,3 +44,7 @@ class ModelError(TqaError):
 
 class EvalError(TqaError):
     """An evaluation set is malformed (for example evidence that is not in the corpus)."""
+
+
+class SettingsError(TqaError):
+    """A setting (a ``TQA_*`` variable or a ``Settings`` field) is out of its range."""

@@ -285,16 +285,47 @@ def gate(metrics: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
     return failures
 
 
+def _run_of(report: dict[str, Any], mode: str) -> tuple[str | None, dict[str, Any]]:
+    """(the mode compared, its run) of a report: the run of ``mode``, else the report's primary run."""
+    runs = report.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        return None, {}
+    name = mode if mode in runs else report.get("primary") if report.get("primary") in runs else next(iter(runs))
+    run = runs[name]
+    return str(name), run if isinstance(run, dict) else {}
+
+
+def metric_changes(old: dict[str, Any], new: dict[str, Any], mode: str, metrics: Sequence[str]) -> list[str]:
+    """How each metric moved between two reports: one line each, old -> new and the change."""
+    (_, a), (_, b) = _run_of(old, mode), _run_of(new, mode)
+    before, after = a.get("metrics") or {}, b.get("metrics") or {}
+
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "–"
+
+    width = max(len(m) for m in metrics)
+    lines = []
+    for m in metrics:
+        x, y = before.get(m), after.get(m)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            delta = f"{y - x:+.3f}" if round(y - x, 3) else "same"
+        else:
+            delta = "not measured in both"
+        lines.append(f"  {m:<{width}}  {cell(x)} -> {cell(y)}  {delta}")
+    return lines
+
+
 def compare(old: dict[str, Any], new: dict[str, Any], mode: str) -> list[str]:
-    """Question by question: what newly fails, newly passes, or moved, between two reports."""
+    """Question by question: what newly fails, newly passes, or moved, between two reports (only the
+    questions that changed)."""
     def by_id(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        runs = report.get("runs", {})
-        run = runs.get(mode) or (next(iter(runs.values())) if runs else {})
-        return {q["id"]: q for q in run.get("questions", [])}
+        questions = _run_of(report, mode)[1].get("questions") or []
+        return {str(q["id"]): q for q in questions if isinstance(q, dict) and "id" in q}
 
     def passed(q: dict[str, Any]) -> bool:
         """An answerable question passes with evidence in the top 5, an unanswerable one by abstaining."""
-        return (q["rank"] is not None and q["rank"] <= 5) if q["answerable"] else bool(q["abstained"])
+        rank = q.get("rank")
+        return (isinstance(rank, int) and rank <= 5) if q.get("answerable") else bool(q.get("abstained"))
 
     before, after = by_id(old), by_id(new)
     lines = []
@@ -304,14 +335,27 @@ def compare(old: dict[str, Any], new: dict[str, Any], mode: str) -> list[str]:
             lines.append(f"{qid}: only in the {'new' if a is None else 'old'} report")
             continue
         ok_a, ok_b = passed(a), passed(b)
+        ra, rb, aa, ab = a.get("rank"), b.get("rank"), a.get("abstained"), b.get("abstained")
         if ok_a and not ok_b:
-            lines.append(f"newly fails  {qid}: rank {a['rank']} -> {b['rank']}, abstained {a['abstained']} -> "
-                         f"{b['abstained']}  ({b['question']})")
+            lines.append(f"newly fails  {qid}: rank {ra} -> {rb}, abstained {aa} -> {ab}  ({b.get('question')})")
         elif ok_b and not ok_a:
-            lines.append(f"newly passes {qid}: rank {a['rank']} -> {b['rank']}  ({b['question']})")
-        elif a["rank"] != b["rank"] or a["abstained"] != b["abstained"]:
-            lines.append(f"moved        {qid}: rank {a['rank']} -> {b['rank']}, abstained {a['abstained']} -> "
-                         f"{b['abstained']}")
+            lines.append(f"newly passes {qid}: rank {ra} -> {rb}  ({b.get('question')})")
+        elif ra != rb or aa != ab:
+            lines.append(f"moved        {qid}: rank {ra} -> {rb}, abstained {aa} -> {ab}")
+    return lines
+
+
+def comparison(old: dict[str, Any], new: dict[str, Any], mode: str, metrics: Sequence[str], label: str) -> list[str]:
+    """What ``tqa eval --compare`` prints: first how each metric moved, then only the questions that changed."""
+    if not isinstance(old.get("runs"), dict) or old.get("kind", new.get("kind")) != new.get("kind"):
+        raise EvalError(f"{label} is not a report of the same kind of evaluation (write one with --json FILE).")
+    old_mode = _run_of(old, mode)[0]
+    against = mode if old_mode == mode else f"{mode}; its run is {old_mode}"
+    lines = [f"Compared with {label} ({against}):", *metric_changes(old, new, mode, metrics)]
+    changed = compare(old, new, mode)
+    total = len(_run_of(new, mode)[1].get("questions") or [])
+    if total:
+        lines += ["", f"Questions that changed: {len(changed)} of {total}"] + [f"  {c}" for c in changed]
     return lines
 
 
@@ -511,6 +555,8 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
             old = json.loads(Path(compare_with).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise EvalError(f"Cannot read the report to compare with, {compare_with}: {exc}.") from None
+        if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
+            raise EvalError(f"{compare_with} is not a tqa eval report; write one with `tqa eval --json FILE`.")
 
     t0 = time.perf_counter()
     if beir:
@@ -548,8 +594,7 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     failures = gate(runs[primary]["metrics"], spec) if spec else []
     report["gate"] = {"thresholds": spec, "failures": failures}
     if old is not None:
-        changes = compare(old, report, primary)
-        lines += ["", f"Compared with {compare_with} ({primary}):"] + (changes or ["no question changed"])
+        lines += ["", *comparison(old, report, primary, metric_names, str(compare_with))]
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         lines.append(f"\nreport written to {json_out}")

@@ -300,7 +300,70 @@ def name_prefixes(texts: list[str]) -> list[str]:
     return sorted(found)
 
 
-def unknown_names(question: str, keywords: KeywordIndex, prefixes: frozenset[str]) -> list[str]:
+class Vocabulary(Protocol):
+    """What the searched documents say, for the coverage checks: their analysed terms and name prefixes."""
+
+    @property
+    def names(self) -> frozenset[str]: ...
+
+    def knows(self, term: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class IndexVocabulary:
+    """The whole index's vocabulary: the keyword index's terms and the prefixes listed in the manifest."""
+
+    keywords: KeywordIndex
+    names: frozenset[str]
+
+    def knows(self, term: str) -> bool:
+        return self.keywords.knows(term)
+
+
+@dataclass(frozen=True)
+class FilterVocabulary:
+    """The vocabulary of some documents only: every analysed term and name prefix of their chunks."""
+
+    terms: frozenset[str]
+    names: frozenset[str]
+
+    def knows(self, term: str) -> bool:
+        return term in self.terms
+
+
+def vocabulary(data: Any, sources: list[str] | None = None) -> Vocabulary:
+    """The vocabulary of the documents a question searched: the whole index's without a source filter, else
+    only the filtered documents' (a word that only another document uses is not known to them).
+
+    A filter's vocabulary is computed from its chunks' search texts (as the keyword index and the manifest's
+    name prefixes are) the first time the filter is used, and remembered per filter like ``filter_rows``; a
+    filter that covers every chunk uses the index's own.
+    """
+    whole = IndexVocabulary(data.keywords, data.names)
+    if not sources:
+        return whole
+    rows, _ = filter_rows(data, sources)
+    assert rows is not None
+    if len(rows) == len(data.chunks):
+        return whole
+    key = frozenset(sources)
+    memo = _memo(data)
+    known = memo.setdefault("vocabularies", {}) if memo is not None else {}
+    found = known.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    texts = [data.chunks[int(i)].search_text for i in rows]
+    terms: set[str] = set()
+    for text in texts:
+        terms.update(KeywordIndex.analyze(text))
+    result = FilterVocabulary(frozenset(terms), frozenset(name_prefixes(texts)))
+    if len(known) >= _FILTER_MEMO_MAX:
+        known.clear()  # (atomic: safe with questions answered in other threads)
+    known[key] = result
+    return result
+
+
+def unknown_names(question: str, vocab: Vocabulary) -> list[str]:
     """Capitalised words of the question that the documents never use (not as a word, nor as the start of a
     capitalised word: "Swedish" is known where the documents say "Sweden")."""
     unknown = []
@@ -308,18 +371,19 @@ def unknown_names(question: str, keywords: KeywordIndex, prefixes: frozenset[str
         word = m.group(0)
         if (i == 0 and m.start() == question.find(word) and not word.isupper()) or word.lower() in _QUESTION_WORDS:
             continue  # the question's first word is capitalised as a sentence start
-        terms = keywords.analyze(word)
-        if terms and all(keywords.knows(t) for t in terms):
+        terms = KeywordIndex.analyze(word)
+        if terms and all(vocab.knows(t) for t in terms):
             continue
-        if word[:NAME_PREFIX].lower() in prefixes:
+        if word[:NAME_PREFIX].lower() in vocab.names:
             continue
         unknown.append(word)
     return list(dict.fromkeys(unknown))
 
 
-def coverage_gap(question: str, passages: list[str], keywords: KeywordIndex, prefixes: frozenset[str]) -> str | None:
-    """Why the documents can't answer ``question`` (a phrase to show the reader), or None."""
-    names = unknown_names(question, keywords, prefixes)
+def coverage_gap(question: str, passages: list[str], vocab: Vocabulary) -> str | None:
+    """Why the searched documents can't answer ``question`` (a phrase to show the reader), or None.
+    ``vocab`` is the vocabulary of the documents searched (``vocabulary(data, sources)``)."""
+    names = unknown_names(question, vocab)
     if names:
         quoted = ", ".join(f"“{n}”" for n in names[:3])
         return f"they never mention {quoted}"
