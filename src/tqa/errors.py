@@ -40,3 +40,11 @@ class ModelError(TqaError):
 
 class EvalError(TqaError):
     """An evaluation set is malformed (for example evidence that is not in the corpus)."""
+
+
+class AuthError(TqaError):
+    """The auth file, a user name or a password is unusable (missing, damaged, empty, unsafe)."""
+
+
+class AuthRequired(TqaError):
+    """Serving on a non-local address was asked for without a login."""
