@@ -214,10 +214,11 @@ def test_serve_on_another_address_warns(default_index):
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.pop("PYTEST_CURRENT_TEST", None)
-    # 127.0.0.2 is loopback too (nothing leaves the machine) but is not the default: tqa must warn
+    # 127.0.0.2 is loopback too (nothing leaves the machine) but is not the default: without a login tqa refuses
+    # it (tests/test_auth.py), and with --insecure-no-auth it must warn
     proc = subprocess.Popen([sys.executable, "-m", "tqa", "serve", "--index", str(default_index), "--host",
-                             "127.0.0.2", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                             "127.0.0.2", "--port", str(port), "--insecure-no-auth"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline, err = time.time() + 90, ""
         while time.time() < deadline and "serving" not in err:

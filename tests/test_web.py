@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tqa import Assistant, build_index
+from tqa.errors import AuthRequired
 from tqa.web import (
     EMPTY_VIEWER,
     MAX_K,
@@ -351,7 +352,9 @@ def test_launch_uses_the_safe_defaults_and_warns_when_exposed(qa, capsys):
     assert str(Path(qa.manifest["corpus"]).resolve()) in kw["blocked_paths"]
     assert str(qa.data.path.parent.resolve()) in kw["blocked_paths"]
     assert capsys.readouterr().err == ""
-    launch(app, qa, host="0.0.0.0", port=7861)
+    with pytest.raises(AuthRequired):  # no login: refused (tests/test_auth.py has the rest)
+        launch(app, qa, host="0.0.0.0", port=7861)
+    launch(app, qa, host="0.0.0.0", port=7861, insecure_no_auth=True)
     assert "without authentication" in capsys.readouterr().err
     launch(app, qa, host="0.0.0.0", port=7861, auth=("u", "p"))
     assert capsys.readouterr().err == ""

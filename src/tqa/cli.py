@@ -43,6 +43,7 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {port}")
     return port
+DEFAULT_AUTH_FILE = "tqa-users.json"  # the same as tqa.auth.DEFAULT_AUTH_FILE (not imported: `tqa --help` stays light)
 
 
 def _index_default() -> str:
@@ -116,7 +117,30 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the web page for asking questions.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--auth-file", metavar="FILE",
+                       help="require a login: the users in FILE (made by `tqa user add`); needed for a non-local "
+                            "--host")
+    group.add_argument("--insecure-no-auth", action="store_true",
+                       help="serve a non-local --host without a login (anyone who can reach it can ask questions "
+                            "and add documents)")
     _add_index(p)
+
+    p = sub.add_parser("user", help="manage the logins of the web page (`tqa serve --auth-file FILE`)",
+                       description="Add, remove or list the users who may log in to `tqa serve --auth-file FILE`. "
+                                   "The file keeps salted argon2id hashes, never passwords.")
+    actions = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    a = actions.add_parser("add", help="add a user, or replace their password",
+                           description="Add a user, or replace their password. The password is asked twice on a "
+                                       "terminal, or read as one line from standard input otherwise (for scripts); "
+                                       "never from the command line.")
+    a.add_argument("name", help="user name: letters, digits, spaces and . _ - @ + ' (at most 64)")
+    r = actions.add_parser("remove", help="remove a user (their open sessions end)")
+    r.add_argument("name", help="user name")
+    ls = actions.add_parser("list", help="list the user names")
+    for q in (a, r, ls):
+        q.add_argument("--auth-file", metavar="FILE", default=DEFAULT_AUTH_FILE,
+                       help=f"the users file (default: {DEFAULT_AUTH_FILE})")
     return parser
 
 
@@ -211,11 +235,61 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .web import serve
 
-    serve(index=args.index, host=args.host, port=args.port)
+    serve(index=args.index, host=args.host, port=args.port, auth_file=args.auth_file,
+          insecure_no_auth=args.insecure_no_auth)
     return 0
 
 
-COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cmd_eval, "serve": _cmd_serve}
+def _read_new_password(name: str) -> str:
+    """Twice with getpass on a terminal; otherwise one line from standard input (so scripts can pipe it in)."""
+    import getpass
+
+    from .auth import PASSWORD_MAX, check_password
+
+    try:
+        if sys.stdin is not None and sys.stdin.isatty():
+            first = getpass.getpass(f"Password for {name}: ")
+            check_password(first)
+            if getpass.getpass("The same password again: ") != first:
+                raise TqaError("The two passwords differ. Nothing was changed; run the command again.")
+            return first
+        text = sys.stdin.read(PASSWORD_MAX + 3) if sys.stdin is not None else ""
+    except EOFError:
+        raise TqaError("No password was given. Nothing was changed.") from None
+    except UnicodeDecodeError:
+        raise TqaError("The password on standard input is not UTF-8 text. Nothing was changed.") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+        if text.endswith("\r"):
+            text = text[:-1]
+    if "\n" in text or "\r" in text:
+        raise TqaError("Standard input holds more than one line: give the password alone, on one line.")
+    return text
+
+
+def _cmd_user(args: argparse.Namespace) -> int:
+    from .auth import add_user, check_name, list_users, remove_user
+
+    path = args.auth_file
+    if args.user_command == "list":
+        for name in list_users(path):
+            print(name)
+        return 0
+    if args.user_command == "remove":
+        left = remove_user(path, args.name)
+        print(f"removed {args.name} from {path} ({left} user{'s' if left != 1 else ''} left)", file=sys.stderr)
+        if not left:
+            print(f"warning: {path} has no users: `tqa serve --auth-file {path}` will not start until you add one.",
+                  file=sys.stderr)
+        return 0
+    name = check_name(args.name)  # refuse a bad name before asking for a password
+    replaced = add_user(path, name, _read_new_password(name))
+    print(f"{'replaced the password of' if replaced else 'added'} {name} in {path}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cmd_eval, "serve": _cmd_serve,
+            "user": _cmd_user}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

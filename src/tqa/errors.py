@@ -48,3 +48,11 @@ class EvalError(TqaError):
 
 class SettingsError(TqaError):
     """A setting (a ``TQA_*`` variable or a ``Settings`` field) is out of its range."""
+
+
+class AuthError(TqaError):
+    """The auth file, a user name or a password is unusable (missing, damaged, empty, unsafe)."""
+
+
+class AuthRequired(TqaError):
+    """Serving on a non-local address was asked for without a login."""

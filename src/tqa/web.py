@@ -27,7 +27,6 @@ from .errors import TqaError
 from .loaders import size_text
 from .retrieval import KEYWORD_WEIGHT
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 CONCURRENCY = 4  # questions answered at once (model encoding is serialised inside the embedder)
 MAX_TURNS = 50  # conversation turns kept per browser session
 MAX_UPLOAD_FILES = 20
@@ -746,31 +745,64 @@ def protected_paths(assistant: Assistant) -> list[str]:
     return [str(p) for p in paths]
 
 
+AUTH_MESSAGE = ("Log in with the name and password you were given. After several wrong passwords, a name waits a "
+                "while before it may try again.")
+
+
 def launch(app: Any, assistant: Assistant, *, host: str = "127.0.0.1", port: int = 7860, auth: Any = None,
-           block: bool = True, quiet: bool = False) -> Any:
-    """Start the server with the safe defaults. ``block=False`` returns once it is up (for tests)."""
-    if host not in LOCAL_HOSTS and not auth:
-        print(f"warning: serving on {host} without authentication; anyone who can reach it can ask questions "
-              "and add documents.", file=sys.stderr)
+           insecure_no_auth: bool = False, block: bool = True, quiet: bool = False) -> Any:
+    """Start the server with the safe defaults. ``block=False`` returns once it is up (for tests).
+
+    ``auth`` is an ``auth.Authenticator`` (or anything Gradio's ``auth=`` takes). Without it a non-local ``host`` is
+    refused (``AuthRequired``) unless ``insecure_no_auth``, which serves it with a warning."""
+    from .auth import Authenticator, check_exposure
+
+    warning = check_exposure(host, auth=bool(auth), insecure_no_auth=insecure_no_auth)
+    if warning:
+        print(warning, file=sys.stderr)
+    authenticator = auth if isinstance(auth, Authenticator) else None
+    blocked = protected_paths(assistant) + ([os.path.realpath(authenticator.path)] if authenticator else [])
     page: Page = app.tqa_page
-    return app.launch(
-        server_name=host, server_port=port, share=False, inbrowser=False, show_error=False, auth=auth,
-        max_file_size=page.max_upload_bytes, allowed_paths=[], blocked_paths=protected_paths(assistant),
-        prevent_thread_lock=not block, quiet=quiet, theme=_theme(), css=CSS, footer_links=["api", "settings"],
+    result = app.launch(
+        server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
+        auth=authenticator.gradio_check if authenticator else auth, auth_message=AUTH_MESSAGE if auth else None,
+        max_file_size=page.max_upload_bytes, allowed_paths=[], blocked_paths=blocked,
+        prevent_thread_lock=not block or authenticator is not None, quiet=quiet, theme=_theme(), css=CSS,
+        footer_links=["api", "settings"],
         state_session_capacity=1000,  # conversations kept in memory (the oldest sessions' are dropped first)
         ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False,
     )
+    if authenticator is not None:
+        # Gradio keeps logged-in sessions as token -> user name; this table re-reads the auth file on each lookup
+        # and ends the sessions of users removed from it or given a new password.
+        app.server_app.tokens = authenticator.sessions(app.server_app.tokens)
+        if block:
+            app.block_thread()
+    return result
 
 
-def serve(index: str = "index", host: str = "127.0.0.1", port: int = 7860, *, auth: Any = None) -> None:
-    """Load the index and the model once, then serve the page until interrupted (Ctrl+C)."""
+def serve(index: str = "index", host: str = "127.0.0.1", port: int = 7860, *, auth: Any = None,
+          auth_file: str | None = None, insecure_no_auth: bool = False) -> None:
+    """Load the index and the model once, then serve the page until interrupted (Ctrl+C). ``auth_file`` requires a
+    login (users made by `tqa user add`); a non-local ``host`` without one is refused unless ``insecure_no_auth``.
+    Both are checked before anything is loaded."""
+    from .auth import Authenticator, check_exposure
+
+    if auth_file is not None:
+        auth = Authenticator(auth_file)  # a missing, damaged or empty auth file stops here
+    check_exposure(host, auth=bool(auth), insecure_no_auth=insecure_no_auth)
     settings = Settings.from_env(index_dir=index)
     assistant = Assistant.load(index, settings=settings)
     assistant.ask("What do the documents say?")  # warm up the model, so the first reader's answer is quick too
     app = build_app(assistant)
-    _, url, _ = launch(app, assistant, host=host, port=port, auth=auth, block=False, quiet=True)
+    _, url, _ = launch(app, assistant, host=host, port=port, auth=auth, insecure_no_auth=insecure_no_auth,
+                       block=False, quiet=True)
     info = assistant.info()
     n = info["documents"]
-    print(f"tqa: serving {index}/ ({n} document{'s' if n != 1 else ''}, {info['chunks']} passages) on {url} "
+    login = ""
+    if isinstance(auth, Authenticator):
+        users = len(auth.users())
+        login = f", login required ({users} user{'s' if users != 1 else ''} in {auth.path})"
+    print(f"tqa: serving {index}/ ({n} document{'s' if n != 1 else ''}, {info['chunks']} passages) on {url}{login} "
           "- press Ctrl+C to stop", file=sys.stderr, flush=True)
     app.block_thread()
