@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from .base import Document, Heading, Limits, SkipFile, TextBuilder, clean_block, short_error
 from .html import html_text
 from .text import decode
-from .zipped import open_zip, read_member
+from .zipped import check_kind, open_zip, read_member
 
 _FONT_OBFUSCATION = ("http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC")
 _CHAPTER_TYPES = ("application/xhtml+xml", "text/html", "application/xml")
@@ -75,6 +75,8 @@ def _toc_labels(zf: object, opf_dir: str, manifest: dict[str, tuple[str, str, st
 
 def extract_epub(source: str, data: bytes, digest: str, limits: Limits) -> Document:
     zf = open_zip(data, ".epub", limits)
+    if read_member(zf, "META-INF/container.xml") is None:
+        check_kind(zf, ".epub", "an EPUB book (.epub)")
     container = _xml(read_member(zf, "META-INF/container.xml"), "META-INF/container.xml")
     rootfile = next((el.get("full-path") for el in container.iter() if _local(el.tag) == "rootfile"), None)
     if not rootfile:

@@ -184,6 +184,7 @@ def extract_eml(source: str, data: bytes, digest: str, limits: Limits, child: Ex
         else:
             b.add_text(_plain(text))
 
+    budget.chars -= b.length  # the message's own text and its attachments' share one cap
     attachments: list[Document] = []
     skipped: list[Skipped] = []
     taken: set[str] = set()

@@ -15,7 +15,7 @@ from typing import Any
 
 from .base import Document, Limits, SkipFile, TextBuilder, short_error
 from .office import CELL_SEPARATOR
-from .zipped import open_zip, read_member
+from .zipped import check_kind, open_zip, read_member
 
 _SKIP_INLINE = frozenset({"text:note", "office:annotation", "office:annotation-end", "text:tracked-changes",
                           "text:bookmark-ref", "draw:image", "svg:title", "svg:desc", "text:soft-page-break"})
@@ -130,8 +130,7 @@ def extract_odt(source: str, data: bytes, digest: str, limits: Limits) -> Docume
     manifest = read_member(zf, "META-INF/manifest.xml") or b""
     if b"encryption-data" in manifest:
         raise SkipFile("encrypted .odt (needs a password)")
-    if read_member(zf, "content.xml") is None:
-        raise SkipFile("not a .odt file: a ZIP archive without content.xml")
+    check_kind(zf, ".odt", "an OpenDocument text (.odt)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

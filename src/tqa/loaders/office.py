@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import Document, Limits, SkipFile, TextBuilder, short_error
-from .zipped import open_zip
+from .zipped import check_kind, open_zip
 
 CELL_SEPARATOR = " | "  # as HTML tables are read: a row reads as one line, "Spain | 340 | 88%"
 NOTES_MARK = "Notes:"
@@ -41,7 +41,8 @@ _INLINE_SKIP = frozenset({_w("del"), _w("moveFrom"), _w("delText"), _w("instrTex
 
 
 def _open(kind: str, data: bytes, limits: Limits) -> Any:
-    open_zip(data, kind, limits)  # bounds every member before the library reads them all
+    zf = open_zip(data, kind, limits)  # bounds every member before the library reads them all
+    check_kind(zf, kind, "a Word document (.docx)" if kind == ".docx" else "a PowerPoint presentation (.pptx)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

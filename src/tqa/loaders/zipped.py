@@ -16,6 +16,7 @@ from .base import Limits, SkipFile, short_error, size_text
 
 _EOCD = b"PK\x05\x06"
 _BLOCK = 1 << 20
+_XML_NAMES = (".xml", ".rels", ".opf", ".ncx", ".xhtml", ".html", ".htm", ".svg")
 
 
 def sniff(data: bytes) -> str | None:
@@ -90,8 +91,13 @@ def open_zip(data: bytes, ext: str, limits: Limits) -> zipfile.ZipFile:
     try:
         for info in infos:
             got = 0
+            xml = info.filename.lower().endswith(_XML_NAMES)
             with zf.open(info) as f:
                 while block := f.read(_BLOCK):
+                    if xml and got == 0 and b"<!ENTITY" in block:
+                        # Office and ODF parts never declare entities; one that does can expand (billion laughs)
+                        # or name another file to read (XXE).
+                        raise SkipFile(f"{ext} with XML entity declarations in {info.filename} (refused)")
                     got += len(block)
                     actual += len(block)
                     if got > info.file_size or got > limits.max_member_bytes or actual > limits.max_unzipped_bytes:
@@ -111,6 +117,28 @@ def _bomb(ext: str, limits: Limits) -> SkipFile:
         f"{ext} expands past {size_text(limits.max_member_bytes)} per part or "
         f"{size_text(limits.max_unzipped_bytes)} in all once uncompressed (a zip bomb?)"
     )
+
+
+_ZIP_KINDS = (
+    ("word/document.xml", None, "a Word document (.docx)"),
+    ("ppt/presentation.xml", None, "a PowerPoint presentation (.pptx)"),
+    ("xl/workbook.xml", None, "an Excel workbook (.xlsx)"),
+    ("mimetype", b"application/epub+zip", "an EPUB book (.epub)"),
+    ("mimetype", b"application/vnd.oasis.opendocument.text", "an OpenDocument text (.odt)"),
+    ("mimetype", b"application/vnd.oasis.opendocument.spreadsheet", "an OpenDocument spreadsheet (.ods)"),
+    ("mimetype", b"application/vnd.oasis.opendocument.presentation", "an OpenDocument presentation (.odp)"),
+)
+
+
+def check_kind(zf: zipfile.ZipFile, ext: str, expected: str) -> None:
+    """Refuse an archive that is not the kind its extension says, naming what it is (a .docx saved as .pptx)."""
+    names = set(zf.namelist())
+    for member, content, kind in _ZIP_KINDS:
+        if member in names and (content is None or (read_member(zf, member) or b"").strip() == content):
+            if kind == expected:
+                return
+            raise SkipFile(f"not a {ext} file: it is {kind}")
+    raise SkipFile(f"not a {ext} file: a ZIP archive without its parts")
 
 
 def read_member(zf: zipfile.ZipFile, name: str) -> bytes | None:
