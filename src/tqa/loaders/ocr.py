@@ -201,15 +201,14 @@ def ocr_pdf_pages(data: bytes, candidates: list[int], settings: OcrSettings,
         if exe is None or langs is None:
             reason = why or f"Tesseract is not installed ({INSTALL_TESSERACT})"
             result.unread = scans
-            result.warnings.append(f"{_pages_word(scans)} {pages_list(scans)} are scanned images and were not "
-                                   f"read: {reason}")
+            result.warnings.append(f"{_scanned(scans)} not read: {reason}")
             return result
         if len(scans) > settings.max_pages:
             over = scans[settings.max_pages:]
             scans = scans[:settings.max_pages]
             result.unread.extend(over)
-            result.warnings.append(f"{_pages_word(over)} {pages_list(over)} are scanned images and were not read: "
-                                   f"OCR reads at most {settings.max_pages:,} pages of a document")
+            result.warnings.append(f"{_scanned(over)} not read: OCR reads at most {settings.max_pages:,} pages "
+                                   "of a document")
         _run(pdf, scans, exe, langs, settings, progress, result)
     finally:
         pdf.close()
@@ -218,6 +217,12 @@ def ocr_pdf_pages(data: bytes, candidates: list[int], settings: OcrSettings,
 
 def _pages_word(pages: list[int]) -> str:
     return "page" if len(pages) == 1 else "pages"
+
+
+def _scanned(pages: list[int]) -> str:
+    if len(pages) == 1:
+        return f"page {pages_list(pages)} is a scanned image and was"
+    return f"pages {pages_list(pages)} are scanned images and were"
 
 
 def _run(pdf: object, scans: list[int], exe: str, langs: str, settings: OcrSettings,
