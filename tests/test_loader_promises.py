@@ -90,18 +90,17 @@ def test_folder_swapped_for_an_outside_symlink_while_listing_is_not_followed(
     ]
 
 
-def test_pdf_expanding_past_the_text_cap_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pdf_expanding_past_the_text_cap_is_skipped() -> None:
     # A PDF's streams are compressed: a file far under the size cap can expand to gigabytes of text. The cap
     # is lowered here so that a small PDF stands for such a file.
-    import tqa.loaders
+    from tqa.loaders import Limits
 
     from .test_loaders import make_pdf
 
     data = make_pdf([["a line of forty characters of body text"] * 10] * 3)
     assert len(extract("a.pdf", data).text) > 1000
-    monkeypatch.setattr(tqa.loaders, "_MAX_PDF_TEXT_CHARS", 600)
     with pytest.raises(SkipFile, match="PDF text longer than 600 characters once decompressed"):
-        extract("a.pdf", data)
+        extract("a.pdf", data, limits=Limits(max_text_chars=600))
 
 
 @pytest.mark.parametrize(

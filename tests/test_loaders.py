@@ -49,7 +49,8 @@ def test_public_constants() -> None:
     assert DEFAULT_MAX_BYTES == 50 * 1024 * 1024
     assert SUPPORTED == {
         ".txt": "txt", ".text": "txt", ".md": "md", ".markdown": "md",
-        ".html": "html", ".htm": "html", ".pdf": "pdf",
+        ".html": "html", ".htm": "html", ".pdf": "pdf", ".docx": "docx", ".pptx": "pptx", ".odt": "odt",
+        ".epub": "epub", ".rtf": "rtf", ".eml": "eml",
     }  # fmt: skip
     assert not issubclass(SkipFile, TqaError)
     assert issubclass(CorpusError, TqaError)
@@ -123,7 +124,7 @@ def test_markdown_is_kept_raw() -> None:
         pytest.param("a.html", b"<p>ordinary paragraph</p>\x00", "binary content", id="nul-in-html"),
         pytest.param("a.md", "hello".encode("utf-16-le"), "binary content", id="utf16-without-bom"),
         pytest.param("a.txt", b"ab\x01\x02\x03\x04\x05\x06cd", "binary content", id="control-chars"),
-        pytest.param("a.docx", b"PK\x03\x04", "unsupported file type .docx", id="unsupported"),
+        pytest.param("a.xlsx", b"PK\x03\x04", "unsupported file type .xlsx", id="unsupported"),
         pytest.param("Makefile", b"all:", "unsupported file type (no extension)", id="no-extension"),
         pytest.param("a.html", b"<script>x()</script>", "HTML has no readable text", id="html-no-text"),
     ],
@@ -335,7 +336,8 @@ def test_pdf_encrypted_with_empty_user_password_opens() -> None:
 def test_to_dict_is_json_ready_and_round_trips(html_doc: Document, pdf_doc: Document) -> None:
     for doc in (html_doc, pdf_doc, extract("a.txt", b"\xe9t\xe9")):
         d = json.loads(json.dumps(doc.to_dict()))
-        assert set(d) == {"source", "text", "format", "sha256", "pages", "headings", "warnings"}
+        assert set(d) == {"source", "text", "format", "sha256", "pages", "headings", "warnings", "page_unit",
+                          "ocr_pages", "metadata", "attachments", "skipped"}
         assert d["text"] == doc.text
         assert Document.from_dict(d) == doc
     assert Skipped("a/b.docx", "unsupported file type .docx").to_dict() == {
@@ -363,7 +365,7 @@ def test_discover_candidates_and_skipped(tmp_path: Path) -> None:
     write(tmp_path / "a.MD", "a")
     write(tmp_path / "sub" / "deep" / "c.html", "<p>c</p>")
     write(tmp_path / "sub" / "d.PDF", b"%PDF")
-    write(tmp_path / "sub" / "notes.docx", b"PK")
+    write(tmp_path / "sub" / "notes.xlsx", b"PK")
     write(tmp_path / "README", "x")
     write(tmp_path / "empty.txt", b"")  # empty files are found here and rejected by extract()
     write(tmp_path / ".hidden.txt", "h")
@@ -378,7 +380,7 @@ def test_discover_candidates_and_skipped(tmp_path: Path) -> None:
         assert path.read_bytes() == (tmp_path / rel).read_bytes()
     assert skipped == [
         Skipped("README", "unsupported file type (no extension)"),
-        Skipped("sub/notes.docx", "unsupported file type .docx"),
+        Skipped("sub/notes.xlsx", "unsupported file type .xlsx"),
     ]
 
 

@@ -1,9 +1,10 @@
 """Structure-aware chunking: sections first, then size.
 
-A document is cut into sections at its headings (Markdown ``#`` and setext headings, HTML ``h1``-``h6``,
-headings inferred in plain text) and, for PDFs, at page breaks. Each section's body is then split to size with
-langchain-text-splitters, so a chunk never spans two sections. Every chunk keeps exact character offsets into
-``Document.text``: ``document.text[chunk.start:chunk.end] == chunk.text``.
+A document is cut into sections at its headings (Markdown ``#`` and setext headings, the headings a loader marked:
+HTML ``h1``-``h6``, Word heading styles, slide titles, ODF and EPUB headings, an e-mail's subject; headings inferred
+in plain text, RTF and PDF) and, for paged documents (PDF pages, slides), at page breaks. Each section's body is
+then split to size with langchain-text-splitters, so a chunk never spans two sections. Every chunk keeps exact
+character offsets into ``Document.text``: ``document.text[chunk.start:chunk.end] == chunk.text``.
 
 The section trail (the headings above a chunk) is not part of ``Chunk.text`` (what a reader is shown) but it
 is part of ``Chunk.search_text`` (what is embedded and keyword-indexed).
@@ -47,6 +48,8 @@ class Chunk:
     # ``text``; empty when the chunk is a single unit. Each is embedded too, so that a question matching one
     # paragraph of a long section is not diluted by the rest (and nothing is lost to the model's token limit).
     units: tuple[tuple[int, int], ...] = ()
+    ocr: bool = False  # the text was read by OCR from a scanned page (it may hold misread words)
+    page_unit: str = "page"  # what ``page`` counts: "page", or "slide" for presentations
 
     @property
     def section_label(self) -> str:
@@ -67,6 +70,8 @@ class Chunk:
             "page": self.page,
             "sentences": [list(s) for s in self.sentences],
             "units": [list(u) for u in self.units],
+            "ocr": self.ocr,
+            "page_unit": self.page_unit,
         }
 
     @classmethod
@@ -80,6 +85,8 @@ class Chunk:
             page=d.get("page"),
             sentences=tuple((int(a), int(b)) for a, b in d.get("sentences") or ()),
             units=tuple((int(a), int(b)) for a, b in d.get("units") or ()),
+            ocr=bool(d.get("ocr", False)),  # chunk tables written before these fields load with the defaults
+            page_unit=d.get("page_unit") or "page",
         )
 
     def unit_search_texts(self) -> list[str]:
@@ -192,14 +199,19 @@ def _inferred_headings(text: str, need_blank_before: bool = False) -> list[_Head
     return found
 
 
+# Formats whose headings are marked in the file (HTML h1-h6, Word heading styles, slide titles, ODF text:h, EPUB
+# chapters, an e-mail's subject): the loader records them as spans and no heading is guessed from the text.
+MARKED_HEADING_FORMATS = frozenset({"html", "docx", "pptx", "odt", "epub", "eml"})
+
+
 def _document_headings(doc: Document) -> list[_Heading]:
     if doc.format == "md":
         return _markdown_headings(doc.text)
-    if doc.format == "html":
+    if doc.format in MARKED_HEADING_FORMATS or doc.headings:
         return [
-            # A heading may hold a <br>: its title joins the lines, as a trail is shown on one line.
+            # A heading may hold a line break: its title joins the lines, as a trail is shown on one line.
             _Heading(h.start, _next_line(doc.text, h.end), h.level, " ".join(doc.text[h.start:h.end].split()))
-            for h in doc.headings
+            for h in sorted(doc.headings, key=lambda h: h.start)
         ]
     if doc.format == "pdf":
         return _inferred_headings(doc.text, need_blank_before=True)
@@ -215,14 +227,29 @@ class Section:
 
 
 def sections(doc: Document) -> list[Section]:
-    """The document cut at its headings and page breaks; each body excludes its heading line."""
+    """The document cut at its headings and page breaks; each body excludes its heading line.
+
+    A slide's section is its own title: the trail starts afresh on every slide, so an untitled slide is not
+    filed under the title of the slide before it."""
     headings = _document_headings(doc)
+    if doc.page_unit == "slide" and doc.pages:
+        out: list[Section] = []
+        bounds = list(doc.pages) + [len(doc.text)]
+        for i in range(len(doc.pages)):
+            a, b = bounds[i], bounds[i + 1]
+            out.extend(_cut(doc, a, b, [h for h in headings if a <= h.line_start < b]))
+    else:
+        out = _cut(doc, 0, len(doc.text), headings)
+    return [s for s in out if doc.text[s.start:s.end].strip()]
+
+
+def _cut(doc: Document, start: int, stop: int, headings: list[_Heading]) -> list[Section]:
     out: list[Section] = []
     trail: list[tuple[int, str]] = []  # (level, title)
-    cursor = 0
+    cursor = start
     current: tuple[str, ...] = ()
-    for h in headings + [None]:
-        end = h.line_start if h else len(doc.text)
+    for h in [*headings, None]:
+        end = h.line_start if h else stop
         if end > cursor:
             out.extend(_split_pages(doc, cursor, end, current))
         if h is None:
@@ -231,8 +258,8 @@ def sections(doc: Document) -> list[Section]:
             trail.pop()
         trail.append((h.level, h.title))
         current = tuple(t for _, t in trail)
-        cursor = h.body_start
-    return [s for s in out if doc.text[s.start:s.end].strip()]
+        cursor = max(cursor, min(h.body_start, stop))
+    return out
 
 
 def _split_pages(doc: Document, start: int, end: int, trail: tuple[str, ...]) -> list[Section]:
@@ -339,6 +366,8 @@ class Chunker:
                         page=sec.page,
                         sentences=(sents := sentence_spans(piece)),
                         units=unit_spans(piece, sents),
+                        ocr=doc.is_ocr(sec.page),
+                        page_unit=doc.page_unit,
                     )
                 )
         return chunks
