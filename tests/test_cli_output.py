@@ -26,13 +26,32 @@ ODD_NAMES = ["a\nb.md", "cr\rlf.md", "esc\x1b[31mred.md", "tab\there.md", "bidi\
 
 
 @pytest.fixture
-def odd_index(tmp_path) -> Path:
+def odd_index(tmp_path, monkeypatch) -> Path:
+    """An index whose documents have names that discovery now skips (control characters): such names reach the
+    CLI from an index an earlier tqa built, and must still print on one line each."""
+    import tqa.loaders.files
+
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, name in enumerate(ODD_NAMES):
         (corpus / name).write_text(f"# Shelter {i}\n\nShelters number {i} give survivors a bed.\n")
-    build_index(corpus, tmp_path / "index", embedder=FakeEmbedder())
+    with monkeypatch.context() as m:
+        m.setattr(tqa.loaders.files, "_name_problem", lambda name, kind: None)  # as an earlier tqa discovered
+        build_index(corpus, tmp_path / "index", embedder=FakeEmbedder())
     return tmp_path / "index"
+
+
+def test_discovery_now_skips_such_names_and_lists_each_on_one_line(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "plain.md").write_text("# Shelter\n\nShelters give survivors a bed.\n")
+    for i, name in enumerate(ODD_NAMES):
+        (corpus / name).write_text(f"# Shelter {i}\n\nShelters number {i} give survivors a bed.\n")
+    summary = build_index(corpus, tmp_path / "index", embedder=FakeEmbedder())
+    assert summary.files_added == ["plain.md", "tab\there.md"]  # a tab is the one odd character a name may hold
+    skipped = [line for line in summary.lines() if line.startswith("skipped: ")]
+    assert len(skipped) == len(ODD_NAMES) - 1
+    assert all(len(line.splitlines()) == 1 and "\x1b" not in line for line in summary.lines())
 
 
 @pytest.fixture
