@@ -61,4 +61,5 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) index/CURRENT index/g-* index/.tmp-* index/.lock
+	# what tqa writes in index/ (its marker, pointer, generations, leftovers of killed builds), the venv and build/
+	rm -rf $(VENV) build index/CURRENT index/g-* index/.tmp-g-* index/.retired-g-* index/.CURRENT.g-* index/.lock index/.tqa-index
