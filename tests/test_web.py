@@ -12,26 +12,34 @@ from pathlib import Path
 
 import httpx
 import pytest
+from markupsafe import escape
 
 from tqa import Assistant, build_index
 from tqa.errors import AuthRequired
+from tqa.loaders import SUPPORTED
 from tqa.web import (
-    EMPTY_VIEWER,
     MAX_K,
     Page,
     Turn,
     build_app,
-    esc,
     launch,
     protected_paths,
     quote,
     render_answer,
     render_context,
     render_conversation,
+    render_empty_viewer,
+    render_examples,
     render_info,
 )
 
 from .conftest import FakeEmbedder, free_port
+
+
+def esc(value) -> str:
+    """What the templates' autoescape makes of a value."""
+    return str(escape(value))
+
 
 EVIL = (
     "# Evil <b>heading</b>\n\n"
@@ -106,7 +114,7 @@ def test_rendering_escapes_document_text(qa):
     page = render_answer(replace(ans, abstained=False), turn=3)
     assert "<script" not in page and "<img" not in page and "<i>" not in page and "<b>heading" not in page
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in page
-    assert "onerror=&quot;window.__pwned=2&quot;" in page
+    assert "onerror=&#34;window.__pwned=2&#34;" in page
     assert "evil &lt;i&gt;.md" in page and "&amp; tested" in page
     # the only tags are ours
     tags = set(re.findall(r"<([a-z0-9]+)", page))
@@ -160,7 +168,7 @@ def test_abstention_is_plain_with_the_closest_passages_behind_a_toggle(qa):
     ans = strict.ask("Sweden purchase of sex")
     assert ans.abstained
     page = render_answer(ans)
-    assert "The documents don&#x27;t seem to cover this." in page
+    assert "The documents don&#39;t seem to cover this." in page
     assert "tqa-lead" not in page  # nothing is presented as the answer
     toggle = page.index('<details class="tqa-closest">')
     assert "<details" not in page[:toggle] and "open" not in page[toggle:toggle + 40]
@@ -221,7 +229,7 @@ def test_source_viewer_marks_the_passage_in_its_section(qa):
     page = render_context(ctx, p, 1)
     assert '<mark class="tqa-in-context">' in page and "sweden.md" in page and "§ Sweden &gt; Results" in page
     marked = re.search(r'<mark class="tqa-in-context">(.*?)</mark>', page, re.S).group(1)
-    assert re.sub(r"</?b>", "", marked) == p.text.replace("'", "&#x27;")
+    assert re.sub(r"</?b>", "", marked) == p.text.replace("'", "&#39;")
     assert f"chars {p.start}\u2013{p.end}" in page
 
 
@@ -298,7 +306,7 @@ def test_conversation_grows_and_citations_open_the_viewer(qa):
     assert '<mark class="tqa-in-context">' in viewer and "sweden.md" in viewer and "Quote with reference" in viewer
     for bad in ("9:1", "0:99", "x", "", None, "0:1<script>"):
         assert "no longer in this conversation" in page.cite(turns, bad)
-    assert EMPTY_VIEWER.startswith("<div")
+    assert render_empty_viewer().startswith("<div")
 
 
 def test_upload_over_the_cap_or_of_another_type_is_refused(qa, tmp_path):
@@ -309,7 +317,8 @@ def test_upload_over_the_cap_or_of_another_type_is_refused(qa, tmp_path):
     assert "larger than" in status and "tqa-status-error" in status and "uploads/big.md" not in sources
     exe = tmp_path / "tool.exe"
     exe.write_bytes(b"MZ")
-    assert "only .txt .md .html .htm .pdf" in page.upload([str(exe)])[0]
+    refused = page.upload([str(exe)])[0]
+    assert f"tool.exe: only {' '.join(SUPPORTED)} files can be added." in refused and ".docx" in refused
     assert "Choose one or more files" in page.upload([])[0]
     empty = tmp_path / "empty.md"
     empty.write_text("")
@@ -540,3 +549,62 @@ def test_the_meter_never_rises_down_the_ranking_on_the_default_questions(default
         assert widths == sorted(widths, reverse=True), (mode, q, shown)
         assert numbers == sorted(numbers, reverse=True), (mode, q, shown)
     assert several > len(questions) / 2  # most answers have passages to compare
+
+
+# ---- what the page offers comes from the library ---------------------------------------------------------------
+
+
+def component(app, elem_id: str) -> dict:
+    [found] = [c["props"] for c in app.get_config_file()["components"] if c.get("props", {}).get("elem_id") == elem_id]
+    return found
+
+
+def test_upload_types_offered_and_accepted_are_the_loaders_list(qa, tmp_path):
+    app = build_app(qa, max_upload_bytes=UPLOAD_CAP)
+    upload = component(app, "tqa-upload")
+    assert upload["file_types"] == list(SUPPORTED)
+    assert upload["label"] == f"Add documents ({' '.join(SUPPORTED)}; up to 64 KB each)"
+    # a format the loader reads beyond the first five is accepted by the page too
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\nShelters for survivors.\n")
+    embedder = FakeEmbedder()
+    build_index(corpus, tmp_path / "index", embedder=embedder)
+    own = Assistant.load(tmp_path / "index", embedder=embedder)
+    rtf = tmp_path / "up" / "Okapi.rtf"
+    rtf.parent.mkdir()
+    rtf.write_text(r"{\rtf1\ansi{\fonttbl\f0\fswiss Helvetica;}\f0\pard The okapi hotline answers in Lingala.\par}")
+    status, _, sources = Page(own).upload([str(rtf)])
+    assert "tqa-status-ok" in status and "uploads/Okapi.rtf" in sources
+    assert own.ask("okapi hotline Lingala", mode="bm25").passages[0].source == "uploads/Okapi.rtf"
+
+
+def test_the_examples_are_the_index_own_and_follow_an_upload(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "note.txt").write_text("Call the plumber about the leaking kitchen tap before Friday.\n")
+    embedder = FakeEmbedder()
+    build_index(corpus, tmp_path / "index", embedder=embedder)
+    own = Assistant.load(tmp_path / "index", embedder=embedder)
+    app = build_app(own)
+    assert component(app, "tqa-examples")["visible"] is False  # nothing to offer about untitled notes
+    page = app.tqa_page
+    assert page.examples == ()
+    doc = tmp_path / "up" / "shelters.md"
+    doc.parent.mkdir()
+    doc.write_text("# Shelters for survivors\n\nShelters for survivors open every night of the year.\n")
+    page.upload([str(doc)])
+    assert page.examples == ("What do the documents say about Shelters for survivors?",)
+    html = render_examples(page.examples)
+    assert 'data-example="What do the documents say about Shelters for survivors?"' in html
+    assert Page(own, fixed_examples=("Mine?",)).examples == ("Mine?",)  # build_app(examples=...) still wins
+
+
+def test_the_shipped_default_corpus_is_not_named_in_the_web_layer():
+    import tqa.web
+
+    folder = Path(tqa.web.__file__).parent
+    text = "".join(p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*")) if p.is_file()
+                   and p.suffix in (".py", ".html", ".js", ".css"))
+    for word in ("global-governance", "Palermo", "Sweden", "trafficking"):
+        assert word not in text, word

@@ -215,9 +215,13 @@ def test_empty_question_shows_a_validation_message(tab):
 
 
 def test_example_question_and_new_conversation(tab):
-    tab.page.locator(".tqa-example").nth(2).click()
+    example = tab.page.locator(".tqa-example").nth(2)
+    asked = example.inner_text()
+    assert asked.startswith("What do the documents say about ")  # a question about this index's own headings
+    example.click()
     tab.page.wait_for_function("document.querySelectorAll('#tqa-chat .tqa-turn').length === 1")
-    assert "Sweden" in tab.page.locator(".tqa-turn .tqa-q").inner_text()
+    assert tab.page.locator(".tqa-turn .tqa-q p").inner_text() == asked
+    assert tab.page.locator(".tqa-turn .tqa-lead").count() == 1  # answered, not "not covered"
     tab.ask(QUESTION)
     assert tab.turns() == 2  # the history stays on the page
     tab.page.locator("[data-newchat]").click()

@@ -470,6 +470,115 @@ class Assistant:
                       None if relevance is None else round(relevance, 4), threshold,
                       [*query.warnings, *notes], reason)
 
+    # ------------------------------------------------------------ example questions
+
+    def example_questions(self, n: int = 3) -> list[str]:
+        """Up to ``n`` questions about this index's own documents, to show a reader how to ask (the web page's
+        "Try" buttons). Each comes from a heading of a section with text of its own: "What do the documents say
+        about <heading>?" (a heading written as a question is used as it is). Headings that only label, such as
+        "Article 12", "PART II" or a shouted "LEAGUE OF NATIONS.", are left out; where a document has headings
+        with English function words ("of", "the"...), its others (another language's duplicates) are left out
+        too, as the question around them is English. A document without usable headings offers its file name
+        when every word of the name is in its text ("budget-meeting.txt"); with neither, no examples.
+
+        The questions are spread over the documents (one each in turn, documents in name order) and through each
+        document, and each is asked here once: only those answered (not abstained) are kept, so an example never
+        shows "not covered". Deterministic, and computed once per loaded generation (remembered for it)."""
+        data = self.data
+        key = (str(data.path) if data.path is not None else id(data), n)
+        memo = self.__dict__.get("_example_questions")
+        if memo is not None and memo[0] == key:
+            return list(memo[1])
+
+        function_words = {"the", "of", "and", "in", "on", "for", "to", "with", "against", "by", "from", "a", "an",
+                          "about", "into", "between", "under", "its", "their", "how", "what", "why", "who"}
+        number = re.compile(r"^(\d[\d.]*|[ivxlcdm]+)[.):]?$", re.IGNORECASE)  # 12, 4.2, IV, 3)
+        max_words, max_chars = 12, 90
+
+        def topic(heading: str) -> str | None:
+            text = " ".join(heading.split()).strip(" .:;,-#*\u2013\u2014")
+            tokens = text.split()
+            words = re.findall(r"[^\W\d_]+", text)
+            if not tokens or len(tokens) > max_words or len(text) > max_chars:
+                return None
+            if len(tokens) <= 3 and any(number.match(t) for t in tokens):
+                return None  # a label: "Article 12", "PART I", "Chapter 3"
+            if text.isupper() or not any(len(w) >= 4 for w in words):
+                return None
+            return text
+
+        def question(text: str) -> str:
+            if text.endswith("?"):
+                return text
+            first, _, rest = text.partition(" ")
+            if first in ("The", "A", "An") and rest:
+                text = f"{first.lower()} {rest}"
+            return f"What do the documents say about {text}?"
+
+        chunks = data.chunks
+        rows: dict[str, list[int]] = {}  # each source's chunks
+        headings: dict[str, list[str]] = {}  # each source's usable headings, in document order
+        seen: set[str] = set()
+        sections: set[tuple[str, tuple[str, ...]]] = set()
+        for i, chunk in enumerate(chunks):
+            rows.setdefault(chunk.source, []).append(i)
+            if not chunk.section or (chunk.source, chunk.section) in sections:
+                continue
+            sections.add((chunk.source, chunk.section))
+            text = topic(chunk.section[-1])
+            if text is not None and text.casefold() not in seen:
+                seen.add(text.casefold())
+                headings.setdefault(chunk.source, []).append(text)
+
+        tries = 4 * n + 4  # questions asked at most: the bound on the work
+        queues: list[list[tuple[int, str]]] = []  # per source: (place in the document, question), in asking order
+        for source in sorted(rows):
+            if len(queues) >= tries:
+                break  # sources after these are never reached
+            found = headings.get(source, [])
+            topics = [h for h in found if function_words & {w.lower() for w in h.split()}] or found
+            if not topics:  # no usable heading: the file name, if the document uses all its words
+                name = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", source.rsplit("/", 1)[-1])
+                text = topic(" ".join(re.split(r"[\s_.\-]+", name)))
+                if text is None or re.search(r"\d", text) or text.casefold() in seen:
+                    continue
+                body = " ".join(chunks[i].text for i in rows[source]).casefold()
+                if not all(re.search(rf"\b{re.escape(w)}\b", body) for w in text.casefold().split()):
+                    continue
+                seen.add(text.casefold())
+                topics = [text.lower()]
+            # an order whose every prefix is spread through the document: the middle, the quarters, ...
+            order: list[int] = []
+            t = 1
+            while len(order) < len(topics):
+                f, d, x = 0.0, 1.0, t
+                while x:
+                    d, f, x = d * 2, f + (x & 1) / (d * 2), x >> 1
+                j = min(int(f * len(topics)), len(topics) - 1)
+                if j not in order:
+                    order.append(j)
+                t += 1
+            queues.append([(j, question(topics[j])) for j in order])
+
+        chosen: list[tuple[int, int, str]] = []  # (source, place in the document, question)
+        step = 0
+        while len(chosen) < n and tries > 0 and any(step < len(q) for q in queues):
+            for qi, queue in enumerate(queues):  # one question per document in turn
+                if step >= len(queue) or len(chosen) >= n or tries <= 0:
+                    continue
+                tries -= 1
+                place, q = queue[step]
+                try:
+                    answer = self.ask(q)
+                except TqaError:
+                    return [q for _, _, q in sorted(chosen)]  # not answering now (not remembered)
+                if not answer.abstained and answer.passages:
+                    chosen.append((qi, place, q))
+            step += 1
+        result = [q for _, _, q in sorted(chosen)]
+        self.__dict__["_example_questions"] = (key, tuple(result))
+        return result
+
 
 def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
     """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with. The
