@@ -17,12 +17,11 @@ import re
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .errors import EvalError
 
