@@ -13,7 +13,8 @@ import pytest
 
 import tqa.store as store
 from tqa import Assistant, build_index
-from tqa.errors import IndexMismatch, ModelError
+from tqa.config import Settings
+from tqa.errors import IndexMismatch, ModelError, SettingsError
 from tqa.retrieval import dense_scores, filter_rows, unit_rows
 from tqa.store import FaissVectors, KeywordIndex, choose_index_type, ivf_settings, read_manifest
 
@@ -344,13 +345,16 @@ def test_precision_settings(monkeypatch):
     assert E.resolve_precision("auto") == "fp32"
     monkeypatch.setattr(E, "native_bf16", lambda: True)
     assert E.resolve_precision("auto") == "bf16" and E.resolve_precision("FP32") == "fp32"
-    monkeypatch.setenv("TQA_PRECISION", "fp32")
-    assert E.resolve_precision() == "fp32" and E.requested_precision() == "fp32"
+    assert E.resolve_precision(None) == "bf16"  # not asked for: auto
+    monkeypatch.setenv("TQA_PRECISION", "FP32")  # read by the settings, as every TQA_* variable
+    assert Settings.from_env().precision == "fp32" and E.resolve_precision(Settings.from_env().precision) == "fp32"
     monkeypatch.setenv("TQA_PRECISION", "fp8")
-    with pytest.raises(ModelError, match="TQA_PRECISION"):
-        E.resolve_precision()
+    with pytest.raises(SettingsError, match="TQA_PRECISION must be one of auto, fp32, bf16"):
+        Settings.from_env()
+    with pytest.raises(ModelError, match="fp8"):
+        E.resolve_precision("fp8")
     monkeypatch.delenv("TQA_PRECISION")
-    assert E.requested_precision() is None
+    assert Settings.from_env().precision is None
     assert E.precision_of(FakeEmbedder()) is None and E.precision_of(PreciseFake("bf16")) == "bf16"
 
     class Wrapper:

@@ -20,7 +20,7 @@ from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion, IndexMismatch, TqaError
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
-from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
+from .retrieval import DEFAULT_THRESHOLD_FLOOR, Hit, coverage_gap, rows_by_source, search, vocabulary
 from .store import CURRENT, IndexData, KeywordIndex, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
@@ -247,7 +247,7 @@ class Assistant:
     def _threshold(self, data: IndexData) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
-        return float(data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
+        return float(data.manifest.get("calibration", {}).get("abstain_threshold", DEFAULT_THRESHOLD_FLOOR))
 
     # ------------------------------------------------------------ following the index folder
 

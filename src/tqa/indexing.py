@@ -6,7 +6,6 @@ Kept apart from ``store.py`` (which only knows how an index sits on disk) becaus
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sys
 import time
@@ -26,7 +25,6 @@ from .embedding import (
     index_precision,
     load_embedder,
     precision_of,
-    requested_precision,
     resolve_precision,
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
@@ -46,7 +44,6 @@ from .store import (
     write_lock,
 )
 
-log = logging.getLogger("tqa")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -150,7 +147,7 @@ def build_index(
         )
         if old_manifest:
             _check_compatible(old_manifest, model_name, chunk_settings, index_dir)
-        precision = _build_precision(old_manifest, embedder, index_dir)
+        precision = _build_precision(old_manifest, embedder, settings.precision, index_dir)
 
         # What the previous index holds, by content hash (identity) and by path.
         old_files: dict[str, dict[str, Any]] = old_manifest["files"] if old_manifest else {}
@@ -347,14 +344,15 @@ def _relabel(chunk: Chunk, source: str) -> Chunk:
     return replace(chunk, source=source)
 
 
-def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, index_dir: Path) -> str:
+def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, asked: str | None,
+                     index_dir: Path) -> str:
     """The precision to embed at: an update keeps the index's own (vectors are never mixed); asking for another
-    one (TQA_PRECISION or an embedder at another precision) without --rebuild is refused."""
+    one (``asked``: TQA_PRECISION, or an embedder at another precision) without --rebuild is refused."""
     if embedder is not None:
         if old_manifest:
             check_precision(embedder, old_manifest, index_dir)
         return precision_of(embedder) or FULL_PRECISION
-    requested = requested_precision()
+    requested = resolve_precision(asked) if asked else None
     built = index_precision(old_manifest) if old_manifest else None
     if built is None:
         return requested or resolve_precision()

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from .chunking import Chunk
+from .config import MODES
 from .errors import BadQuestion
 from .store import FaissVectors, KeywordIndex
 
-MODES = ("hybrid", "dense", "bm25")
 KEYWORD_WEIGHT = 0.2
 UNIT_WEIGHT = 0.5
 CANDIDATES = 50  # how deep each signal's list is read
