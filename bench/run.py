@@ -960,16 +960,13 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
     add("")
     add("## 4. Index choice at scale")
     add("")
-    from tqa import store
+    from tqa import vectors
 
-    if hasattr(store, "IVF_MIN_PROBES"):
-        add(f"Exact `IndexFlatIP` up to {store.EXACT_MAX:,} vectors (a scan takes about a millisecond there); "
-            f"above, `IndexIVFFlat` with nlist = {store.IVF_LISTS_PER_SQRT}·√n and nprobe = "
-            f"max({store.IVF_MIN_PROBES}, nlist/{round(1 / store.IVF_PROBE_SHARE)}), trained on "
-            f"{store.IVF_TRAIN_PER_LIST} vectors a list. Vectors are stored uncompressed, so candidates are "
-            "scored exactly; only which are found is approximate.")
-    else:
-        add("This tqa searches exactly (`IndexFlatIP`) at every size.")
+    add(f"Exact `IndexFlatIP` up to {vectors.EXACT_MAX:,} vectors (a scan takes about a millisecond there); "
+        f"above, `IndexIVFFlat` with nlist = {vectors.IVF_LISTS_PER_SQRT}·√n and nprobe = "
+        f"max({vectors.IVF_MIN_PROBES}, nlist/{round(1 / vectors.IVF_PROBE_SHARE)}), trained on "
+        f"{vectors.IVF_TRAIN_PER_LIST} vectors a list. Vectors are stored uncompressed, so candidates are "
+        "scored exactly; only which are found is approximate.")
     add("")
     for s in scales:
         add(f"**{s['chunks']:,} chunks** (built in {s['build_s']:.0f} s: "

@@ -21,8 +21,10 @@ import numpy as np
 
 from tqa.chunking import Chunk, sentence_spans
 from tqa.config import ChunkSettings
+from tqa.keywords import KeywordIndex
 from tqa.retrieval import calibrate, name_prefixes
-from tqa.store import FaissVectors, IndexData, KeywordIndex
+from tqa.store import IndexData
+from tqa.vectors import FaissVectors
 
 SIGMA = 0.5
 MIX = 1.0

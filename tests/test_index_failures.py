@@ -10,6 +10,7 @@ import pytest
 
 from tqa import Assistant, build_index, indexing, store
 from tqa.errors import TqaError
+from tqa.keywords import KeywordIndex
 from tqa.loaders import Skipped
 from tqa.store import load_index, read_manifest
 
@@ -23,9 +24,9 @@ class Boom(Exception):
 
 
 FAILURES = {
-    "keyword index (a bug)": lambda mp: mp.setattr(store.KeywordIndex, "save", _raise(Boom("boom"))),
-    "keyword index (interrupted)": lambda mp: mp.setattr(store.KeywordIndex, "save", _raise(KeyboardInterrupt())),
-    "keyword index (I/O error)": lambda mp: mp.setattr(store.KeywordIndex, "save",
+    "keyword index (a bug)": lambda mp: mp.setattr(KeywordIndex, "save", _raise(Boom("boom"))),
+    "keyword index (interrupted)": lambda mp: mp.setattr(KeywordIndex, "save", _raise(KeyboardInterrupt())),
+    "keyword index (I/O error)": lambda mp: mp.setattr(KeywordIndex, "save",
                                                        _raise(OSError(errno.EIO, "Input/output error"))),
     "syncing (an encoding bug)": lambda mp: mp.setattr(store, "_fsync_tree", _raise(UnicodeEncodeError(
         "utf-8", "\udcff", 0, 1, "surrogates not allowed"))),

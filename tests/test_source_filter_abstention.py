@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tqa import Assistant, build_index
 from tqa.cli import main
-from tqa.store import KeywordIndex, load_index
+from tqa.keywords import KeywordIndex
+from tqa.store import load_index
 from tqa.web import Page
 
 from .conftest import FakeEmbedder

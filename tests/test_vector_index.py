@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tqa.store as store
+import tqa.vectors as vectors
 from tqa import Assistant, build_index
 from tqa.config import Settings
 from tqa.errors import IndexMismatch, ModelError, SettingsError
+from tqa.keywords import KeywordIndex
 from tqa.retrieval import dense_scores, filter_rows, unit_rows
-from tqa.store import FaissVectors, KeywordIndex, choose_index_type, ivf_settings, read_manifest
+from tqa.store import read_manifest
+from tqa.vectors import FaissVectors, choose_index_type, ivf_settings
 
 from .conftest import FakeEmbedder
 
@@ -43,8 +45,8 @@ def exact_top(x: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = No
 @pytest.fixture
 def small_limits(monkeypatch):
     """Approximate search from 2,000 vectors on (the default limit is 20,000), so that tests stay small."""
-    monkeypatch.setattr(store, "EXACT_MAX", 2000)
-    monkeypatch.setattr(store, "FILTER_EXACT_MAX", 500)
+    monkeypatch.setattr(vectors, "EXACT_MAX", 2000)
+    monkeypatch.setattr(vectors, "FILTER_EXACT_MAX", 500)
 
 
 def test_index_type_is_chosen_by_size(small_limits, tmp_path):
@@ -57,7 +59,7 @@ def test_index_type_is_chosen_by_size(small_limits, tmp_path):
     d = v.describe()
     assert d["type"] == "faiss.IndexIVFFlat" and not d["exact"] and (d["nlist"], d["nprobe"]) == ivf_settings(6000)
     # nprobe is a search-time setting: an index saved with another one searches with the current one
-    v._ivf.nprobe = 1
+    v.nprobe = 1
     path = tmp_path / "v.faiss"
     v.save(path)
     assert FaissVectors.load(path).describe()["nprobe"] == ivf_settings(6000)[1]
@@ -131,13 +133,21 @@ def test_search_never_pads_with_minus_one(kind, small_limits):
 # ---------------------------------------------------------------- the keyword index scores as bm25s does
 
 
-def reference_bm25(k: KeywordIndex, query: str, n: int, allowed: np.ndarray | None = None):
+def bm25s_of(texts: list[str]):
+    """bm25s's own index of the same analysed texts, as KeywordIndex.build makes it."""
+    import bm25s
+
+    reference = bm25s.BM25()
+    reference.index([KeywordIndex.analyze(t) or ["\u2205"] for t in texts], show_progress=False)
+    return reference
+
+
+def reference_bm25(reference, query: str, n: int, allowed: np.ndarray | None = None):
     """tqa's keyword search before the change: bm25s's get_scores over every row."""
-    vocab = k._bm25.vocab_dict
-    terms = [t for t in k.analyze(query) if t in vocab]
+    terms = [t for t in KeywordIndex.analyze(query) if t in reference.vocab_dict]
     if not terms:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-    scores = k._bm25.get_scores(terms)
+    scores = reference.get_scores(terms)
     if allowed is not None:
         mask = np.zeros(len(scores), dtype=bool)
         mask[allowed] = True
@@ -158,12 +168,13 @@ def test_keyword_scores_match_bm25s(docs):
     rng = np.random.default_rng(docs)
     texts = [" ".join(rng.choice(WORDS, rng.integers(3, 25))) for _ in range(docs)]
     k = KeywordIndex.build(texts)
+    reference = bm25s_of(texts)
     queries = ["trafficking victims", "law law sweden", "How do police find victims of labour trafficking?",
                "unknownword", "data", "protocol countries responsibilities protection border"]
     for allowed in (None, np.sort(rng.choice(docs, docs // 3, replace=False)), np.array([3, 4, 5])):
         for q in queries:
             for n in (1, 10, 50):
-                s1, r1 = reference_bm25(k, q, n, allowed)
+                s1, r1 = reference_bm25(reference, q, n, allowed)
                 s2, r2 = k.search(q, n, allowed)
                 assert np.array_equal(s1, s2), q  # the same float32 sums
                 if len(s1):  # the same rows above the k-th score (ties at the cut may be either)
@@ -225,7 +236,7 @@ def many_files(root: Path, n: int) -> Path:
 
 
 def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "EXACT_MAX", 600)
+    monkeypatch.setattr(vectors, "EXACT_MAX", 600)
     corpus = many_files(tmp_path / "corpus", 700)
     index = tmp_path / "index"
     emb = FakeEmbedder()

@@ -19,9 +19,10 @@ from .chunking import SECTION_SEPARATOR, Chunk
 from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion, IndexMismatch, TqaError
+from .keywords import KeywordIndex
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
 from .retrieval import DEFAULT_THRESHOLD_FLOOR, Hit, coverage_gap, rows_by_source, search, vocabulary
-from .store import CURRENT, IndexData, KeywordIndex, current_generation, load_index
+from .store import CURRENT, IndexData, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = "no passage is relevant enough"

@@ -5,6 +5,9 @@ The CLI prints ``str(error)`` on one line and exits 1; the web app shows it in t
 
 from __future__ import annotations
 
+# The fix for an index that is damaged or cannot be read as it is: what every such message ends with.
+REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
+
 
 class TqaError(Exception):
     """Base error; the message tells the user what to do."""

@@ -400,7 +400,7 @@ class StandardRecipe:
         import numpy as np
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-        from .store import FaissVectors
+        from .vectors import FaissVectors
 
         splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                                                   add_start_index=True)

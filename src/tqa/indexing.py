@@ -28,13 +28,12 @@ from .embedding import (
     resolve_precision,
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
+from .keywords import KeywordIndex
 from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
 from .query_encoder import write_encoder
 from .retrieval import name_prefixes, unit_rows
 from .store import (
-    FaissVectors,
     IndexData,
-    KeywordIndex,
     check_index_location,
     current_generation,
     load_index,
@@ -43,6 +42,7 @@ from .store import (
     tidy,
     write_lock,
 )
+from .vectors import FaissVectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

@@ -34,7 +34,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from .errors import IndexCorrupt
+from .errors import REBUILD_HINT, IndexCorrupt
 from .store import ENCODER_DIR, ENCODER_FILES, OPTIONAL_ARTIFACTS
 
 log = logging.getLogger("tqa")
@@ -48,7 +48,6 @@ TOLERANCE = 1e-3  # largest cosine distance allowed between an exported vector a
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "sentence_embedding"
-REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
 
 # What an export is checked on: each alone, then all together as one padded batch.
 PROBES = (

@@ -27,7 +27,8 @@ import numpy as np
 from .chunking import Chunk
 from .config import MODES
 from .errors import BadQuestion
-from .store import FaissVectors, KeywordIndex
+from .keywords import KeywordIndex
+from .vectors import FaissVectors
 
 KEYWORD_WEIGHT = 0.2
 UNIT_WEIGHT = 0.5
