@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -720,18 +720,18 @@ def section_memory(cfg: Config, index: Path, questions: list[str]) -> dict[str, 
 def without_encoder(index: Path, dest: Path) -> Path | None:
     """A copy of ``index`` without its question encoder (files and manifest entries), as a tqa from before the
     encoder would have built it; None when ``index`` has none."""
-    from tqa.store import MANIFEST_SHA, current_generation, manifest_digest
+    from tqa.manifest import ENCODER_DIR, MANIFEST, OPTIONAL_ARTIFACTS, Manifest
+    from tqa.store import current_generation
 
     gen = current_generation(index)
-    if gen is None or not (gen / "encoder").is_dir():
+    if gen is None or not (gen / ENCODER_DIR).is_dir():
         return None
     shutil.copytree(index, dest)
     copy = dest / gen.name
-    shutil.rmtree(copy / "encoder")
-    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
-    manifest["artifacts"] = {k: v for k, v in manifest["artifacts"].items() if not k.startswith("encoder/")}
-    manifest[MANIFEST_SHA] = manifest_digest(manifest)  # the manifest's own checksum, as a build writes it
-    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    shutil.rmtree(copy / ENCODER_DIR)
+    manifest = Manifest.read(copy)
+    older = replace(manifest, artifacts={k: v for k, v in manifest.artifacts.items() if k not in OPTIONAL_ARTIFACTS})
+    (copy / MANIFEST).write_bytes(older.sealed().to_bytes())  # sealed with its own checksum, as a build writes it
     return dest
 
 

@@ -185,7 +185,7 @@ def test_add_documents_reports_progress(qa):
 
 
 def test_uploads_never_overwrite_and_skipped_ones_are_not_kept(qa):
-    corpus = Path(qa.manifest["corpus"])
+    corpus = Path(qa.manifest.corpus)
     qa.add_documents([("notes.md", b"# Notes\n\nThe first notes mention walruses.\n")])
     qa.add_documents([("notes.md", b"# Notes\n\nOther notes mention narwhals.\n")])
     assert (corpus / "uploads" / "notes.md").read_bytes().endswith(b"walruses.\n")

@@ -31,7 +31,7 @@ def test_indexing_another_folder_into_an_index_is_refused(small_corpus, tmp_path
     assert str(small_corpus.resolve()) in message and "--rebuild" in message and "\n" not in message
     assert read_manifest(index) == before and fake_embedder.embedded == embedded
     s = build_index(mydocs, index, embedder=fake_embedder, rebuild=True)  # the flag that replaces it
-    assert s.published and set(read_manifest(index)["files"]) == {"a.txt"}
+    assert s.published and set(read_manifest(index).files) == {"a.txt"}
 
 
 def test_the_cli_names_the_folder_an_index_was_built_from(small_corpus, tmp_path, fake_embedder):
@@ -62,7 +62,7 @@ def test_a_moved_or_copied_project_keeps_its_index(small_corpus, tmp_path, fake_
     change(elsewhere / "corpus", 1)
     assert build_index(elsewhere / "corpus", elsewhere / "index", embedder=fake_embedder).files_added == [
         "changing.txt"]
-    assert read_manifest(elsewhere / "index")["corpus"] == str((elsewhere / "corpus").resolve())
+    assert read_manifest(elsewhere / "index").corpus == str((elsewhere / "corpus").resolve())
 
 
 def test_eval_uses_the_same_rule(small_corpus, tmp_path, fake_embedder):
@@ -85,4 +85,4 @@ def test_eval_uses_the_same_rule(small_corpus, tmp_path, fake_embedder):
 def test_the_manifest_records_the_corpus_absolute_and_relative_to_the_index(small_corpus, tmp_path, fake_embedder):
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     m = read_manifest(tmp_path / "index")
-    assert m["corpus"] == str(small_corpus.resolve()) and m["corpus_relative"] == "../corpus"
+    assert m.corpus == str(small_corpus.resolve()) and m.corpus_relative == "../corpus"

@@ -57,7 +57,7 @@ def test_a_build_that_fails_for_any_reason_leaves_no_debris(small_corpus, tmp_pa
     if isinstance(exc.value, TqaError):
         assert "\n" not in str(exc.value) and "previous index" in str(exc.value)
     assert tree(index) == before  # no temporary folder, no orphan generation, no pointer file
-    assert "changing.txt" not in read_manifest(index)["files"]
+    assert "changing.txt" not in read_manifest(index).files
     assert build_index(small_corpus, index, embedder=fake_embedder).files_added == ["changing.txt"]
 
 
@@ -87,7 +87,7 @@ def test_odd_source_names_round_trip_through_the_chunk_table_documents_and_manif
     assert s.skipped == [{"path": "odd-\udcff\n.txt", "reason": "odd"}]
     assert all(line.isprintable() for line in s.lines())  # one fact a line, printable whatever the names
     data = load_index(index)
-    assert set(data.manifest["files"]) == set(ODD_NAMES) == {c.source for c in data.chunks}
+    assert set(data.manifest.files) == set(ODD_NAMES) == {c.source for c in data.chunks}
     assert dict(data.documents()) == {n: t for n, t in texts.items()}
     for name, text in texts.items():
         assert data.document_text(name) == text

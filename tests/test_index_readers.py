@@ -87,7 +87,7 @@ def test_a_reader_that_follows_current_just_before_a_retirement_loads_the_new_ge
 
     monkeypatch.setattr(store, "current_generation", racing)
     data = load_index(index)
-    assert data.path == real(index) and "changing.txt" in data.manifest["files"]
+    assert data.path == real(index) and "changing.txt" in data.manifest.files
     assert data.document_text("changing.txt").startswith("Update 2")
     data.close()
 

@@ -57,12 +57,12 @@ def test_index_type_is_chosen_by_size(small_limits, tmp_path):
     v = FaissVectors.build(x, x.shape[1])
     assert v.kind == "ivf"
     d = v.describe()
-    assert d["type"] == "faiss.IndexIVFFlat" and not d["exact"] and (d["nlist"], d["nprobe"]) == ivf_settings(6000)
+    assert d.type == "faiss.IndexIVFFlat" and not d.exact and (d.nlist, d.nprobe) == ivf_settings(6000)
     # nprobe is a search-time setting: an index saved with another one searches with the current one
     v.nprobe = 1
     path = tmp_path / "v.faiss"
     v.save(path)
-    assert FaissVectors.load(path).describe()["nprobe"] == ivf_settings(6000)[1]
+    assert FaissVectors.load(path).describe().nprobe == ivf_settings(6000)[1]
     # too few vectors to train an inverted file: exact, whatever was asked
     assert FaissVectors.build(x[:100], x.shape[1], "ivf").kind == "flat"
 
@@ -242,10 +242,10 @@ def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_
     emb = FakeEmbedder()
     build_index(corpus, index, embedder=emb)
     m = read_manifest(index)
-    vi = m["vector_index"]
-    assert vi["type"] == "faiss.IndexIVFFlat" and vi["vectors"] == 700 and not vi["exact"]
-    assert (vi["nlist"], vi["nprobe"]) == ivf_settings(700)
-    assert vi["units"]["type"] == "faiss.IndexFlatIP" and vi["units"]["vectors"] == 0
+    vi = m.vector_index
+    assert vi.type == "faiss.IndexIVFFlat" and vi.vectors == 700 and not vi.exact
+    assert (vi.nlist, vi.nprobe) == ivf_settings(700)
+    assert vi.units is not None and vi.units.type == "faiss.IndexFlatIP" and vi.units.vectors == 0
     qa = Assistant.load(index, embedder=emb)
     assert qa.data.vectors.kind == "ivf"
     ans = qa.ask("shelters and funding in region 3", k=5)
@@ -314,7 +314,7 @@ class PreciseFake(FakeEmbedder):
 def test_precision_is_recorded_and_mixing_is_refused(small_corpus, tmp_path, monkeypatch):
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=PreciseFake("bf16"))
-    assert read_manifest(index)["precision"] == "bf16"
+    assert read_manifest(index).precision == "bf16"
     (small_corpus / "new.txt").write_text("Shelters\nShelters offer beds.\n", encoding="utf-8")
     with pytest.raises(IndexMismatch, match="bf16 vectors"):
         build_index(small_corpus, index, embedder=PreciseFake("fp32"))
@@ -327,7 +327,7 @@ def test_precision_is_recorded_and_mixing_is_refused(small_corpus, tmp_path, mon
     s = build_index(small_corpus, index, embedder=PreciseFake("bf16"))  # the same precision updates
     assert s.files_added == ["new.txt"]
     s = build_index(small_corpus, index, embedder=PreciseFake("fp32"), rebuild=True)  # a rebuild may change it
-    assert read_manifest(index)["precision"] == "fp32"
+    assert read_manifest(index).precision == "fp32"
 
 
 def test_an_index_is_queried_at_its_own_precision(small_corpus, tmp_path, monkeypatch):
@@ -347,11 +347,16 @@ def test_an_index_is_queried_at_its_own_precision(small_corpus, tmp_path, monkey
     assert calls == [("fake-hash-64", "fp32")] and qa.embedder.precision == "fp32"
 
 
-def test_precision_settings(monkeypatch):
+def test_precision_settings(monkeypatch, small_corpus, tmp_path, fake_embedder):
     import tqa.embedding as E
+    from tqa.manifest import Manifest
 
-    assert E.index_precision({}) == "fp32"  # written before precision was recorded: full precision
-    assert E.index_precision({"precision": None}) is None and E.index_precision({"precision": "bf16"}) == "bf16"
+    build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
+    recorded = read_manifest(tmp_path / "index").to_dict()
+    before = {k: v for k, v in recorded.items() if k != "precision"}
+    assert Manifest.from_dict(before).precision == "fp32"  # written before precision was recorded: full precision
+    assert Manifest.from_dict({**recorded, "precision": None}).precision is None
+    assert Manifest.from_dict({**recorded, "precision": "bf16"}).precision == "bf16"
     monkeypatch.setattr(E, "native_bf16", lambda: False)
     assert E.resolve_precision("auto") == "fp32"
     monkeypatch.setattr(E, "native_bf16", lambda: True)

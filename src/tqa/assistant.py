@@ -20,8 +20,9 @@ from .config import MAX_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
 from .errors import BadQuestion, IndexMismatch, TqaError
 from .keywords import KeywordIndex
+from .manifest import Manifest
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
-from .retrieval import DEFAULT_THRESHOLD_FLOOR, Hit, coverage_gap, rows_by_source, search, vocabulary
+from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
 from .store import CURRENT, IndexData, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
@@ -225,7 +226,8 @@ class Assistant:
         if embedder is None:
             # the index's exported model, without torch (query_encoder.py); else the index's model at the
             # precision its vectors were made at (embedding.py)
-            embedder = load_query_encoder(data.manifest, data.path) or embedder_for_index(data.manifest, load_embedder)
+            embedder = load_query_encoder(data.manifest, data.path) or embedder_for_index(
+                data.manifest.model.name, data.manifest.precision, load_embedder)
         else:
             _check_embedder(embedder, data, index)
         qa = cls(data, embedder, settings)
@@ -238,7 +240,8 @@ class Assistant:
         return self._data
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
+        """The loaded index's manifest: what it holds and how it was built."""
         return self._data.manifest
 
     @property
@@ -248,7 +251,7 @@ class Assistant:
     def _threshold(self, data: IndexData) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
-        return float(data.manifest.get("calibration", {}).get("abstain_threshold", DEFAULT_THRESHOLD_FLOOR))
+        return data.manifest.calibration.threshold
 
     # ------------------------------------------------------------ following the index folder
 
@@ -366,20 +369,20 @@ class Assistant:
 
     def sources(self) -> list[str]:
         self._follow(strict=False)
-        return sorted(self._data.manifest.get("files", {}))
+        return self._data.manifest.sources
 
     def info(self) -> dict[str, Any]:
         """What the index holds, for a status panel."""
         self._follow(strict=False)
         m = self._data.manifest
         return {
-            "documents": m["counts"]["files"],
-            "chunks": m["counts"]["chunks"],
-            "model": m["model"]["name"],
-            "built": m.get("created"),
-            "corpus": m.get("corpus"),
-            "sources": sorted(m.get("files", {})),
-            "skipped": m.get("skipped", []),
+            "documents": m.counts.files,
+            "chunks": m.counts.chunks,
+            "model": m.model.name,
+            "built": m.created,
+            "corpus": m.corpus,
+            "sources": m.sources,
+            "skipped": [s.to_dict() for s in m.skipped],
             "abstain_threshold": self._threshold(self._data),
         }
 
@@ -397,7 +400,7 @@ class Assistant:
         from .indexing import build_index
         from .loaders import SUPPORTED, size_text
 
-        corpus = self._data.manifest.get("corpus")
+        corpus = self._data.manifest.corpus
         if not corpus or not Path(corpus).is_dir():
             raise BadQuestion("The corpus folder of this index is not available; add files there and run `tqa index`.")
         limit = max_bytes or self.settings.max_file_bytes
@@ -446,7 +449,7 @@ class Assistant:
     def _answer(self, data: IndexData, query: Query, notes: list[str]) -> Answer:
         q, k, mode, sources = query.question, query.k, query.mode, query.sources
         if sources:
-            unknown = sorted(set(sources) - set(data.manifest.get("files", {})))
+            unknown = sorted(set(sources) - set(data.manifest.files))
             if unknown:
                 listed = ", ".join(shown(u) for u in unknown[:SHOWN_NAMES])
                 more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
@@ -476,14 +479,14 @@ def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
     """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with. The
     question encoder exported from the model (query_encoder.py) computes in fp32 for an index of any precision: its
     agreement with the index's own vectors was checked when it was exported."""
-    model = data.manifest["model"]["name"]
+    model = data.manifest.model.name
     if embedder.name != model:
         raise IndexMismatch(
             f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
             "Run `tqa index --rebuild` with the model you want."
         )
     if not isinstance(embedder, OnnxQueryEncoder):
-        check_precision(embedder, data.manifest, index)
+        check_precision(embedder, data.manifest.precision, index)
 
 
 def _stamp(index_dir: Path) -> tuple[int, ...] | None:

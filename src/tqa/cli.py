@@ -193,22 +193,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     m = read_manifest(args.index)
     if args.json:
-        print(json.dumps({k: v for k, v in m.items()}, indent=2, ensure_ascii=False))
+        print(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    cal = m.get("calibration", {})
     lines = [
-        f"index:      {args.index} (format {m['format_version']}, tqa {m.get('tqa_version')})",
-        f"built:      {m.get('created')} from {m.get('corpus')}",
-        f"model:      {m['model']['name']} ({m['model']['dim']} dimensions)",
-        f"chunking:   {m.get('chunking')}",
-        f"documents:  {m['counts']['files']}    chunks: {m['counts']['chunks']}",
-        f"abstain below relevance {cal.get('abstain_threshold')} (calibrated on {cal.get('probes')} probes)",
+        f"index:      {args.index} (format {m.format_version}, tqa {m.tqa_version})",
+        f"built:      {m.created} from {m.corpus}",
+        f"model:      {m.model.name} ({m.model.dim} dimensions)",
+        f"chunking:   {m.chunking.to_dict()}",
+        f"documents:  {m.counts.files}    chunks: {m.counts.chunks}",
+        f"abstain below relevance {m.calibration.abstain_threshold} (calibrated on {m.calibration.probes} probes)",
     ]
-    for src, meta in sorted(m.get("files", {}).items()):
-        page = f", {meta['pages']} pages" if meta.get("pages") else ""
-        lines.append(f"  {src}  ({meta.get('format')}, {meta.get('chunks')} chunks{page})")
-    for s in m.get("skipped", []):
-        lines.append(f"  skipped {s['path']}: {s['reason']}")
+    for src, meta in sorted(m.files.items()):
+        page = f", {meta.pages} pages" if meta.pages else ""
+        lines.append(f"  {src}  ({meta.format}, {meta.chunks} chunks{page})")
+    for s in m.skipped:
+        lines.append(f"  skipped {s.path}: {s.reason}")
     for line in lines:
         print(inline(line))  # one line per document, whatever its name holds
     return 0

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .config import DEFAULT_MODEL, PRECISIONS
-from .errors import IndexMismatch, ModelError
+from .errors import IndexMismatch, ModelError, first_line
 
 FULL_PRECISION = "fp32"
 
@@ -75,18 +75,10 @@ def precision_of(embedder: object) -> str | None:
     return None
 
 
-def index_precision(manifest: dict[str, Any]) -> str | None:
-    """The precision an index's vectors were made at, from its manifest ("precision": None for an embedder
-    that does not say). Indexes written before the precision was recorded were made at full precision."""
-    if "precision" not in manifest:
-        return FULL_PRECISION
-    p = manifest["precision"]
-    return p if isinstance(p, str) else None
-
-
-def check_precision(embedder: object, manifest: dict[str, Any], index_dir: object) -> None:
-    """Refuse to mix vectors of two precisions in one index (when both precisions are known)."""
-    built, mine = index_precision(manifest), precision_of(embedder)
+def check_precision(embedder: object, built: str | None, index_dir: object) -> None:
+    """Refuse to mix vectors of two precisions in one index (when both precisions are known): ``built`` is the
+    precision of the index's vectors (``Manifest.precision``)."""
+    mine = precision_of(embedder)
     if built and mine and built != mine:
         raise IndexMismatch(
             f"The index at {index_dir}/ holds {built} vectors; this embedder encodes at {mine}, and vectors of two "
@@ -95,12 +87,12 @@ def check_precision(embedder: object, manifest: dict[str, Any], index_dir: objec
         )
 
 
-def embedder_for_index(manifest: dict[str, Any], load: Any = None) -> Any:
-    """The embedder an index must be queried with: its model at its precision (whatever TQA_PRECISION says,
-    so that vectors are never mixed). ``load`` is ``load_embedder`` or a stand-in with the same signature."""
+def embedder_for_index(model: str, precision: str | None, load: Any = None) -> Any:
+    """The embedder an index of ``model`` whose vectors are of ``precision`` must be queried with: that model at that
+    precision (whatever TQA_PRECISION says, so that vectors are never mixed). ``load`` is ``load_embedder`` or a
+    stand-in with the same signature."""
     load = load or load_embedder
-    name, built = manifest["model"]["name"], index_precision(manifest)
-    return load(name) if built is None else load(name, built)
+    return load(model) if precision is None else load(model, precision)
 
 
 def resolve_model(name: str) -> str:
@@ -140,9 +132,8 @@ class SentenceTransformerEmbedder:
             hf_logging.disable_progress_bar()  # "Loading weights" bars are noise on every start
             self._model = SentenceTransformer(path, device="cpu")
         except Exception as exc:  # a bad name, a missing folder, no network for a hub name
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
-                f"Could not load the embedding model {name!r}: {first[:200]}. "
+                f"Could not load the embedding model {name!r}: {first_line(exc)}. "
                 "Pass --model with a sentence-transformers model folder, or omit it to use the bundled default."
             ) from None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension

@@ -21,10 +21,13 @@ import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import MODES
 from .errors import EvalError
+
+if TYPE_CHECKING:
+    from .assistant import Assistant
 
 QUESTION_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "abstained_unanswerable", "abstained_answerable")
 BEIR_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
@@ -579,10 +582,11 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
         m = qa.manifest
         header = (f"{questions}: {sum(q.answerable for q in qs)} answerable and "
                   f"{sum(not q.answerable for q in qs)} unanswerable questions on {corpus}/ "
-                  f"({m['counts']['files']} documents, {m['counts']['chunks']} chunks, model {m['model']['name']}, "
-                  f"chunking {m['chunking']}, abstain below {qa.threshold:.3f})")
+                  f"({m.counts.files} documents, {m.counts.chunks} chunks, model {m.model.name}, "
+                  f"chunking {m.chunking.to_dict()}, abstain below {qa.threshold:.3f})")
         report = {"kind": "questions", "set": str(questions), "corpus": str(corpus),
-                  "index": {k: m.get(k) for k in ("model", "chunking", "counts", "calibration")},
+                  "index": {"model": m.model.to_dict(), "chunking": m.chunking.to_dict(), "counts": m.counts.to_dict(),
+                            "calibration": m.calibration.to_dict()},
                   "abstain_threshold": qa.threshold}
     report.update({"tqa_version": __version__, "modes": modes, "primary": primary,
                    "seconds": round(time.perf_counter() - t0, 2), "runs": runs})
@@ -604,7 +608,7 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     return report, lines, failures
 
 
-def _eval_assistant(corpus: str | Path, index: str | Path, embedder: Any) -> Any:
+def _eval_assistant(corpus: str | Path, index: str | Path, embedder: Any) -> Assistant:
     """The index of ``corpus`` at ``index``, brought up to date first. An index of another corpus is refused
     (by ``build_index``'s own rule, IndexMismatch) rather than overwritten."""
     from .assistant import Assistant

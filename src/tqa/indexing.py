@@ -5,6 +5,7 @@ Kept apart from ``store.py`` (which only knows how an index sits on disk) becaus
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -22,14 +23,14 @@ from .embedding import (
     FULL_PRECISION,
     Embedder,
     check_precision,
-    index_precision,
     load_embedder,
     precision_of,
     resolve_precision,
 )
 from .errors import CorpusError, IndexCorrupt, IndexMismatch
-from .keywords import KeywordIndex
+from .keywords import KeywordIndex, analyzer_settings
 from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
+from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo
 from .query_encoder import write_encoder
 from .retrieval import name_prefixes, unit_rows
 from .store import (
@@ -134,29 +135,27 @@ def build_index(
         if old_manifest and not same_corpus(old_manifest, corpus, index_dir):
             here = Path(os.path.abspath(corpus))
             raise IndexMismatch(
-                f"The index at {shown(index_dir)}/ was built from {shown(old_manifest['corpus'])}, not {shown(here)}. "
+                f"The index at {shown(index_dir)}/ was built from {shown(old_manifest.corpus)}, not {shown(here)}. "
                 f"Run `tqa index {shown(corpus)} --index {shown(index_dir)} --rebuild` to replace its documents with "
                 "this folder's, or pass --index DIR to keep a separate index."
             )
         if embedder is not None:
             model_name = embedder.name
         else:
-            model_name = model or (old_manifest["model"]["name"] if old_manifest else None) or settings.model
-        chunk_settings = chunking or (
-            ChunkSettings(**old_manifest["chunking"]) if old_manifest else settings.chunking
-        )
+            model_name = model or (old_manifest.model.name if old_manifest else None) or settings.model
+        chunk_settings = chunking or (old_manifest.chunking if old_manifest else settings.chunking)
         if old_manifest:
             _check_compatible(old_manifest, model_name, chunk_settings, index_dir)
         precision = _build_precision(old_manifest, embedder, settings.precision, index_dir)
 
         # What the previous index holds, by content hash (identity) and by path.
-        old_files: dict[str, dict[str, Any]] = old_manifest["files"] if old_manifest else {}
+        old_files: dict[str, FileEntry] = old_manifest.files if old_manifest else {}
         rows_by_source: dict[str, list[int]] = {}
         for i, c in enumerate(old_chunks):
             rows_by_source.setdefault(c.source, []).append(i)
-        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items() if "sha256" in meta}
+        source_by_hash = {meta.sha256: src for src, meta in old_files.items() if meta.sha256}
 
-        new_files: dict[str, dict[str, Any]] = {}
+        new_files: dict[str, FileEntry] = {}
         plan: list[tuple[str, list[Chunk] | None, list[int] | None]] = []  # (source, new chunks, reused rows)
         documents: dict[str, Document | None] = {}
         seen_hashes: dict[str, str] = {}
@@ -180,11 +179,11 @@ def build_index(
                 skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
                 continue
             seen_hashes[digest] = source
-            old_src = source if old_files.get(source, {}).get("sha256") == digest else source_by_hash.get(digest)
+            old_src = source if source in old_files and old_files[source].sha256 == digest else \
+                source_by_hash.get(digest)
             if old_src is not None and old_src in old_files:
                 rows = rows_by_source.get(old_src, [])
-                meta = dict(old_files[old_src])
-                new_files[source] = meta
+                new_files[source] = old_files[old_src]
                 plan.append((source, None, rows))
                 documents[source] = None  # text is copied from the previous generation
                 if old_src == source:
@@ -203,15 +202,8 @@ def build_index(
                 continue
             for w in doc.warnings:
                 summary.warnings.append({"path": source, "warning": w})
-            new_files[source] = {
-                "sha256": digest,
-                "bytes": len(raw),
-                "format": doc.format,
-                "chars": len(doc.text),
-                "chunks": len(chunks),
-                "pages": len(doc.pages) or None,
-                "warnings": list(doc.warnings),
-            }
+            new_files[source] = FileEntry(sha256=digest, size=len(raw), format=doc.format, chars=len(doc.text),
+                                          chunks=len(chunks), pages=len(doc.pages) or None, warnings=doc.warnings)
             plan.append((source, chunks, None))
             documents[source] = doc
             (summary.files_changed if source in old_files else summary.files_added).append(source)
@@ -228,7 +220,8 @@ def build_index(
             )
 
         changed = bool(summary.files_added or summary.files_changed or summary.files_removed or summary.files_renamed)
-        if old_manifest and not changed and not rebuild and old_manifest.get("skipped") == summary.skipped:
+        same_skips = old_manifest is not None and [s.to_dict() for s in old_manifest.skipped] == summary.skipped
+        if old_manifest and not changed and not rebuild and same_skips:
             tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
             summary.chunks_total = len(old_chunks)
             summary.seconds = time.perf_counter() - t0
@@ -266,29 +259,25 @@ def build_index(
 
         from .retrieval import calibrate
 
-        data = IndexData(
-            path=None,
-            manifest={},
-            chunks=all_chunks,
-            vectors=FaissVectors.build(matrix, emb.dim),
-            units=FaissVectors.build(unit_matrix, emb.dim),
-            keywords=KeywordIndex.build([c.search_text for c in all_chunks]),
+        vectors, units = FaissVectors.build(matrix, emb.dim), FaissVectors.build(unit_matrix, emb.dim)
+        draft = Manifest(
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            corpus=str(corpus.resolve()),
+            corpus_relative=_relative_corpus(corpus, index_dir),
+            model=ModelInfo(model_name, emb.dim, emb.max_tokens),
+            precision=precision_of(emb),  # the embedding path (embedding.py); queries use the same
+            chunking=chunk_settings,
+            analyzer=analyzer_settings(),
+            vector_index=dataclasses.replace(vectors.describe(), units=units.describe()),
+            files=new_files,
+            skipped=tuple(skipped),
+            counts=Counts(len(new_files), len(all_chunks), len(unit_matrix)),
+            calibration=Calibration(),
+            names=tuple(name_prefixes([c.search_text for c in all_chunks])),
         )
-        calibration = calibrate(emb, data)
-        data.manifest = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "corpus": str(corpus.resolve()),
-            **_relative_corpus(corpus, index_dir),
-            "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
-            "precision": precision_of(emb),  # the embedding path (embedding.py); queries use the same
-            "chunking": chunk_settings.to_dict(),
-            "vector_index": {**data.vectors.describe(), "units": data.units.describe()},
-            "files": new_files,
-            "skipped": summary.skipped,
-            "counts": {"files": len(new_files), "chunks": len(all_chunks), "units": len(unit_matrix)},
-            "calibration": calibration,
-            "names": name_prefixes([c.search_text for c in all_chunks]),
-        }
+        data = IndexData(path=None, manifest=draft, chunks=all_chunks, vectors=vectors, units=units,
+                         keywords=KeywordIndex.build([c.search_text for c in all_chunks]))
+        data.manifest = dataclasses.replace(draft, calibration=calibrate(emb, data))
         # unchanged documents keep the text the previous index extracted (it is already loaded: ``old``)
         old_texts = dict(old.documents()) if old and any(d is None for d in documents.values()) else {}
         renames = {r["to"]: r["from"] for r in summary.files_renamed}
@@ -305,28 +294,26 @@ def build_index(
         return summary
 
 
-def same_corpus(manifest: dict[str, Any], corpus: str | Path, index_dir: str | Path) -> bool:
+def same_corpus(manifest: Manifest, corpus: str | Path, index_dir: str | Path) -> bool:
     """Whether ``corpus`` is the folder the index was built from: the same absolute path, or the same path relative
     to the index folder (recorded since format 2), so a project moved or copied with its corpus and index side by
     side keeps its index. An index of the previous format records only the absolute path: there, a folder of the
     same name beside the index counts as the same (the default layout, moved)."""
     given = _resolved(Path(corpus))
-    built = manifest.get("corpus")
-    if not isinstance(built, str):
-        return False
+    built = manifest.corpus
     if Path(built) == given or _resolved(Path(built)) == given:
         return True
-    relative = manifest.get("corpus_relative")
-    if isinstance(relative, str):
+    relative = manifest.corpus_relative
+    if relative is not None:
         return _resolved(Path(index_dir) / relative) == given
     return Path(built).name == given.name and given.parent == _resolved(Path(index_dir)).parent
 
 
-def _relative_corpus(corpus: Path, index_dir: Path) -> dict[str, str]:
+def _relative_corpus(corpus: Path, index_dir: Path) -> str | None:
     try:
-        return {"corpus_relative": Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()}
+        return Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()
     except ValueError:  # another drive
-        return {}
+        return None
 
 
 def _resolved(path: Path) -> Path:
@@ -344,16 +331,16 @@ def _relabel(chunk: Chunk, source: str) -> Chunk:
     return replace(chunk, source=source)
 
 
-def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, asked: str | None,
+def _build_precision(old_manifest: Manifest | None, embedder: Embedder | None, asked: str | None,
                      index_dir: Path) -> str:
     """The precision to embed at: an update keeps the index's own (vectors are never mixed); asking for another
     one (``asked``: TQA_PRECISION, or an embedder at another precision) without --rebuild is refused."""
     if embedder is not None:
         if old_manifest:
-            check_precision(embedder, old_manifest, index_dir)
+            check_precision(embedder, old_manifest.precision, index_dir)
         return precision_of(embedder) or FULL_PRECISION
     requested = resolve_precision(asked) if asked else None
-    built = index_precision(old_manifest) if old_manifest else None
+    built = old_manifest.precision if old_manifest else None
     if built is None:
         return requested or resolve_precision()
     if requested and requested != built:
@@ -364,17 +351,17 @@ def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | N
     return built
 
 
-def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSettings, index_dir: Path) -> None:
-    built_model = manifest["model"]["name"]
+def _check_compatible(manifest: Manifest, model: str, chunking: ChunkSettings, index_dir: Path) -> None:
+    built_model = manifest.model.name
     if built_model != model:
         raise IndexMismatch(
             f"The index at {index_dir}/ was built with model {built_model!r}, not {model!r}. "
             f"Run `tqa index --rebuild --model {model}` to rebuild it, or drop --model."
         )
-    built = manifest.get("chunking", {})
-    if built != chunking.to_dict():
+    if manifest.chunking != chunking:
         raise IndexMismatch(
-            f"The index at {index_dir}/ was built with chunking {built}, not {chunking.to_dict()}. "
+            f"The index at {index_dir}/ was built with chunking {manifest.chunking.to_dict()}, not "
+            f"{chunking.to_dict()}. "
             "Run `tqa index --rebuild` to rebuild it with the new settings."
         )
 

@@ -28,6 +28,7 @@ from .chunking import Chunk
 from .config import MODES
 from .errors import BadQuestion
 from .keywords import KeywordIndex
+from .manifest import THRESHOLD_FLOOR, Calibration
 from .vectors import FaissVectors
 
 KEYWORD_WEIGHT = 0.2
@@ -62,8 +63,7 @@ OFF_TOPIC_PROBES = (
     "Which wine goes well with fish?",
     "How do airplanes stay in the air?",
 )
-DEFAULT_THRESHOLD_FLOOR = 0.15
-CALIBRATION_MARGIN = 0.05
+CALIBRATION_MARGIN = 0.05  # the threshold sits this far above the 90th percentile of the probes' best scores
 
 
 class Searchable(Protocol):
@@ -84,22 +84,18 @@ class Hit:
     keyword: float | None  # raw BM25 score
 
 
-def calibrate(embedder: Any, data: Searchable) -> dict[str, Any]:
+def calibrate(embedder: Any, data: Searchable) -> Calibration:
     """Measure how well off-topic probe questions match this index; the abstention threshold sits above."""
     if not data.chunks:
-        return {"abstain_threshold": DEFAULT_THRESHOLD_FLOOR, "probes": 0}
+        return Calibration(abstain_threshold=THRESHOLD_FLOOR, probes=0)
     q = embedder.encode(list(OFF_TOPIC_PROBES))
     best = np.array([search(data, p, v, k=1, mode="dense")[1] or 0.0 for p, v in zip(OFF_TOPIC_PROBES, q,
                                                                                     strict=True)])
     p90 = float(np.quantile(best, 0.9))
-    threshold = max(DEFAULT_THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
-    return {
-        "abstain_threshold": round(threshold, 4),
-        "probes": len(best),
-        "probe_best_max": round(float(best.max()), 4),
-        "probe_best_p90": round(p90, 4),
-        "probe_best_median": round(float(np.median(best)), 4),
-    }
+    threshold = max(THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
+    return Calibration(abstain_threshold=round(threshold, 4), probes=len(best),
+                       probe_best_max=round(float(best.max()), 4), probe_best_p90=round(p90, 4),
+                       probe_best_median=round(float(np.median(best)), 4))
 
 
 # Per-index lookups that a question would otherwise recompute, built once per loaded index on first need and

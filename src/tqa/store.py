@@ -33,6 +33,7 @@ A ``CURRENT`` that is not a regular file is moved aside, never deleted. Nothing 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -48,55 +49,50 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
 
 import numpy as np
 
 from . import __version__
 from .chunking import Chunk
-from .errors import REBUILD_HINT, IndexBusy, IndexCorrupt, IndexLocationError, IndexNotFound, TqaError
-from .keywords import KeywordIndex
+from .errors import (
+    REBUILD_HINT,
+    IndexBusy,
+    IndexCorrupt,
+    IndexLocationError,
+    IndexMismatch,
+    IndexNotFound,
+    TqaError,
+    first_line,
+    shown,
+)
+from .keywords import KeywordIndex, analyzer_settings
 from .loaders import NotReadable, read_bounded
+from .manifest import (
+    BM25_DIR,
+    CHUNKS,
+    DOCUMENTS,
+    ENCODER_DIR,
+    FORMAT_FILES,
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED_ARTIFACTS,
+    SUBFOLDERS,
+    UNITS,
+    VECTORS,
+    Artifact,
+    Manifest,
+    artifact_set,
+    json_bytes,
+)
 from .vectors import FaissVectors
 
 log = logging.getLogger("tqa")
 
-# 2: the manifest carries its own checksum (MANIFEST_SHA) and the corpus path relative to the index; generations
-# carry owner and lease files. Format 1 (the same artifacts, no manifest checksum) is still read, with its checks.
-FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 LOCK = ".lock"
 MARKER = ".tqa-index"
 OWNER = ".tqa-owner"
 LEASE = ".tqa-lease"
-MANIFEST = "manifest.json"
-MANIFEST_SHA = "manifest_sha256"
-VECTORS = "vectors.faiss"
-UNITS = "units.faiss"
-CHUNKS = "chunks.jsonl"
-DOCUMENTS = "documents.jsonl"
-BM25_DIR = "bm25"
-BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
-              "vocab.index.json")
-# The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
-REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
-# The question encoder (query_encoder.py), a group that is all there or all absent: an index without it (built by
-# an older tqa, or with a model that cannot be exported) answers through sentence-transformers.
-ENCODER_DIR = "encoder"
-ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
-OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
-_SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
-_FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | {MANIFEST}
-
-
-def _artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
-    """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group), or None when the listed set is none of those."""
-    for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        if set(listed) == allowed:
-            return allowed
-    return None
-
 GEN_RE = re.compile(r"g-\d{8}T\d{6}-[0-9a-f]{8}")  # g-<local time>-<8 hex digits>, as publish() names them
 _TMP_RE = re.compile(rf"\.tmp-({GEN_RE.pattern})")
 _RETIRED_RE = re.compile(rf"\.retired-({GEN_RE.pattern})")
@@ -105,19 +101,11 @@ _MARKER_TMP_RE = re.compile(r"\.tqa-index\.[0-9a-f]{32}\.tmp")
 _MARKER_RE = re.compile(rb"tqa-index ([0-9a-f]{32})\n")
 
 # Caps for the small files tqa reads by name (never following a symlink, never waiting on a FIFO): CURRENT holds a
-# 27-byte name; the marker and owner files a line or two. A manifest grows with the corpus (a few hundred bytes a
-# document, plus the name prefixes): 256 MiB is about a million documents, and it is parsed whole in memory.
+# 27-byte name; the marker and owner files a line or two. (The manifest's cap is manifest.MAX_MANIFEST_BYTES.)
 MAX_POINTER_BYTES = 256
 MAX_SMALL_BYTES = 4096
-MAX_MANIFEST_BYTES = 256 << 20
 _LOAD_ATTEMPTS = 5
 _O_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def shown(path: str | Path) -> str:
-    """A path for a one-line message: as is when printable, else quoted with escapes (a name may hold a newline)."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
 
 
 def _open_regular(path: Path) -> int:
@@ -159,26 +147,6 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
     for d in sorted({p.parent for p in path.rglob("*")} | {path}):
         _fsync_dir(d)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _json_bytes(obj: Any, **kw: Any) -> bytes:
-    """JSON as UTF-8 bytes, whatever the strings hold. A lone surrogate (how Python spells a file name that is not
-    valid UTF-8) cannot be encoded: it is written as its ``\\u`` escape, which reads back as the same string."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, **kw)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """SHA-256 of a manifest's canonical JSON (sorted keys, no spaces, ASCII escapes), its own checksum left out."""
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 # ---------------------------------------------------------------- the index as a whole
@@ -251,7 +219,7 @@ class IndexData:
     """
 
     path: Path | None  # the generation folder (None while a build holds it in memory)
-    manifest: dict[str, Any]
+    manifest: Manifest
     chunks: list[Chunk]
     vectors: FaissVectors
     units: FaissVectors
@@ -273,7 +241,7 @@ class IndexData:
     @functools.cached_property
     def names(self) -> frozenset[str]:
         """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
-        return frozenset(self.manifest.get("names", ()))
+        return frozenset(self.manifest.names)
 
     @functools.cached_property
     def unit_ptr(self) -> np.ndarray:
@@ -350,159 +318,19 @@ def _live_name(root: Path) -> str | None:
     return gen.name if gen is not None else None
 
 
-def read_manifest(index_dir: str | Path) -> dict[str, Any]:
+def read_manifest(index_dir: str | Path) -> Manifest:
+    """The live generation's manifest, checked (``Manifest.read``)."""
     gen = current_generation(index_dir)
     if gen is None:
         raise IndexNotFound(f"No index at {shown(index_dir)}/. Run `tqa index` first (or pass --index DIR).")
-    return _read_manifest(gen)
+    return Manifest.read(gen)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _read_manifest(gen: Path) -> dict[str, Any]:
-    """The manifest of ``gen``, read within a cap and checked: its format, its own checksum (format 2), its schema."""
-    path = gen / MANIFEST
-    where = shown(path)
-    try:
-        raw = read_bounded(path, MAX_MANIFEST_BYTES, follow_symlinks=False)
-    except FileNotFoundError:
-        raise IndexCorrupt(f"The index manifest {where} is missing. {REBUILD_HINT}") from None
-    except NotReadable as exc:
-        raise IndexCorrupt(f"The index manifest {where} cannot be read: {exc}. {REBUILD_HINT}") from None
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise IndexCorrupt(f"The index manifest {where} cannot be read: {why}. {REBUILD_HINT}") from None
-    try:
-        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise IndexCorrupt(f"The index manifest {where} is unreadable ({_first_line(exc)}). {REBUILD_HINT}") from None
-    if not isinstance(manifest, dict) or "format_version" not in manifest:
-        raise IndexCorrupt(f"{where} is not a tqa manifest. {REBUILD_HINT}")
-    version = manifest["format_version"]
-    if not _is_count(version) or version < 1:
-        raise IndexCorrupt(f"{where} names no index format tqa knows ({repr(version)[:40]}). {REBUILD_HINT}")
-    if version > FORMAT_VERSION:
-        raise IndexCorrupt(
-            f"The index was written by a newer tqa (format {version}; this tqa reads format {FORMAT_VERSION}). "
-            f"Upgrade tqa, or {REBUILD_HINT[0].lower()}{REBUILD_HINT[1:]}"
-        )
-    if version >= 2 or MANIFEST_SHA in manifest:
-        try:
-            sealed = manifest.get(MANIFEST_SHA) == manifest_digest(manifest)
-        except ValueError:  # a number JSON cannot write back (1e999 reads as infinity)
-            sealed = False
-        if not sealed:
-            raise IndexCorrupt(f"The index manifest {where} fails its own checksum (damaged or edited). {REBUILD_HINT}")
-    _check_schema(manifest, where)
-    return manifest
-
-
-# ---- the manifest's schema: what every reader of a manifest relies on, checked once when it is read
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
-_KINDS: dict[str, tuple[str, Any]] = {
-    "text": ("text", lambda v: isinstance(v, str)),
-    "count": ("a whole number", _is_count),
-    "positive": ("a positive whole number", lambda v: _is_count(v) and v > 0),
-    "number": ("a number", _is_number),
-    "object": ("an object", lambda v: isinstance(v, dict)),
-    "list": ("a list", lambda v: isinstance(v, list)),
-    "null": ("null", lambda v: v is None),
-    "sha256": ("a SHA-256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
-}
-_OPTIONAL = object()
-
-
-def _check_schema(m: dict[str, Any], where: str) -> None:
-    """Refuse a manifest with a missing or mistyped field (one line, IndexCorrupt), so that no reader meets a
-    KeyError or a string where it expects a number."""
-
-    def bad(what: str) -> NoReturn:
-        raise IndexCorrupt(f"The index manifest {where} is not valid: {what}. {REBUILD_HINT}")
-
-    def want(obj: dict[str, Any], key: str, *kinds: str, at: str = "", optional: bool = False) -> Any:
-        if key not in obj:
-            if optional:
-                return _OPTIONAL
-            bad(f"{at}{key} is missing")
-        value = obj[key]
-        if not any(_KINDS[k][1](value) for k in kinds):
-            bad(f"{at}{key} is not {' or '.join(_KINDS[k][0] for k in kinds)}")
-        return value
-
-    def name(key: str) -> str:
-        return repr(key)[:80]
-
-    for key in ("tqa_version", "created", "corpus"):
-        want(m, key, "text")
-    want(m, "corpus_relative", "text", optional=True)
-    want(m, "precision", "text", "null", optional=True)
-    model = want(m, "model", "object")
-    want(model, "name", "text", at="model.")
-    want(model, "dim", "positive", at="model.")
-    want(model, "max_tokens", "positive", at="model.")
-    chunking = want(m, "chunking", "object")
-    from .config import ChunkSettings
-
-    expected = set(ChunkSettings().to_dict())
-    if set(chunking) != expected:
-        bad(f"chunking holds {sorted(map(name, chunking))}, not {sorted(map(name, expected))}")
-    for key in sorted(expected):
-        want(chunking, key, "count", at="chunking.")
-    want(m, "vector_index", "object")
-    for source, meta in want(m, "files", "object").items():
-        if not isinstance(meta, dict):
-            bad(f"the entry of {name(source)} in files is not an object")
-        want(meta, "sha256", "sha256", at=f"files[{name(source)}].", optional=True)
-        want(meta, "chunks", "count", at=f"files[{name(source)}].", optional=True)
-    for entry in want(m, "skipped", "list"):
-        if not isinstance(entry, dict):
-            bad("an entry of skipped is not an object")
-        want(entry, "path", "text", at="skipped[].")
-        want(entry, "reason", "text", at="skipped[].")
-    counts = want(m, "counts", "object")
-    want(counts, "files", "count", at="counts.")
-    want(counts, "chunks", "count", at="counts.")
-    want(counts, "units", "count", at="counts.", optional=True)
-    want(want(m, "calibration", "object"), "abstain_threshold", "number", at="calibration.", optional=True)
-    names = want(m, "names", "list", optional=True)
-    if names is not _OPTIONAL and not all(isinstance(n, str) for n in names):
-        bad("names holds something other than text")
-    artifacts = want(m, "artifacts", "object")
-    listed = _artifact_set(set(artifacts))
-    if listed is None:
-        known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(artifacts) else set())
-        missing, unknown = known - set(artifacts), set(artifacts) - known
-        bad(f"its artifacts are not those of format {m['format_version']}"
-            + (f": {', '.join(sorted(missing))} not listed" if missing else "")
-            + (f": {', '.join(sorted(map(name, unknown)))} unknown" if unknown else ""))
-        return
-    for rel in sorted(listed):
-        meta = want(artifacts, rel, "object", at="artifacts.")
-        want(meta, "bytes", "count", at=f"artifacts[{rel!r}].")
-        want(meta, "sha256", "sha256", at=f"artifacts[{rel!r}].")
-
-
-def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
+def _verify_artifacts(gen: Path, manifest: Manifest) -> None:
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
     listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else."""
-    artifacts = manifest["artifacts"]
-    for rel in sorted(_artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
+    artifacts = manifest.artifacts
+    for rel in sorted(artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
         path = gen / rel
         meta = artifacts[rel]
         try:
@@ -515,17 +343,17 @@ def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
             raise IndexCorrupt(f"Cannot read the index file {shown(path)}: {exc.strerror}. {REBUILD_HINT}") from None
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(fd).st_size
-            if size != meta["bytes"]:
+            if size != meta.size:
                 raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
-                                   f"{meta['bytes']}. {REBUILD_HINT}")
+                                   f"{meta.size}. {REBUILD_HINT}")
             h = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        if h.hexdigest() != meta["sha256"]:
+        if h.hexdigest() != meta.sha256:
             raise IndexCorrupt(f"The index file {shown(path)} fails its checksum (damaged or edited). {REBUILD_HINT}")
-    for sub, files in _SUBFOLDERS.items():
+    for sub, files in SUBFOLDERS.items():
         folder = gen / sub
-        if sub == ENCODER_DIR and not OPTIONAL_ARTIFACTS & set(artifacts):
+        if sub == ENCODER_DIR and not manifest.has_encoder:
             continue
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             raise IndexCorrupt(f"The index folder {shown(folder)} is not a folder. {REBUILD_HINT}")
@@ -570,7 +398,8 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
 
 
 def _load_generation(gen: Path, verify: bool) -> IndexData:
-    manifest = _read_manifest(gen)
+    manifest = Manifest.read(gen)
+    _check_analyzer(gen, manifest)
     if verify:
         _verify_artifacts(gen, manifest)
     chunks: list[Chunk] = []
@@ -581,18 +410,18 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     except FileNotFoundError:
         raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is missing. {REBUILD_HINT}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({_first_line(exc)}). "
+        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({first_line(exc)}). "
                            f"{REBUILD_HINT}") from None
     vectors = FaissVectors.load(gen / VECTORS)
     units = FaissVectors.load(gen / UNITS)
     keywords = KeywordIndex.load(gen / BM25_DIR)
-    expected = manifest["counts"]["chunks"]
+    expected = manifest.counts.chunks
     if not (vectors.ntotal == len(chunks) == expected):
         raise IndexCorrupt(
             f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
             f"{expected}. {REBUILD_HINT}"
         )
-    dim = manifest["model"]["dim"]
+    dim = manifest.model.dim
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
     data = IndexData(gen, manifest, chunks, vectors, units, keywords)
@@ -602,6 +431,16 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
             f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
         )
     return data
+
+
+def _check_analyzer(gen: Path, manifest: Manifest) -> None:
+    """Refuse an index whose keyword index was analysed otherwise than this tqa analyses a question (its terms would
+    not meet the index's). An index written before the analyzer was recorded was analysed as today."""
+    mine = analyzer_settings()
+    if manifest.analyzer is not None and manifest.analyzer != mine:
+        changed = ", ".join(manifest.analyzer.differences(mine))
+        raise IndexMismatch(f"The index in {shown(gen)} was built with another keyword analyzer (its {changed} "
+                            f"differ from this tqa's). {REBUILD_HINT}")
 
 
 # ---------------------------------------------------------------- writing: what the index folder may hold
@@ -678,12 +517,12 @@ def _owned(folder: Path, gen: str, index_id: str) -> bool:
 
 def _only_format_files(folder: Path) -> bool:
     """Whether a real folder holds nothing but what tqa writes in a generation (a previous tqa's, for adoption)."""
-    allowed = _FORMAT_FILES | {OWNER, LEASE}
+    allowed = FORMAT_FILES | {OWNER, LEASE}
     try:
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             return False
         for entry in os.scandir(folder):
-            if entry.name in _SUBFOLDERS and entry.is_dir(follow_symlinks=False):
+            if entry.name in SUBFOLDERS and entry.is_dir(follow_symlinks=False):
                 if not all(f"{entry.name}/{e.name}" in allowed and e.is_file(follow_symlinks=False)
                            for e in os.scandir(entry.path)):
                     return False
@@ -854,24 +693,23 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
         _write_new(tmp / LEASE, b"", sync=False)
         with open(tmp / CHUNKS, "wb") as f:
             for c in data.chunks:
-                f.write(_json_bytes(c.to_dict()) + b"\n")
+                f.write(json_bytes(c.to_dict()) + b"\n")
         with open(tmp / DOCUMENTS, "wb") as f:
             for source, text in documents:
-                f.write(_json_bytes({"source": source, "text": text}) + b"\n")
+                f.write(json_bytes({"source": source, "text": text}) + b"\n")
         data.vectors.save(tmp / VECTORS)
         data.units.save(tmp / UNITS)
         data.keywords.save(tmp / BM25_DIR)
         if extra is not None:
             extra(tmp)
-        manifest = {k: v for k, v in data.manifest.items() if k != MANIFEST_SHA}
-        manifest.update(format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=_artifact_table(tmp))
-        manifest[MANIFEST_SHA] = manifest_digest(manifest)
+        manifest = dataclasses.replace(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__,
+                                       artifacts=_artifact_table(tmp)).sealed()
         try:
-            _check_schema(manifest, shown(tmp / MANIFEST))
+            Manifest.from_dict(manifest.to_dict(), shown(tmp / MANIFEST))
         except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
             raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
         with open(tmp / MANIFEST, "wb") as f:
-            f.write(_json_bytes(manifest, indent=2) + b"\n")
+            f.write(manifest.to_bytes())
         _fsync_tree(tmp)
         if os.path.lexists(final):
             raise FileExistsError(errno.EEXIST, "a generation of that name exists", str(final))
@@ -903,13 +741,13 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
     return final
 
 
-def _artifact_table(gen: Path) -> dict[str, dict[str, Any]]:
+def _artifact_table(gen: Path) -> dict[str, Artifact]:
     """Size and checksum of each artifact; the files written must be exactly the format's."""
     written = {p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()} - {OWNER, LEASE}
-    expected = _artifact_set(written)
+    expected = artifact_set(written)
     if expected is None:
         raise RuntimeError(f"the files written differ from the index format's: {sorted(written ^ REQUIRED_ARTIFACTS)}")
-    return {rel: {"bytes": (gen / rel).stat().st_size, "sha256": sha256_file(gen / rel)} for rel in sorted(expected)}
+    return {rel: Artifact((gen / rel).stat().st_size, sha256_file(gen / rel)) for rel in sorted(expected)}
 
 
 def _discard(path: Path, pointer: bytes) -> None:
@@ -1022,8 +860,8 @@ def _locked_remove(folder: Path, aside: Path) -> None:
 def _remove_owned(folder: Path) -> None:
     """Delete the files tqa writes in a generation folder it owns, then the folder. Anything else found there stays,
     and so does the folder, with its owner file."""
-    names = sorted(_FORMAT_FILES | {LEASE})
-    real_subfolders = {sub for sub in _SUBFOLDERS if _is_real_dir(folder / sub)}
+    names = sorted(FORMAT_FILES | {LEASE})
+    real_subfolders = {sub for sub in SUBFOLDERS if _is_real_dir(folder / sub)}
     for rel in names:
         if "/" in rel and rel.split("/", 1)[0] not in real_subfolders:
             continue  # never through a symlink

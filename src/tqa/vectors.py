@@ -7,6 +7,7 @@ imported on first use: it is slow to import, and ``tqa --help`` must stay instan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,27 @@ IVF_TRAIN_ITERATIONS = 10
 # with a selector and proportionally more lists, and scans every list when those held fewer than k rows.
 FILTER_EXACT_MAX = 20_000
 IVF_MIN_VECTORS = 39 * 16  # 16 lists of 39 training vectors
+
+
+@dataclass(frozen=True)
+class VectorIndexInfo:
+    """What a vector index is (``FaissVectors.describe``), as the manifest records it. FAISS reads an index's type
+    from its file, so this is for people (``tqa info``) and the benchmark; older manifests hold only type and
+    metric."""
+
+    type: str  # "faiss.IndexFlatIP", "faiss.IndexIVFFlat"
+    metric: str
+    vectors: int | None = None
+    exact: bool | None = None
+    nlist: int | None = None  # inverted file: its lists ...
+    nprobe: int | None = None  # ... and how many a search scans (set again when an index is loaded)
+    units: VectorIndexInfo | None = None  # in the manifest: the paragraph units' index, beside the chunks'
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "metric": self.metric, "vectors": self.vectors, "exact": self.exact,
+                             "nlist": self.nlist, "nprobe": self.nprobe,
+                             "units": None if self.units is None else self.units.to_dict()}
+        return {k: v for k, v in d.items() if v is not None}
 
 
 def _faiss() -> Any:
@@ -135,13 +157,10 @@ class FaissVectors:
             raise ValueError("an exact index scans every vector; it has no lists to probe")
         self._ivf.nprobe = int(value)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> VectorIndexInfo:
         """What was built, for the manifest."""
-        d: dict[str, Any] = {"type": f"faiss.{type(self._index).__name__}", "metric": "cosine",
-                             "vectors": self.ntotal, "exact": self._ivf is None}
-        if self._ivf is not None:
-            d.update(nlist=int(self._ivf.nlist), nprobe=int(self._ivf.nprobe))
-        return d
+        return VectorIndexInfo(type=f"faiss.{type(self._index).__name__}", metric="cosine", vectors=self.ntotal,
+                               exact=self._ivf is None, nlist=self.nlist, nprobe=self.nprobe)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows.
