@@ -22,10 +22,10 @@ import numpy as np
 
 from tqa.chunking import Chunk, sentence_spans
 from tqa.config import ChunkSettings
+from tqa.index import Index
 from tqa.keywords import KeywordIndex, analyzer_settings
 from tqa.manifest import THRESHOLD_FLOOR, Calibration, Counts, FileEntry, Manifest, ModelInfo
 from tqa.retrieval import calibrate, name_prefixes
-from tqa.store import IndexData
 from tqa.vectors import FaissVectors
 
 SIGMA = 0.5
@@ -56,8 +56,8 @@ def held_out_queries(base: np.ndarray, n: int, seed: int = 99) -> np.ndarray:
 
 
 def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, embedder: Any = None, *,
-                    seed: int = 0, kind: str = "auto") -> tuple[IndexData, dict[str, Any]]:
-    """An in-memory IndexData of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
+                    seed: int = 0, kind: str = "auto") -> tuple[Index, dict[str, Any]]:
+    """An in-memory Index of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
 
     ``embedder`` (optional) calibrates the abstention threshold as a build would; without it the threshold is
     the floor.
@@ -140,8 +140,7 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
         calibration=Calibration(abstain_threshold=THRESHOLD_FLOOR),
         names=tuple(name_prefixes(base_texts)),
     )
-    data = IndexData(path=None, manifest=manifest, chunks=chunks, vectors=vec_index, units=unit_index,
-                     keywords=keywords)
+    data = Index(manifest=manifest, chunks=chunks, vectors=vec_index, units=unit_index, keywords=keywords)
     if embedder is not None:
         data.manifest = replace(manifest, calibration=calibrate(embedder, data))
     return data, {"vector_matrix": vectors, "unit_matrix": units, **facts}
@@ -152,7 +151,7 @@ def build_vectors(vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVec
     return FaissVectors.build(vectors, dim, kind)
 
 
-def documents(data: IndexData) -> Iterator[tuple[str, str]]:
+def documents(data: Index) -> Iterator[tuple[str, str]]:
     """The documents' text, consistent with the chunks' offsets (chunks of a document are separated by a
     blank line), for publishing a synthetic index to disk."""
     source, parts = None, []

@@ -43,9 +43,9 @@ def write_corpus(root: Path, names: range, version: str) -> set[str]:
 def check_complete(index: Path, expected: list[set[str]]) -> set[str]:
     """The index loads, checks out, and is exactly one of the expected corpora."""
     qa = Assistant.load(index, embedder=FakeEmbedder())
-    files = set(qa.data.manifest.files)
+    files = set(qa.index.manifest.files)
     assert files in expected, "a mix of two builds"
-    assert {c.source for c in qa.data.chunks} == files
+    assert {c.source for c in qa.index.chunks} == files
     answer = qa.ask("shelters in region 12", k=3)
     assert answer.passages and all(p.source in files for p in answer.passages)
     return files

@@ -36,7 +36,7 @@ def test_a_generation_is_released_when_its_reader_is_collected(small_corpus, tmp
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     qa = Assistant.load(index, embedder=fake_embedder)
-    held = qa.data.path
+    held = qa.index.path
     for i in range(2):
         change(small_corpus, i)
         build_index(small_corpus, index, embedder=fake_embedder)

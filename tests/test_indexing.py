@@ -212,9 +212,9 @@ def test_context_finds_the_section_of_a_passage(small_corpus, tmp_path, fake_emb
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     qa = Assistant.load(index, embedder=fake_embedder)
-    for c in qa.data.chunks:
+    for c in qa.index.chunks:
         ctx = qa.context(c.source, c.start, c.end)
         assert ctx["source"] == c.source and ctx["start"] <= c.start and c.end <= ctx["end"]
-        assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == qa.data.document_text(c.source)[c.start:c.end]
+        assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == qa.index.document_text(c.source)[c.start:c.end]
     with pytest.raises(BadQuestion):
         qa.context("missing.md", 0, 10)

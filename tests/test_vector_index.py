@@ -15,8 +15,9 @@ import tqa.vectors as vectors
 from tqa import Assistant, build_index
 from tqa.config import Settings
 from tqa.errors import IndexMismatch, ModelError, SettingsError
+from tqa.index import unit_rows
 from tqa.keywords import KeywordIndex
-from tqa.retrieval import dense_scores, filter_rows, unit_rows
+from tqa.retrieval import dense_scores
 from tqa.store import read_manifest
 from tqa.vectors import FaissVectors, choose_index_type, ivf_settings
 
@@ -247,7 +248,7 @@ def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_
     assert (vi.nlist, vi.nprobe) == ivf_settings(700)
     assert vi.units is not None and vi.units.type == "faiss.IndexFlatIP" and vi.units.vectors == 0
     qa = Assistant.load(index, embedder=emb)
-    assert qa.data.vectors.kind == "ivf"
+    assert qa.index.vectors.kind == "ivf"
     ans = qa.ask("shelters and funding in region 3", k=5)
     assert len(ans.passages) == 5
     only = qa.ask("shelters", k=3, sources=["note-0042.txt"])
@@ -267,18 +268,19 @@ def allowed_rows(chunks, sources):
     return np.array([i for i, c in enumerate(chunks) if c.source in set(sources)], dtype=np.int64)
 
 
-def test_filter_rows_match_allowed_rows(small_corpus, tmp_path, fake_embedder):
+def test_a_scope_holds_the_rows_of_its_sources(small_corpus, tmp_path, fake_embedder):
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     qa = Assistant.load(tmp_path / "index", embedder=fake_embedder)
     for sources in (None, ["tech.txt"], ["tech.txt", "sweden.md"], ["nothing.txt"]):
-        rows, units = filter_rows(qa.data, sources)
-        expected = allowed_rows(qa.data.chunks, sources)
+        scope = qa.index.scope(sources)
+        expected = allowed_rows(qa.index.chunks, sources)
         if expected is None:
-            assert rows is None and units is None
+            assert scope is None
         else:
-            assert np.array_equal(rows, expected)
-            assert np.array_equal(units, unit_rows(qa.data.unit_ptr, expected))
-    assert filter_rows(qa.data, ["tech.txt"])[0] is filter_rows(qa.data, ["tech.txt"])[0]  # computed once
+            assert np.array_equal(scope.rows, expected)
+            assert np.array_equal(scope.unit_rows, unit_rows(qa.index.unit_ptr, expected))
+    assert qa.index.scope(["tech.txt"]) is qa.index.scope(("tech.txt",))  # computed once
+    assert np.array_equal(qa.index.rows_of("tech.txt"), allowed_rows(qa.index.chunks, ["tech.txt"]))
 
 
 # ---------------------------------------------------------------- the hot path does no file I/O

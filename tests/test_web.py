@@ -156,7 +156,7 @@ def test_the_meter_shows_the_score_the_passages_are_ranked_by(qa, mode, label, b
 
 
 def test_abstention_is_plain_with_the_closest_passages_behind_a_toggle(qa):
-    strict = Assistant(qa.data, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
+    strict = Assistant(qa.index, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
     ans = strict.ask("Sweden purchase of sex")
     assert ans.abstained
     page = render_answer(ans)
@@ -350,7 +350,7 @@ def test_launch_uses_the_safe_defaults_and_warns_when_exposed(qa, capsys):
     assert kw["max_file_size"] == 1234 and kw["allowed_paths"] == []
     assert set(kw["blocked_paths"]) == set(protected_paths(qa))
     assert str(Path(qa.manifest.corpus).resolve()) in kw["blocked_paths"]
-    assert str(qa.data.path.parent.resolve()) in kw["blocked_paths"]
+    assert str(qa.index.path.parent.resolve()) in kw["blocked_paths"]
     assert capsys.readouterr().err == ""
     with pytest.raises(AuthRequired):  # no login: refused (tests/test_auth.py has the rest)
         launch(app, qa, host="0.0.0.0", port=7861)
@@ -420,9 +420,9 @@ def raw_get(server: str, path: str) -> tuple[int, str]:
 def test_file_routes_refuse_the_index_and_the_corpus(server, qa):
     import gradio
 
-    gen = qa.data.path
+    gen = qa.index.path
     corpus = Path(qa.manifest.corpus).resolve()
-    targets = [gen / "manifest.json", gen / "chunks.jsonl", gen / "documents.jsonl", qa.data.path.parent / "CURRENT",
+    targets = [gen / "manifest.json", gen / "chunks.jsonl", gen / "documents.jsonl", qa.index.path.parent / "CURRENT",
                corpus / "sweden.md"]
     assert all(t.is_file() for t in targets)
     paths = [str(t.resolve()) for t in targets]

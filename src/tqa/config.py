@@ -19,6 +19,7 @@ from .errors import SettingsError
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODES = ("hybrid", "dense", "bm25")
 MAX_K = 20  # passages per answer, in every front end: each is a quoted passage a reader has to read
+MAX_SEARCH_K = 1000  # passages one search may rank (Assistant.search: evaluation reads deep rankings)
 # How the model runs (embedding.py): "auto" is bf16 where the CPU computes it natively, fp32 elsewhere.
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024  # a corpus file larger than this is skipped, an upload refused

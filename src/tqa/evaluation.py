@@ -449,9 +449,9 @@ class CachingEmbedder:
 # ---------------------------------------------------------------- running
 
 
-def evaluate_questions(assistant: Any, questions: Sequence[Question], modes: Sequence[str],
+def evaluate_questions(assistant: Assistant, questions: Sequence[Question], modes: Sequence[str],
                        embedder: Any = None) -> dict[str, Any]:
-    documents = list(assistant.data.documents())
+    documents = assistant.documents()
     evidence = locate_evidence(questions, documents)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -490,54 +490,61 @@ def _safe_name(doc_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", doc_id)[:80] + ".txt"
 
 
+def write_beir_documents(documents: Iterable[tuple[str, str, str]], folder: Path) -> dict[str, str]:
+    """Write BEIR documents ``(id, title, text)`` into ``folder``, one text file each, the title (when there is one)
+    as its first line, which tqa reads as the document's heading. Returns {file name: document id}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name_to_id: dict[str, str] = {}
+    for doc_id, title, text in documents:
+        name = _safe_name(doc_id)
+        if name in name_to_id:
+            name = f"{len(name_to_id)}-{name}"
+        name_to_id[name] = doc_id
+        title = " ".join(title.split())
+        body = text.strip() or title
+        (folder / name).write_text(f"{title}\n{body}\n" if title else f"{body}\n", encoding="utf-8")
+    return name_to_id
+
+
 def evaluate_beir(folder: str | Path, modes: Sequence[str], *, index: str | Path | None = None,
                   embedder: Any = None, depth: int = 100) -> dict[str, Any]:
     """Index a BEIR corpus with the usual pipeline (one document a file, the title as its heading) and rank
     documents by their best chunk."""
-    from .assistant import Assistant, normalize_question
+    from .assistant import Assistant
     from .config import Settings
     from .embedding import load_embedder
     from .indexing import build_index
-    from .retrieval import search
 
     corpus, queries, qrels = load_beir(folder)
     embedder = CachingEmbedder(embedder or load_embedder(precision=Settings.from_env().precision))
     with tempfile.TemporaryDirectory(prefix="tqa-beir-") as tmp:
-        docs_dir = Path(tmp) / "corpus"
-        docs_dir.mkdir()
-        name_to_id: dict[str, str] = {}
-        for doc_id, d in corpus.items():
-            name = _safe_name(doc_id)
-            if name in name_to_id:
-                name = f"{len(name_to_id)}-{name}"
-            name_to_id[name] = doc_id
-            title = " ".join(d["title"].split())
-            body = d["text"].strip() or title
-            (docs_dir / name).write_text(f"{title}\n{body}\n" if title else f"{body}\n", encoding="utf-8")
+        documents = ((doc_id, d["title"], d["text"]) for doc_id, d in corpus.items())
+        name_to_id = write_beir_documents(documents, Path(tmp) / "corpus")
         index_dir = Path(index) if index else Path(tmp) / "index"
-        summary = build_index(docs_dir, index_dir, embedder=embedder)
+        summary = build_index(Path(tmp) / "corpus", index_dir, embedder=embedder)
         qa = Assistant.load(index_dir, embedder=embedder)
         judged = [q for q in queries if q in qrels]
-        runs: dict[str, dict[str, Any]] = {}
-        for mode in modes:
-            t0 = time.perf_counter()
-            step = _progress(len(judged), f"beir {mode}")
-            run: dict[str, list[str]] = {}
-            if mode == RECIPE:
-                recipe = StandardRecipe(((name_to_id[s], t) for s, t in qa.data.documents()), embedder)
-            for qid in judged:
-                if mode == RECIPE:
-                    ranked = [s for s, _, _, _ in recipe.search(queries[qid], depth * 3)]
-                else:
-                    q, _ = normalize_question(queries[qid], qa.settings.max_question_chars)
-                    qvec = embedder.encode([q])[0] if mode != "bm25" else None
-                    hits, _ = search(qa.data, q, qvec, k=depth * 3, mode=mode, dedupe=False)
-                    ranked = [name_to_id[qa.data.chunks[h.row].source] for h in hits]
-                run[qid] = list(dict.fromkeys(ranked))[:depth]  # a document scores its best chunk
-                step()
-            runs[mode] = {"metrics": beir_metrics(run, qrels), "seconds": round(time.perf_counter() - t0, 2),
-                          "run": run}
+        runs = {mode: _beir_run(qa, mode, {q: queries[q] for q in judged}, qrels, name_to_id, depth)
+                for mode in modes}
         return {"documents": len(corpus), "chunks": summary.chunks_total, "runs": runs}
+
+
+def _beir_run(qa: Assistant, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+              name_to_id: dict[str, str], depth: int) -> dict[str, Any]:
+    """One mode's ranking of every judged query (a document ranks at its best chunk), and its metrics."""
+    t0 = time.perf_counter()
+    step = _progress(len(queries), f"beir {mode}")
+    run: dict[str, list[str]] = {}
+    if mode == RECIPE:
+        recipe = StandardRecipe(((name_to_id[s], t) for s, t in qa.documents()), qa.embedder)
+    for qid, question in queries.items():
+        if mode == RECIPE:
+            ranked = [s for s, _, _, _ in recipe.search(question, depth * 3)]
+        else:
+            ranked = [name_to_id[h.source] for h in qa.search(question, k=depth * 3, mode=mode, dedupe=False)]
+        run[qid] = list(dict.fromkeys(ranked))[:depth]
+        step()
+    return {"metrics": beir_metrics(run, qrels), "seconds": round(time.perf_counter() - t0, 2), "run": run}
 
 
 def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Path = "corpus",

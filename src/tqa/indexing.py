@@ -27,19 +27,18 @@ from .embedding import (
     precision_of,
     resolve_precision,
 )
-from .errors import CorpusError, IndexCorrupt, IndexMismatch
+from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
+from .index import Index
 from .keywords import KeywordIndex, analyzer_settings
 from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
 from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo
 from .query_encoder import write_encoder
-from .retrieval import name_prefixes, unit_rows
+from .retrieval import name_prefixes
 from .store import (
-    IndexData,
     check_index_location,
     current_generation,
     load_index,
     publish,
-    shown,
     tidy,
     write_lock,
 )
@@ -90,7 +89,7 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _previous(index_dir: Path, rebuild: bool) -> IndexData | None:
+def _previous(index_dir: Path, rebuild: bool) -> Index | None:
     if rebuild or current_generation(index_dir) is None:
         return None
     try:
@@ -253,7 +252,7 @@ def build_index(
                 all_chunks.extend(_relabel(old_chunks[r], source) for r in reused)
                 row_array = np.asarray(reused, dtype=np.int64)
                 parts.append(old.vectors.take(row_array))
-                unit_parts.append(old.units.take(unit_rows(old.unit_ptr, row_array)))
+                unit_parts.append(old.units.take(old.unit_rows(row_array)))
         matrix = np.vstack(parts) if parts else np.zeros((0, emb.dim), dtype=np.float32)
         unit_matrix = np.vstack(unit_parts) if unit_parts else np.zeros((0, emb.dim), dtype=np.float32)
 
@@ -275,8 +274,8 @@ def build_index(
             calibration=Calibration(),
             names=tuple(name_prefixes([c.search_text for c in all_chunks])),
         )
-        data = IndexData(path=None, manifest=draft, chunks=all_chunks, vectors=vectors, units=units,
-                         keywords=KeywordIndex.build([c.search_text for c in all_chunks]))
+        data = Index(manifest=draft, chunks=all_chunks, vectors=vectors, units=units,
+                     keywords=KeywordIndex.build([c.search_text for c in all_chunks]))
         data.manifest = dataclasses.replace(draft, calibration=calibrate(emb, data))
         # unchanged documents keep the text the previous index extracted (it is already loaded: ``old``)
         old_texts = dict(old.documents()) if old and any(d is None for d in documents.values()) else {}

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -50,8 +49,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .chunking import Chunk
 from .errors import (
@@ -65,6 +62,7 @@ from .errors import (
     first_line,
     shown,
 )
+from .index import Index
 from .keywords import KeywordIndex, analyzer_settings
 from .loaders import NotReadable, read_bounded
 from .manifest import (
@@ -210,80 +208,6 @@ class _Lease:
         self._release()
 
 
-@dataclass
-class IndexData:
-    """Everything a reader needs, loaded from one generation.
-
-    An IndexData loaded from disk holds the generation's lease: no publish deletes the generation while the object
-    lives (its documents are read lazily). ``close()`` releases it at once; so does garbage collection.
-    """
-
-    path: Path | None  # the generation folder (None while a build holds it in memory)
-    manifest: Manifest
-    chunks: list[Chunk]
-    vectors: FaissVectors
-    units: FaissVectors
-    keywords: KeywordIndex
-    lease: _Lease | None = field(default=None, repr=False, compare=False)
-
-    def close(self) -> None:
-        """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            lease.release()
-
-    def __enter__(self) -> IndexData:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @functools.cached_property
-    def names(self) -> frozenset[str]:
-        """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
-        return frozenset(self.manifest.names)
-
-    @functools.cached_property
-    def unit_ptr(self) -> np.ndarray:
-        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
-        counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
-        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def documents(self) -> Iterator[tuple[str, str]]:
-        """(source, extracted text) of every document, read from the index (not the corpus)."""
-        assert self.path is not None
-        return read_documents(self.path)
-
-    @functools.cached_property
-    def _document_lines(self) -> dict[str, tuple[int, int]]:
-        """(byte offset, length) of each document's line in documents.jsonl, read once per loaded index."""
-        assert self.path is not None
-        lines: dict[str, tuple[int, int]] = {}
-        with open(self.path / DOCUMENTS, "rb") as f:
-            offset = 0
-            for line in f:
-                lines.setdefault(str(json.loads(line)["source"]), (offset, len(line)))
-                offset += len(line)
-        return lines
-
-    def document_text(self, source: str) -> str | None:
-        """The extracted text of one document: one line of documents.jsonl, not a scan of the file."""
-        where = self._document_lines.get(source)
-        if where is None:
-            return None
-        assert self.path is not None
-        with open(self.path / DOCUMENTS, "rb") as f:
-            f.seek(where[0])
-            return str(json.loads(f.read(where[1]))["text"])
-
-
-def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
-    with open(gen / DOCUMENTS, "rb") as f:
-        for line in f:
-            row = json.loads(line)
-            yield str(row["source"]), str(row["text"])
-
-
 def current_generation(index_dir: str | Path) -> Path | None:
     """The live generation's folder, or None when there is no index.
 
@@ -363,9 +287,9 @@ def _verify_artifacts(gen: Path, manifest: Manifest) -> None:
                                f"({shown(extra[0])}). {REBUILD_HINT}")
 
 
-def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
+def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
     """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
-    generation's lease (see ``IndexData``)."""
+    generation's lease (see ``Index``)."""
     root = Path(index_dir)
     for attempt in range(_LOAD_ATTEMPTS):
         last = attempt == _LOAD_ATTEMPTS - 1
@@ -397,7 +321,7 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
     raise AssertionError("unreachable")
 
 
-def _load_generation(gen: Path, verify: bool) -> IndexData:
+def _load_generation(gen: Path, verify: bool) -> Index:
     manifest = Manifest.read(gen)
     _check_analyzer(gen, manifest)
     if verify:
@@ -424,7 +348,7 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     dim = manifest.model.dim
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    data = IndexData(gen, manifest, chunks, vectors, units, keywords)
+    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen)
     if units.ntotal != int(data.unit_ptr[-1]):
         raise IndexCorrupt(
             f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
@@ -668,7 +592,7 @@ def write_lock(index_dir: str | Path, *, force: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
-def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]],
+def publish(index_dir: str | Path, data: Index, documents: Iterator[tuple[str, str]],
             extra: Callable[[Path], object] | None = None) -> Path:
     """Write a new generation and make it live atomically. The caller holds ``write_lock``. ``extra(folder)`` may
     add the optional artifacts (``OPTIONAL_ARTIFACTS``: the question encoder) before the artifacts are listed.
