@@ -66,20 +66,24 @@ def test_a_moved_or_copied_project_keeps_its_index(small_corpus, tmp_path, fake_
 
 
 def test_eval_uses_the_same_rule(small_corpus, tmp_path, fake_embedder):
-    from tqa.evaluation import _eval_assistant
+    from tqa.evaluation import run_eval
 
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": "s", "question": "What does Sweden criminalise?", '
+                         '"answers": ["Sweden criminalises the purchase of sex"]}\n', encoding="utf-8")
     project = tmp_path / "project"
     shutil.copytree(small_corpus, project / "corpus")
     build_index(project / "corpus", project / "index", embedder=fake_embedder)
     moved = tmp_path / "moved"
     shutil.move(project, moved)
-    qa = _eval_assistant(moved / "corpus", moved / "index", fake_embedder)  # a moved checkout is the same corpus
-    assert qa.ask("Sweden").passages
+    report, _, _ = run_eval(questions=questions, corpus=moved / "corpus", index=moved / "index", thresholds=None,
+                            embedder=fake_embedder, mode="bm25")  # a moved checkout is the same corpus
+    assert report["runs"]["bm25"]["questions"][0]["rank"] == 1
     other = tmp_path / "other"
     other.mkdir()
     (other / "a.txt").write_text("Some other corpus about shelters.\n")
     with pytest.raises(TqaError, match="was built from"):
-        _eval_assistant(other, moved / "index", fake_embedder)
+        run_eval(questions=questions, corpus=other, index=moved / "index", thresholds=None, embedder=fake_embedder)
 
 
 def test_the_manifest_records_the_corpus_absolute_and_relative_to_the_index(small_corpus, tmp_path, fake_embedder):

@@ -146,6 +146,12 @@ class SentenceTransformerEmbedder:
             _to_bf16(self._model)
         self._lock = threading.Lock()
 
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model itself, as this embedder runs it (for measuring it alone); not
+        thread-safe, unlike ``encode``."""
+        return self._model
+
     def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
