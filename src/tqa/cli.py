@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .config import MODES, debug_requested, default_index
+from .config import MAX_K, MODES, debug_requested, default_index
 from .errors import TqaError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -60,9 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tqa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _declare_index(sub)
+    _declare_ask(sub)
+    _declare_info(sub)
+    _declare_eval(sub)
+    _declare_serve(sub)
+    _declare_user(sub)
+    return parser
 
+
+def _declare_index(sub: Any) -> None:
     p = sub.add_parser("index", help="build or update the index of a folder of documents",
-                       description="Index a folder (txt, md, html, pdf), embedding only what changed.")
+                       description="Index a folder of documents, embedding only what changed.")
     p.add_argument("corpus", nargs="?", default="corpus", help="folder of documents (default: corpus/)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild from scratch (needed to change model, chunking or corpus folder)")
@@ -75,21 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
+
+def _declare_ask(sub: Any) -> None:
     p = sub.add_parser("ask", help="answer a question with cited passages",
                        description="Answer a question with passages quoted from the documents.")
     p.add_argument("question", help="the question, in your own words")
-    p.add_argument("-k", type=int, default=None, metavar="N", help="number of passages, 1-20 (default: 5)")
+    p.add_argument("-k", type=int, default=None, metavar="N", help=f"number of passages, 1-{MAX_K} (default: 5)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="search mode (default: hybrid)")
     p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_index(p)
 
+
+def _declare_info(sub: Any) -> None:
     p = sub.add_parser("info", help="show what the index holds (its manifest)",
                        description="Show the index's model, chunking, documents and counts.")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _add_index(p)
 
+
+def _declare_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="measure retrieval quality and fail when it falls below the thresholds",
                        description="Evaluate retrieval on a question set (default) or a BEIR set (--beir), print "
                                    "the metrics, and exit 1 when one falls below eval/thresholds.toml.")
@@ -110,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="OLD", help="list questions that newly fail, newly pass or moved since OLD")
     _add_index(p)
 
+
+def _declare_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the web page",
                        description="Serve the web page for asking questions.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
@@ -123,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "and add documents)")
     _add_index(p)
 
+
+def _declare_user(sub: Any) -> None:
     p = sub.add_parser("user", help="manage the logins of the web page (`tqa serve --auth-file FILE`)",
                        description="Add, remove or list the users who may log in to `tqa serve --auth-file FILE`. "
                                    "The file keeps salted argon2id hashes, never passwords.")
@@ -138,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (a, r, ls):
         q.add_argument("--auth-file", metavar="FILE", default=DEFAULT_AUTH_FILE,
                        help=f"the users file (default: {DEFAULT_AUTH_FILE})")
-    return parser
 
 
 def _print_answer(answer: Any) -> None:

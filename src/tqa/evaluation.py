@@ -560,41 +560,16 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     primary = mode or settings.mode
     modes = list(ALL_MODES) if all_modes else [primary]
     gate_spec = load_thresholds(thresholds) if thresholds else None
-    old = None
-    if compare_with:
-        try:
-            old = json.loads(Path(compare_with).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EvalError(f"Cannot read the report to compare with, {compare_with}: {exc}.") from None
-        if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
-            raise EvalError(f"{compare_with} is not a tqa eval report; write one with `tqa eval --json FILE`.")
+    old = _read_report(compare_with) if compare_with else None
 
     t0 = time.perf_counter()
     if beir:
-        result = evaluate_beir(beir, modes, embedder=embedder)
-        runs = result["runs"]
+        report, runs, header = _beir_report(beir, modes, embedder)
         metric_names: Sequence[str] = BEIR_METRICS
-        name = Path(beir).name
-        spec = gate_spec["beir"].get(name) if gate_spec else None
-        judged = len(next(iter(runs.values()))["run"])
-        header = f"BEIR set {beir}: {judged} judged queries, {result['documents']} documents, {result['chunks']} chunks"
-        report: dict[str, Any] = {"kind": "beir", "set": str(beir), "documents": result["documents"],
-                                  "chunks": result["chunks"]}
+        spec = gate_spec["beir"].get(Path(beir).name) if gate_spec else None
     else:
-        qa = _eval_assistant(corpus, index, embedder)
-        qs = load_questions(questions)
-        runs = evaluate_questions(qa, qs, modes, embedder=embedder)
-        metric_names = QUESTION_METRICS
-        spec = gate_spec
-        m = qa.manifest
-        header = (f"{questions}: {sum(q.answerable for q in qs)} answerable and "
-                  f"{sum(not q.answerable for q in qs)} unanswerable questions on {corpus}/ "
-                  f"({m.counts.files} documents, {m.counts.chunks} chunks, model {m.model.name}, "
-                  f"chunking {m.chunking.to_dict()}, abstain below {qa.threshold:.3f})")
-        report = {"kind": "questions", "set": str(questions), "corpus": str(corpus),
-                  "index": {"model": m.model.to_dict(), "chunking": m.chunking.to_dict(), "counts": m.counts.to_dict(),
-                            "calibration": m.calibration.to_dict()},
-                  "abstain_threshold": qa.threshold}
+        report, runs, header = _questions_report(questions, corpus, index, modes, embedder)
+        metric_names, spec = QUESTION_METRICS, gate_spec
     report.update({"tqa_version": __version__, "modes": modes, "primary": primary,
                    "seconds": round(time.perf_counter() - t0, 2), "runs": runs})
     lines = [header, "", format_table(runs, metric_names)]
@@ -613,6 +588,45 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     lines.append(f"\n{'gate: ' + ('FAILED' if failures else 'passed') if spec else 'gate: none'} "
                  f"({report['seconds']:.1f} s)")
     return report, lines, failures
+
+
+def _read_report(path: str | Path) -> dict[str, Any]:
+    """A report of an earlier ``tqa eval --json``, to compare with."""
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"Cannot read the report to compare with, {path}: {exc}.") from None
+    if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
+        raise EvalError(f"{path} is not a tqa eval report; write one with `tqa eval --json FILE`.")
+    return old
+
+
+def _beir_report(beir: str | Path, modes: list[str], embedder: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the report's head, the runs, the header line) of a BEIR set."""
+    result = evaluate_beir(beir, modes, embedder=embedder)
+    runs = result["runs"]
+    judged = len(next(iter(runs.values()))["run"])
+    header = f"BEIR set {beir}: {judged} judged queries, {result['documents']} documents, {result['chunks']} chunks"
+    return {"kind": "beir", "set": str(beir), "documents": result["documents"], "chunks": result["chunks"]}, runs, \
+        header
+
+
+def _questions_report(questions: str | Path, corpus: str | Path, index: str | Path, modes: list[str],
+                      embedder: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the report's head, the runs, the header line) of a question set on the index of ``corpus``."""
+    qa = _eval_assistant(corpus, index, embedder)
+    qs = load_questions(questions)
+    runs = evaluate_questions(qa, qs, modes, embedder=embedder)
+    m = qa.manifest
+    header = (f"{questions}: {sum(q.answerable for q in qs)} answerable and "
+              f"{sum(not q.answerable for q in qs)} unanswerable questions on {corpus}/ "
+              f"({m.counts.files} documents, {m.counts.chunks} chunks, model {m.model.name}, "
+              f"chunking {m.chunking.to_dict()}, abstain below {qa.threshold:.3f})")
+    report = {"kind": "questions", "set": str(questions), "corpus": str(corpus),
+              "index": {"model": m.model.to_dict(), "chunking": m.chunking.to_dict(), "counts": m.counts.to_dict(),
+                        "calibration": m.calibration.to_dict()},
+              "abstain_threshold": qa.threshold}
+    return report, runs, header
 
 
 def _eval_assistant(corpus: str | Path, index: str | Path, embedder: Any) -> Assistant:

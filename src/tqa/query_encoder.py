@@ -290,24 +290,7 @@ def export(embedder: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and exporter warnings; the export is checked against the model
         model = SentenceTransformer(resolve_model(embedder.name), device="cpu")
-        model.eval()
-        if getattr(model, "default_prompt_name", None):
-            raise ValueError("the model adds a prompt to every text")
-        tokenizer = getattr(model, "tokenizer", None)
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise ValueError("the model has no fast tokenizer")
-        transformer = getattr(model[0], "auto_model", None)
-        if transformer is not None and hasattr(transformer, "set_attn_implementation"):
-            with contextlib.suppress(Exception):
-                transformer.set_attn_implementation("eager")  # plain matrix products: exports everywhere
-        # a padded batch of two, so the traced graph keeps the attention mask's path
-        tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 5 / 6
-        sample = tokenize(["An example question to trace the model with.", "Short one"])
-        names = [k for k in INPUTS if k in sample]
-        unknown = [k for k, v in sample.items() if isinstance(v, torch.Tensor) and k not in INPUTS]
-        if "input_ids" not in names or "attention_mask" not in names or unknown:
-            raise ValueError(f"the model takes inputs {sorted(k for k in sample if k != 'modality')}")
+        tokenizer, backend, sample, names = _traceable(model)
 
         class Graph(torch.nn.Module):
             def __init__(self) -> None:
@@ -337,6 +320,32 @@ def export(embedder: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     }
     files = {MODEL_FILE: buffer.getvalue(), TOKENIZER_FILE: backend.to_str().encode("utf-8")}
     return files, config
+
+
+def _traceable(model: Any) -> tuple[Any, Any, Any, list[str]]:
+    """(tokenizer, its fast backend, a sample batch, the graph's input names) of a sentence-transformers model
+    made ready to trace; raises ValueError for a model the exported graph could not reproduce."""
+    import torch
+
+    model.eval()
+    if getattr(model, "default_prompt_name", None):
+        raise ValueError("the model adds a prompt to every text")
+    tokenizer = getattr(model, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError("the model has no fast tokenizer")
+    transformer = getattr(model[0], "auto_model", None)
+    if transformer is not None and hasattr(transformer, "set_attn_implementation"):
+        with contextlib.suppress(Exception):
+            transformer.set_attn_implementation("eager")  # plain matrix products: exports everywhere
+    # a padded batch of two, so the traced graph keeps the attention mask's path
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 5 / 6
+    sample = tokenize(["An example question to trace the model with.", "Short one"])
+    names = [k for k in INPUTS if k in sample]
+    unknown = [k for k, v in sample.items() if isinstance(v, torch.Tensor) and k not in INPUTS]
+    if "input_ids" not in names or "attention_mask" not in names or unknown:
+        raise ValueError(f"the model takes inputs {sorted(k for k in sample if k != 'modality')}")
+    return tokenizer, backend, sample, names
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

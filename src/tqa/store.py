@@ -615,26 +615,7 @@ def publish(index_dir: str | Path, data: Index, documents: Iterator[tuple[str, s
         made.append(tmp)
         _write_new(tmp / OWNER, _owner_bytes(gen_name, index_id), sync=False)  # first: the folder is tqa's
         _write_new(tmp / LEASE, b"", sync=False)
-        with open(tmp / CHUNKS, "wb") as f:
-            for c in data.chunks:
-                f.write(json_bytes(c.to_dict()) + b"\n")
-        with open(tmp / DOCUMENTS, "wb") as f:
-            for source, text in documents:
-                f.write(json_bytes({"source": source, "text": text}) + b"\n")
-        data.vectors.save(tmp / VECTORS)
-        data.units.save(tmp / UNITS)
-        data.keywords.save(tmp / BM25_DIR)
-        if extra is not None:
-            extra(tmp)
-        manifest = dataclasses.replace(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__,
-                                       artifacts=_artifact_table(tmp)).sealed()
-        try:
-            Manifest.from_dict(manifest.to_dict(), shown(tmp / MANIFEST))
-        except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
-            raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
-        with open(tmp / MANIFEST, "wb") as f:
-            f.write(manifest.to_bytes())
-        _fsync_tree(tmp)
+        _write_generation(tmp, data, documents, extra)
         if os.path.lexists(final):
             raise FileExistsError(errno.EEXIST, "a generation of that name exists", str(final))
         os.rename(tmp, final)
@@ -663,6 +644,32 @@ def publish(index_dir: str | Path, data: Index, documents: Iterator[tuple[str, s
     with contextlib.suppress(OSError):
         _retire(root, keep={gen_name, previous or gen_name})
     return final
+
+
+def _write_generation(tmp: Path, data: Index, documents: Iterator[tuple[str, str]],
+                      extra: Callable[[Path], object] | None) -> None:
+    """Write the artifacts of ``data`` into the folder ``tmp``, then its manifest (listing them, sealed), and sync
+    it all to disk."""
+    with open(tmp / CHUNKS, "wb") as f:
+        for c in data.chunks:
+            f.write(json_bytes(c.to_dict()) + b"\n")
+    with open(tmp / DOCUMENTS, "wb") as f:
+        for source, text in documents:
+            f.write(json_bytes({"source": source, "text": text}) + b"\n")
+    data.vectors.save(tmp / VECTORS)
+    data.units.save(tmp / UNITS)
+    data.keywords.save(tmp / BM25_DIR)
+    if extra is not None:
+        extra(tmp)
+    manifest = dataclasses.replace(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__,
+                                   artifacts=_artifact_table(tmp)).sealed()
+    try:
+        Manifest.from_dict(manifest.to_dict(), shown(tmp / MANIFEST))
+    except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
+        raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
+    with open(tmp / MANIFEST, "wb") as f:
+        f.write(manifest.to_bytes())
+    _fsync_tree(tmp)
 
 
 def _artifact_table(gen: Path) -> dict[str, Artifact]:
