@@ -9,13 +9,17 @@ Layout of an index folder::
       g-<time>-<hex>/       one complete generation
         .tqa-owner          written first: "generation <name> of index <id>"
         .tqa-lease          readers hold a shared lock on it for as long as they use the generation
-        manifest.json       format and tqa versions, model, chunking, files (hashes), counts, the artifacts'
-                            sizes and checksums, and its own checksum
+        manifest.json       format and tqa versions, model, chunking, keyword analyzer, files (hashes), counts,
+                            the artifacts' sizes and checksums, and its own checksum (manifest.py)
         vectors.faiss       FAISS index; row i is chunk i
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
+        encoder/            the question encoder, when the model could be exported (query_encoder.py)
+
+The file names and which artifacts a generation must hold are the format's (manifest.py); this module writes and
+reads the folder. A loaded generation is an ``index.Index``.
 
 A build writes a new generation folder completely (as ``.tmp-<name>``), fsyncs it, renames it into place, then
 points CURRENT at it. A reader follows CURRENT, takes a shared lock on the generation's lease file and checks that
