@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +131,7 @@ def machine() -> dict[str, Any]:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
-    if hasattr(E, "resolve_precision"):
-        info.update(native_bf16=E.native_bf16(), default_precision=E.resolve_precision())
-    else:  # a tqa from before precision paths: always the model as published
-        info.update(native_bf16=None, default_precision="fp32")
+    info.update(native_bf16=E.native_bf16(), default_precision=E.resolve_precision())
     return info
 
 
@@ -181,47 +178,26 @@ def project_questions() -> list[str]:
 
 def write_passages(folder: Path, passages: list[tuple[str, str, str]]) -> None:
     """One document per passage, as `tqa eval --beir` writes them (the title, when there is one, as heading)."""
-    from tqa.evaluation import _safe_name
+    from tqa.evaluation import write_beir_documents
 
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    used: set[str] = set()
-    for doc_id, title, text in passages:
-        name = _safe_name(doc_id)
-        if name in used:
-            name = f"{len(used)}-{name}"
-        used.add(name)
-        body = text or title
-        (folder / name).write_text(f"{title}\n{body}\n" if title else f"{body}\n", encoding="utf-8")
+    write_beir_documents(passages, folder)
 
 
 def chunk_texts(corpus: Path) -> tuple[list[str], int]:
-    """What build_index embeds for a corpus (chunk and unit search texts, duplicates skipped), and the number
-    of chunks."""
-    import hashlib
-
-    from tqa.chunking import Chunker
+    """What build_index embeds for a new index of a corpus (chunk and unit search texts, in the order stage 3 of
+    the build encodes them), and the number of chunks: stages 1 and 2 of the build, run here."""
     from tqa.config import Settings
-    from tqa.loaders import SkipFile, discover, extract
+    from tqa.indexing import Extracted, extract_and_chunk, plan_build
+    from tqa.loaders import discover
 
-    settings = Settings.from_env()
-    chunker = Chunker(settings.chunking)
-    texts, units, seen = [], [], set()
-    candidates, _ = discover(corpus, max_bytes=settings.max_file_bytes)
-    for source, path in candidates:
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            continue
-        seen.add(digest)
-        try:
-            doc = extract(source, data)
-        except SkipFile:
-            continue
-        for c in chunker.chunk(doc):
-            texts.append(c.search_text)
-            units.extend(c.unit_search_texts())
-    return texts + units, len(texts)
+    s = Settings.from_env()
+    found = discover(corpus, max_bytes=s.max_file_bytes)
+    plan = plan_build(corpus, corpus.parent / "not-written", found, None, model=s.model, precision="fp32",
+                      chunking=s.chunking, max_bytes=s.max_file_bytes)
+    chunks = [c for f in map(extract_and_chunk, plan.tasks) if isinstance(f, Extracted) for c in f.chunks]
+    texts = [c.search_text for c in chunks]
+    return texts + [u for c in chunks for u in c.unit_search_texts()], len(texts)
 
 
 def rotated(items: list[Any], r: int) -> list[Any]:
@@ -299,7 +275,7 @@ def section_embedding(cfg: Config, texts: list[str], questions: list[str]) -> di
         warnings.simplefilter("ignore")
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        int8_model = copy.deepcopy(fp32._model)
+        int8_model = copy.deepcopy(fp32.model)
         int8_model[0].model = quantize_dynamic(int8_model[0].model, {torch.nn.Linear: per_channel_dynamic_qconfig},
                                                dtype=torch.qint8)
 
@@ -321,12 +297,12 @@ def section_embedding(cfg: Config, texts: list[str], questions: list[str]) -> di
         return run
 
     paths: list[tuple[str, Callable[[list[str], int], np.ndarray], int, str]] = [
-        ("fp32 (the model as published)", st(fp32._model), 32, "fp32"),
-        ("fp32", st(fp32._model), 64, "fp32"),
-        ("bf16", st(bf16._model), 16, "bf16"),
-        ("bf16", st(bf16._model), 32, "bf16"),
-        ("bf16", st(bf16._model), 64, "bf16"),
-        ("bf16, 1 thread", one_thread(st(bf16._model)), 32, "bf16-1t"),
+        ("fp32 (the model as published)", st(fp32.model), 32, "fp32"),
+        ("fp32", st(fp32.model), 64, "fp32"),
+        ("bf16", st(bf16.model), 16, "bf16"),
+        ("bf16", st(bf16.model), 32, "bf16"),
+        ("bf16", st(bf16.model), 64, "bf16"),
+        ("bf16, 1 thread", one_thread(st(bf16.model)), 32, "bf16-1t"),
         ("int8 dynamic (per-channel)", st(int8_model), 32, "int8"),
     ]
     speed: dict[int, list[float]] = {i: [] for i in range(len(paths))}
@@ -340,7 +316,7 @@ def section_embedding(cfg: Config, texts: list[str], questions: list[str]) -> di
             vectors[key] = v
     qlat: dict[str, list[float]] = {}
     for q in questions[:60]:
-        for key, fn in (("fp32", st(fp32._model)), ("bf16", st(bf16._model)), ("int8", st(int8_model))):
+        for key, fn in (("fp32", st(fp32.model)), ("bf16", st(bf16.model)), ("int8", st(int8_model))):
             t0 = time.perf_counter()
             fn([q], 32)
             qlat.setdefault(key, []).append(time.perf_counter() - t0)
@@ -372,13 +348,11 @@ def section_build(cfg: Config, emb: Any, corpus: Path) -> dict[str, Any]:
     same = tqa_langchain_embeddings(emb)
     recipe_build(tiny, same, cfg.work / "tiny-recipe")
 
-    import inspect
-
     from tqa.embedding import load_embedder
 
     # The model as published (fp32), when tqa's path is another one (and not in --quick: it is the slowest).
     fp32 = None
-    if not cfg.quick and "precision" in inspect.signature(load_embedder).parameters:
+    if not cfg.quick:
         fp32 = load_embedder(precision="fp32")
         if fp32 is emb:
             fp32 = None
@@ -392,7 +366,7 @@ def section_build(cfg: Config, emb: Any, corpus: Path) -> dict[str, Any]:
         for step in rotated(steps, r):
             gc.collect()
             if step in ("raw", "raw-fp32"):
-                model = emb._model if step == "raw" else fp32._model  # type: ignore[union-attr]
+                model = emb.model if step == "raw" else fp32.model  # type: ignore[union-attr]
                 t0 = time.perf_counter()
                 model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
                 (raw if step == "raw" else raw_fp32).append(time.perf_counter() - t0)
@@ -433,11 +407,9 @@ def section_build(cfg: Config, emb: Any, corpus: Path) -> dict[str, Any]:
 
 def export_time(cfg: Config, emb: Any) -> dict[str, Any]:
     """Seconds to export the model for questions into a new index (once per index and model: an update links the
-    previous generation's files); nothing for a tqa from before the question encoder."""
-    try:
-        from tqa.query_encoder import write_encoder
-    except ImportError:
-        return {}
+    previous generation's files)."""
+    from tqa.query_encoder import write_encoder
+
     folder = cfg.work / "export-generation"
     folder.mkdir()
     t0 = time.perf_counter()
@@ -534,8 +506,8 @@ def section_latency_real(cfg: Config, emb: Any, index: Path, stores: dict[str, A
         others["ask_onnx"] = exported.ask
         others["encode_onnx"] = lambda q: exported.embedder.encode([q])
     out = latency(qa, emb, questions, others)
-    out["chunks"] = len(qa.data.chunks)
-    out["vector_index"] = qa.manifest.get("vector_index")
+    out["chunks"] = len(qa.index.chunks)
+    out["vector_index"] = qa.manifest.vector_index.to_dict()
     return out
 
 
@@ -549,120 +521,124 @@ def recall(found: list[np.ndarray], truth: np.ndarray, k: int) -> float:
 
 def section_scale(cfg: Config, emb: Any, n: int, base_texts: list[str], base_vectors: np.ndarray,
                   questions: list[str], publish_to: Path | None) -> dict[str, Any]:
-    import faiss
-
-    from bench.synthetic import build_vectors, held_out_queries, synthetic_index
-    from tqa.assistant import Assistant
-    from tqa.config import Settings
-    from tqa.store import IndexData
+    from bench.synthetic import build_vectors, synthetic_index
+    from tqa.index import Index
 
     log(f"scale: building a synthetic index of {n:,} chunks")
     t0 = time.perf_counter()
     data, facts = synthetic_index(n, base_texts, base_vectors, emb)
     out: dict[str, Any] = {"chunks": n, "units": facts["units"], "build_s": time.perf_counter() - t0,
                            "stages": {k: v for k, v in facts.items() if k.endswith("_s")},
-                           "vector_index": data.manifest["vector_index"]}
+                           "vector_index": data.manifest.vector_index.to_dict()}
     vectors, units = facts.pop("vector_matrix"), facts.pop("unit_matrix")
     dim = vectors.shape[1]
     flat = build_vectors(vectors, dim, "flat")
-    flat_units = build_vectors(units, dim, "flat")
-    exact = IndexData(None, data.manifest, data.chunks, flat, flat_units, data.keywords)
-    del units
+    exact = Index(manifest=data.manifest, chunks=data.chunks, vectors=flat, units=build_vectors(units, dim, "flat"),
+                  keywords=data.keywords)
+    del units, vectors
     gc.collect()
 
     log("scale: recall against exact search")
     qv = emb.encode(questions)
-    held = held_out_queries(base_vectors, 200)
-    sets = {"questions": qv, "held-out": held}
-    truth = {name: flat._index.search(np.ascontiguousarray(q), 50)[1] for name, q in sets.items()}
-    ivf = faiss.try_extract_index_ivf(data.vectors._index)
-    chosen = int(ivf.nprobe) if ivf is not None else None
-    sweep = []
-    for nprobe in (cfg.sweep if ivf is not None else ()):
-        ivf.nprobe = nprobe
-        row: dict[str, Any] = {"nprobe": nprobe, "nlist": int(ivf.nlist)}
-        for name, q in sets.items():
-            found, times = [], []
-            for v in q:
-                t0 = time.perf_counter()
-                found.append(data.vectors.search(v, 50)[1])
-                times.append(time.perf_counter() - t0)
-            row[f"{name}_r10"] = recall(found, truth[name], 10)
-            row[f"{name}_r50"] = recall(found, truth[name], 50)
-            row[f"{name}_ms"] = median(times) * 1000
-        sweep.append(row)
-    if ivf is not None:
-        ivf.nprobe = chosen
-    out["sweep"] = sweep
-    chosen_recall: dict[str, Any] = {}
-    for name, q in sets.items():
-        found, t_approx, t_exact = [], [], []
-        for v in q:
-            t0 = time.perf_counter()
-            found.append(data.vectors.search(v, 50)[1])
-            t1 = time.perf_counter()
-            flat.search(v, 50)
-            t_exact.append(time.perf_counter() - t1)
-            t_approx.append(t1 - t0)
-        chosen_recall[name] = {"r10": recall(found, truth[name], 10), "r50": recall(found, truth[name], 50),
-                               "search_ms": median(t_approx) * 1000, "exact_ms": median(t_exact) * 1000}
-    out["recall"] = chosen_recall
+    out.update(scale_recall(cfg, data, flat, {"questions": qv, "held-out": held_out(base_vectors)}))
+    out["filtered"] = scale_filtered(data, flat, qv)
+    log("scale: end-to-end answers and latency")
+    out.update(scale_answers(data, exact, emb, questions))
+    out["bytes"] = {"vectors_ivf": len(data.vectors.to_bytes()), "units_ivf": len(data.units.to_bytes()),
+                    "vectors_flat": len(flat.to_bytes()), "raw_vectors": int(facts["raw_vector_bytes"]),
+                    "keywords": data.keywords.nbytes}
+    del exact, flat
+    gc.collect()
+    if publish_to is not None:
+        out.update(scale_publish(data, publish_to))
+    del data
+    gc.collect()
+    return out
 
-    # Filtered search: a fifth of the documents (above the exact-filter limit at a million), and one document.
+
+def held_out(base_vectors: np.ndarray) -> np.ndarray:
+    from bench.synthetic import held_out_queries
+
+    return held_out_queries(base_vectors, 200)
+
+
+def scale_recall(cfg: Config, data: Any, flat: Any, sets: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Recall@10 and @50 of the index's vector search against exact search, over an nprobe sweep and at the
+    nprobe tqa chooses, with the search times of both."""
+    truth = {name: np.array([flat.search(v, 50)[1] for v in q]) for name, q in sets.items()}
+    chosen, sweep = data.vectors.nprobe, []
+    for nprobe in (cfg.sweep if chosen is not None else ()):
+        data.vectors.nprobe = nprobe
+        row: dict[str, Any] = {"nprobe": nprobe, "nlist": data.vectors.nlist}
+        for name, q in sets.items():
+            found, times = timed_searches(data.vectors, q)
+            row.update({f"{name}_r10": recall(found, truth[name], 10), f"{name}_r50": recall(found, truth[name], 50),
+                        f"{name}_ms": median(times) * 1000})
+        sweep.append(row)
+    if chosen is not None:
+        data.vectors.nprobe = chosen
+    at_chosen: dict[str, Any] = {}
+    for name, q in sets.items():
+        found, t_approx = timed_searches(data.vectors, q)
+        _, t_exact = timed_searches(flat, q)
+        at_chosen[name] = {"r10": recall(found, truth[name], 10), "r50": recall(found, truth[name], 50),
+                           "search_ms": median(t_approx) * 1000, "exact_ms": median(t_exact) * 1000}
+    return {"sweep": sweep, "recall": at_chosen}
+
+
+def timed_searches(vectors: Any, queries: np.ndarray, k: int = 50) -> tuple[list[np.ndarray], list[float]]:
+    found, times = [], []
+    for v in queries:
+        t0 = time.perf_counter()
+        found.append(vectors.search(v, k)[1])
+        times.append(time.perf_counter() - t0)
+    return found, times
+
+
+def scale_filtered(data: Any, flat: Any, qv: np.ndarray) -> dict[str, Any]:
+    """Filtered search: a fifth of the documents (above the exact-filter limit at a million), and one document."""
     rng = np.random.default_rng(5)
     docs = sorted({c.source for c in data.chunks[::50]})
-    import tqa.retrieval as RT
-
     filters = {"a fifth of the documents": list(rng.choice(docs, max(1, len(docs) // 5), replace=False)),
                "one document": [docs[len(docs) // 2]]}
-    out["filtered"] = {}
+    out = {}
     for label, sources in filters.items():
-        allowed = RT.filter_rows(data, sources)[0] if hasattr(RT, "filter_rows") else RT.allowed_rows(data.chunks,
-                                                                                                         sources)
-        found, truth_f = [], []
-        for v in qv:
-            found.append(data.vectors.search(v, 10, allowed)[1])
-            truth_f.append(flat.search(v, 10, allowed)[1])
-        out["filtered"][label] = {"rows": len(allowed), "r10": recall(found, np.array(truth_f), 10)}
+        allowed = data.scope(sources).rows
+        found = [data.vectors.search(v, 10, allowed)[1] for v in qv]
+        truth = [flat.search(v, 10, allowed)[1] for v in qv]
+        out[label] = {"rows": len(allowed), "r10": recall(found, np.array(truth), 10)}
+    return out
 
-    log("scale: end-to-end answers and latency")
+
+def scale_answers(data: Any, exact: Any, emb: Any, questions: list[str]) -> dict[str, Any]:
+    """Answers from the approximate index against the same index searched exactly, and the warm latency."""
+    from tqa.assistant import Assistant
+    from tqa.config import Settings
+
     settings = Settings.from_env()
-    qa = Assistant(data, emb, settings)
-    qa_exact = Assistant(exact, emb, settings)
+    qa, qa_exact = Assistant(data, emb, settings), Assistant(exact, emb, settings)
     same, overlap = 0, []
     for q in questions:
         a = [(p.source, p.start) for p in qa.ask(q).passages]
         b = [(p.source, p.start) for p in qa_exact.ask(q).passages]
         same += a == b
         overlap.append(len(set(a) & set(b)) / max(1, len(b)))
-    out["answers_identical"] = same / len(questions)
-    out["answers_overlap5"] = float(np.mean(overlap))
-    out["latency"] = latency(qa, emb, questions, {"exact_ask": qa_exact.ask})
+    return {"answers_identical": same / len(questions), "answers_overlap5": float(np.mean(overlap)),
+            "latency": latency(qa, emb, questions, {"exact_ask": qa_exact.ask})}
 
-    kw = data.keywords._bm25.scores
-    out["bytes"] = {
-        "vectors_ivf": len(faiss.serialize_index(data.vectors._index)),
-        "units_ivf": len(faiss.serialize_index(data.units._index)),
-        "vectors_flat": len(faiss.serialize_index(flat._index)),
-        "raw_vectors": int(facts["raw_vector_bytes"]),
-        "keywords": int(sum(np.asarray(kw[k]).nbytes for k in ("data", "indices", "indptr"))),
-    }
-    del exact, qa_exact, flat, flat_units, vectors
-    gc.collect()
-    if publish_to is not None:
-        from bench.synthetic import documents
-        from tqa.store import publish, write_lock
 
-        log(f"scale: publishing the {n:,}-chunk index to disk")
-        shutil.rmtree(publish_to, ignore_errors=True)
-        t0 = time.perf_counter()
-        with write_lock(publish_to):
-            gen = publish(publish_to, data, documents(data))
-        out["publish_s"] = time.perf_counter() - t0
-        out["disk"] = {p.relative_to(gen).as_posix(): p.stat().st_size for p in gen.rglob("*") if p.is_file()}
-    del data, qa
-    gc.collect()
-    return out
+def scale_publish(data: Any, publish_to: Path) -> dict[str, Any]:
+    """Publish the synthetic index to disk with tqa's own publish, for the memory and cold-start sections."""
+    from bench.synthetic import documents
+    from tqa.store import publish, write_lock
+
+    log(f"scale: publishing the {len(data.chunks):,}-chunk index to disk")
+    shutil.rmtree(publish_to, ignore_errors=True)
+    t0 = time.perf_counter()
+    with write_lock(publish_to):
+        gen = publish(publish_to, data, documents(data))
+    return {"publish_s": time.perf_counter() - t0,
+            "disk": {p.relative_to(gen).as_posix(): p.stat().st_size for p in gen.rglob("*") if p.is_file()}}
 
 
 def memory_probe(index: Path, questions: list[str]) -> dict[str, Any]:
@@ -679,7 +655,7 @@ def memory_probe(index: Path, questions: list[str]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     manifest = read_manifest(index)
-    emb = E.embedder_for_index(manifest) if hasattr(E, "embedder_for_index") else E.load_embedder()
+    emb = E.embedder_for_index(manifest.model.name, manifest.precision)
     emb.encode(["warm up"])
     out["model_mb"] = rss_mb()[0]
     out["model_load_s"] = time.perf_counter() - t0
@@ -687,8 +663,8 @@ def memory_probe(index: Path, questions: list[str]) -> dict[str, Any]:
     qa = Assistant.load(index, embedder=emb)
     out["load_s"] = time.perf_counter() - t0
     out["index_mb"] = rss_mb()[0]
-    counts = qa.manifest["counts"]
-    out["raw_vector_bytes"] = (counts["chunks"] + counts.get("units", 0)) * qa.manifest["model"]["dim"] * 4
+    counts = qa.manifest.counts
+    out["raw_vector_bytes"] = (counts.chunks + (counts.units or 0)) * qa.manifest.model.dim * 4
     times = []
     for q in questions:
         t0 = time.perf_counter()
@@ -720,18 +696,18 @@ def section_memory(cfg: Config, index: Path, questions: list[str]) -> dict[str, 
 def without_encoder(index: Path, dest: Path) -> Path | None:
     """A copy of ``index`` without its question encoder (files and manifest entries), as a tqa from before the
     encoder would have built it; None when ``index`` has none."""
-    from tqa.store import MANIFEST_SHA, current_generation, manifest_digest
+    from tqa.manifest import ENCODER_DIR, MANIFEST, OPTIONAL_ARTIFACTS, Manifest
+    from tqa.store import current_generation
 
     gen = current_generation(index)
-    if gen is None or not (gen / "encoder").is_dir():
+    if gen is None or not (gen / ENCODER_DIR).is_dir():
         return None
     shutil.copytree(index, dest)
     copy = dest / gen.name
-    shutil.rmtree(copy / "encoder")
-    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
-    manifest["artifacts"] = {k: v for k, v in manifest["artifacts"].items() if not k.startswith("encoder/")}
-    manifest[MANIFEST_SHA] = manifest_digest(manifest)  # the manifest's own checksum, as a build writes it
-    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    shutil.rmtree(copy / ENCODER_DIR)
+    manifest = Manifest.read(copy)
+    older = replace(manifest, artifacts={k: v for k, v in manifest.artifacts.items() if k not in OPTIONAL_ARTIFACTS})
+    (copy / MANIFEST).write_bytes(older.sealed().to_bytes())  # sealed with its own checksum, as a build writes it
     return dest
 
 
@@ -835,11 +811,8 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
     add(f"Software: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), sentence-transformers "
         f"{m['sentence_transformers']}, faiss {m['faiss']}, numpy {m['numpy']}, "
         + (f"onnxruntime {m['onnxruntime']}, " if m.get("onnxruntime") else "") + f"tqa {m['tqa']}.  ")
-    if m["native_bf16"] is None:
-        add("Embedding path: **fp32** (this tqa predates precision paths).  ")
-    else:
-        add(f"Embedding path: **{m['default_precision']}** (TQA_PRECISION=auto; native bfloat16 on this CPU: "
-            f"{'yes' if m['native_bf16'] else 'no'}).  ")
+    add(f"Embedding path: **{m['default_precision']}** (TQA_PRECISION=auto; native bfloat16 on this CPU: "
+        f"{'yes' if m['native_bf16'] else 'no'}).  ")
     add(f"Real corpus: the first {b['passages']:,} MS MARCO passages of `{cfg.beir}`, one document each "
         f"({b['chunks']:,} chunks); {R['questions']} questions (the MS MARCO queries and the project's "
         "eval/questions.jsonl).")
@@ -960,16 +933,13 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
     add("")
     add("## 4. Index choice at scale")
     add("")
-    from tqa import store
+    from tqa import vectors
 
-    if hasattr(store, "IVF_MIN_PROBES"):
-        add(f"Exact `IndexFlatIP` up to {store.EXACT_MAX:,} vectors (a scan takes about a millisecond there); "
-            f"above, `IndexIVFFlat` with nlist = {store.IVF_LISTS_PER_SQRT}·√n and nprobe = "
-            f"max({store.IVF_MIN_PROBES}, nlist/{round(1 / store.IVF_PROBE_SHARE)}), trained on "
-            f"{store.IVF_TRAIN_PER_LIST} vectors a list. Vectors are stored uncompressed, so candidates are "
-            "scored exactly; only which are found is approximate.")
-    else:
-        add("This tqa searches exactly (`IndexFlatIP`) at every size.")
+    add(f"Exact `IndexFlatIP` up to {vectors.EXACT_MAX:,} vectors (a scan takes about a millisecond there); "
+        f"above, `IndexIVFFlat` with nlist = {vectors.IVF_LISTS_PER_SQRT}·√n and nprobe = "
+        f"max({vectors.IVF_MIN_PROBES}, nlist/{round(1 / vectors.IVF_PROBE_SHARE)}), trained on "
+        f"{vectors.IVF_TRAIN_PER_LIST} vectors a list. Vectors are stored uncompressed, so candidates are "
+        "scored exactly; only which are found is approximate.")
     add("")
     for s in scales:
         add(f"**{s['chunks']:,} chunks** (built in {s['build_s']:.0f} s: "
@@ -1155,12 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = cfg.work / "msmarco-corpus"
         write_passages(corpus, passages[:cfg.passages])
 
-        import inspect
-
-        if "precision" in inspect.signature(load_embedder).parameters:
-            R["embedding"] = section_embedding(cfg, [t for _, _, t in passages], questions)
-        else:  # a tqa from before precision paths
-            R["embedding"] = None
+        R["embedding"] = section_embedding(cfg, [t for _, _, t in passages], questions)
         build = section_build(cfg, emb, corpus)
         stores, index = build.pop("_stores"), build.pop("_index")
         R["build"] = build

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from tqa.chunking import Chunk, sentence_spans
 from tqa.config import ChunkSettings
+from tqa.index import Index
+from tqa.keywords import KeywordIndex, analyzer_settings
+from tqa.manifest import THRESHOLD_FLOOR, Calibration, Counts, FileEntry, Manifest, ModelInfo
 from tqa.retrieval import calibrate, name_prefixes
-from tqa.store import FaissVectors, IndexData, KeywordIndex
+from tqa.vectors import FaissVectors
 
 SIGMA = 0.5
 MIX = 1.0
@@ -52,15 +56,13 @@ def held_out_queries(base: np.ndarray, n: int, seed: int = 99) -> np.ndarray:
 
 
 def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, embedder: Any = None, *,
-                    seed: int = 0, kind: str = "auto") -> tuple[IndexData, dict[str, Any]]:
-    """An in-memory IndexData of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
+                    seed: int = 0, kind: str = "auto") -> tuple[Index, dict[str, Any]]:
+    """An in-memory Index of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
 
     ``embedder`` (optional) calibrates the abstention threshold as a build would; without it the threshold is
     the floor.
     """
     import time
-
-    import bm25s
 
     rng = np.random.default_rng(seed)
     base = np.ascontiguousarray(base_vectors, dtype=np.float32)
@@ -107,9 +109,7 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
     facts["chunks_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    bm25 = bm25s.BM25()
-    bm25.index(row_tokens, show_progress=False)
-    keywords = KeywordIndex(bm25)
+    keywords = KeywordIndex.from_terms(row_tokens)
     del row_tokens
     gc.collect()
     facts["keywords_s"] = time.perf_counter() - t0
@@ -123,43 +123,35 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
     facts["chunks"], facts["units"] = n, len(units)
     facts["raw_vector_bytes"] = int(vectors.nbytes + units.nbytes)
 
-    data = IndexData(path=None, manifest={}, chunks=chunks, vectors=vec_index, units=unit_index,
-                     keywords=keywords)
-    files = {}
+    sizes: dict[str, int] = {}
     for c in chunks:
-        files.setdefault(c.source, {"chunks": 0})["chunks"] += 1
-    data.manifest = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "corpus": "(synthetic)",
-        "model": {"name": getattr(embedder, "name", "synthetic"), "dim": dim,
-                  "max_tokens": getattr(embedder, "max_tokens", 256)},
-        "precision": getattr(embedder, "precision", None),
-        "chunking": ChunkSettings().to_dict(),
-        "vector_index": {**describe(vec_index), "units": describe(unit_index)},
-        "files": files,
-        "skipped": [],
-        "counts": {"files": len(files), "chunks": n, "units": len(units)},
-        "calibration": calibrate(embedder, data) if embedder is not None else {"abstain_threshold": 0.15},
-        "names": name_prefixes(base_texts),
-    }
+        sizes[c.source] = sizes.get(c.source, 0) + 1
+    manifest = Manifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        corpus="(synthetic)",
+        model=ModelInfo(getattr(embedder, "name", "synthetic"), dim, getattr(embedder, "max_tokens", 256)),
+        precision=getattr(embedder, "precision", None),
+        chunking=ChunkSettings(),
+        analyzer=analyzer_settings(),
+        vector_index=replace(vec_index.describe(), units=unit_index.describe()),
+        files={source: FileEntry(chunks=count) for source, count in sizes.items()},
+        skipped=(),
+        counts=Counts(len(sizes), n, len(units)),
+        calibration=Calibration(abstain_threshold=THRESHOLD_FLOOR),
+        names=tuple(name_prefixes(base_texts)),
+    )
+    data = Index(manifest=manifest, chunks=chunks, vectors=vec_index, units=unit_index, keywords=keywords)
+    if embedder is not None:
+        data.manifest = replace(manifest, calibration=calibrate(embedder, data))
     return data, {"vector_matrix": vectors, "unit_matrix": units, **facts}
 
 
 def build_vectors(vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
-    """FaissVectors.build with an index type (tqa before index choice only built exact indexes)."""
-    try:
-        return FaissVectors.build(vectors, dim, kind)
-    except TypeError:
-        return FaissVectors.build(vectors, dim)
+    """FaissVectors.build with an index type ("flat", "ivf" or "auto")."""
+    return FaissVectors.build(vectors, dim, kind)
 
 
-def describe(v: FaissVectors) -> dict[str, Any]:
-    if hasattr(v, "describe"):
-        return v.describe()  # type: ignore[no-any-return]
-    return {"type": f"faiss.{type(v._index).__name__}", "metric": "cosine", "vectors": v.ntotal, "exact": True}
-
-
-def documents(data: IndexData) -> Iterator[tuple[str, str]]:
+def documents(data: Index) -> Iterator[tuple[str, str]]:
     """The documents' text, consistent with the chunks' offsets (chunks of a document are separated by a
     blank line), for publishing a synthetic index to disk."""
     source, parts = None, []

@@ -57,12 +57,14 @@ def main() -> None:
 
     from tqa import store
     from tqa.indexing import build_index
+    from tqa.keywords import KeywordIndex
+    from tqa.vectors import FaissVectors
 
     embedder = SlowEmbedder()
     if step != "none":
         owner_name, attr = STEPS[step]
         owner = {"embedder": embedder, "json": json, "os": os, "store": store,
-                 "FaissVectors": store.FaissVectors, "KeywordIndex": store.KeywordIndex}[owner_name]
+                 "FaissVectors": FaissVectors, "KeywordIndex": KeywordIndex}[owner_name]
         arm(owner, attr, nth)
     build_index(corpus, index, embedder=embedder)
     print("done", flush=True)

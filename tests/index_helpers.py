@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tqa import store
-from tqa.store import MANIFEST
+from tqa import manifest, store
+from tqa.manifest import MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def make_legacy(index: Path) -> None:
             (gen / store.OWNER).unlink()
             (gen / store.LEASE).unlink()
             m = json.loads((gen / MANIFEST).read_text(encoding="utf-8"))
-            m.pop(store.MANIFEST_SHA, None)
+            m.pop(manifest.MANIFEST_SHA, None)
             m.pop("corpus_relative", None)
             m["format_version"] = 1
             (gen / MANIFEST).write_text(json.dumps(m, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

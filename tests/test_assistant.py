@@ -43,7 +43,7 @@ def qa(all_formats, tmp_path, fake_embedder) -> Assistant:
 
 
 def test_citation_invariant_for_every_format(qa, all_formats):
-    data = load_index(qa.data.path.parent)
+    data = load_index(qa.index.path.parent)
     formats = set()
     for chunk in data.chunks:
         doc = load_file(all_formats / chunk.source, all_formats)
@@ -121,7 +121,7 @@ def test_nfc_and_nfd_questions_get_the_same_answer(qa):
 def test_more_passages_than_chunks_never_pads_with_minus_one(qa):
     from tqa.config import MAX_K
 
-    n = len(qa.data.chunks)
+    n = len(qa.index.chunks)
     assert n < MAX_K
     ans = qa.ask("shelters", k=MAX_K, mode="dense")
     rows = [(p.source, p.start) for p in ans.passages]
@@ -142,7 +142,7 @@ def test_overlapping_passages_are_not_shown_twice(tmp_path, fake_embedder):
     (corpus / "long.txt").write_text(sentences)
     build_index(corpus, tmp_path / "i", embedder=fake_embedder, chunking=ChunkSettings(200, 100))
     qa = Assistant.load(tmp_path / "i", embedder=fake_embedder)
-    assert len(qa.data.chunks) > 5
+    assert len(qa.index.chunks) > 5
     ps = qa.ask("shelters and survivors", k=10).passages
     for i, a in enumerate(ps):
         for b in ps[i + 1:]:
@@ -152,10 +152,10 @@ def test_overlapping_passages_are_not_shown_twice(tmp_path, fake_embedder):
 def test_abstains_below_the_threshold(qa):
     from dataclasses import replace
 
-    strict = Assistant(qa.data, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
+    strict = Assistant(qa.index, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
     ans = strict.ask("Sweden purchase of sex")
     assert ans.abstained and ans.message == NOT_COVERED and ans.best is None
-    lenient = Assistant(qa.data, qa.embedder, replace(qa.settings, abstain_threshold=-1.0))
+    lenient = Assistant(qa.index, qa.embedder, replace(qa.settings, abstain_threshold=-1.0))
     assert not lenient.ask("Sweden purchase of sex").abstained
 
 
@@ -185,7 +185,7 @@ def test_add_documents_reports_progress(qa):
 
 
 def test_uploads_never_overwrite_and_skipped_ones_are_not_kept(qa):
-    corpus = Path(qa.manifest["corpus"])
+    corpus = Path(qa.manifest.corpus)
     qa.add_documents([("notes.md", b"# Notes\n\nThe first notes mention walruses.\n")])
     qa.add_documents([("notes.md", b"# Notes\n\nOther notes mention narwhals.\n")])
     assert (corpus / "uploads" / "notes.md").read_bytes().endswith(b"walruses.\n")

@@ -102,7 +102,7 @@ def test_a_question_that_is_not_text_is_refused(qa):
 def test_the_tiniest_question_limit_still_asks_something(qa, limit):
     from dataclasses import replace
 
-    tiny = Assistant(qa.data, qa.embedder, replace(qa.settings, max_question_chars=limit))
+    tiny = Assistant(qa.index, qa.embedder, replace(qa.settings, max_question_chars=limit))
     ans = tiny.ask("Shelters give survivors a bed")
     assert 1 <= len(ans.question) <= limit and ans.warnings
 

@@ -8,7 +8,8 @@ from bench.run import recall, rotated, without_encoder
 from bench.synthetic import documents, held_out_queries, synthetic_index
 from tqa import Assistant
 from tqa.config import Settings
-from tqa.store import ENCODER_FILES, current_generation, load_index, publish, write_lock
+from tqa.manifest import ENCODER_FILES
+from tqa.store import current_generation, load_index, publish, write_lock
 
 from .conftest import FakeEmbedder
 
@@ -41,7 +42,7 @@ def test_synthetic_index_answers_publishes_and_loads(tmp_path):
     with write_lock(tmp_path / "index"):
         publish(tmp_path / "index", data, documents(data))
     loaded = load_index(tmp_path / "index")
-    assert len(loaded.chunks) == 400 and loaded.manifest["counts"]["units"] == 200
+    assert len(loaded.chunks) == 400 and loaded.manifest.counts.units == 200
 
 
 def test_held_out_queries_are_new_normalised_vectors():
@@ -70,11 +71,11 @@ def test_without_encoder_copies_an_index_as_an_older_tqa_built_it(tmp_path):
 
     with write_lock(index):
         publish(index, data, documents(data), extra=encoder)
-    assert "encoder/model.onnx" in load_index(index).manifest["artifacts"]
+    assert "encoder/model.onnx" in load_index(index).manifest.artifacts
     copy = without_encoder(index, tmp_path / "copy")
     assert copy is not None
     loaded = load_index(copy)  # every remaining artifact still checks out
-    assert not any(a.startswith("encoder/") for a in loaded.manifest["artifacts"])
+    assert not any(a.startswith("encoder/") for a in loaded.manifest.artifacts)
     assert not (current_generation(copy) / "encoder").exists()
     assert (current_generation(index) / "encoder" / "model.onnx").is_file()  # the original is untouched
     assert without_encoder(copy, tmp_path / "again") is None

@@ -27,7 +27,7 @@ def index_of(corpus: Path, tmp_path: Path, **settings) -> Assistant:
     build_index(corpus, tmp_path / "index", embedder=embedder)
     qa = Assistant.load(tmp_path / "index", embedder=embedder)
     if settings:
-        qa = Assistant(qa.data, qa.embedder, replace(qa.settings, **settings))
+        qa = Assistant(qa.index, qa.embedder, replace(qa.settings, **settings))
     return qa
 
 
@@ -39,7 +39,7 @@ def write(folder: Path, files: dict[str, str]) -> Path:
 
 
 def headings_of(qa: Assistant) -> set[str]:
-    return {c.section[-1] for c in qa.data.chunks if c.section}
+    return {c.section[-1] for c in qa.index.chunks if c.section}
 
 
 def topic(question: str) -> str:
@@ -57,7 +57,7 @@ def test_the_shipped_report_gets_questions_about_its_own_sections(tmp_path):
     qa = index_of(CORPUS, tmp_path)
     examples = qa.example_questions()
     assert len(examples) == 3 and len(set(examples)) == 3
-    order = list(dict.fromkeys(c.section[-1] for c in qa.data.chunks if c.section))  # the sections, in order
+    order = list(dict.fromkeys(c.section[-1] for c in qa.index.chunks if c.section))  # the sections, in order
     places = []
     for q in examples:
         t = topic(q)

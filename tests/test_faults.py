@@ -19,7 +19,8 @@ import pytest
 
 from tqa import Assistant, build_index
 from tqa.errors import TqaError
-from tqa.store import CURRENT, MANIFEST, UNITS, VECTORS, current_generation, read_manifest
+from tqa.manifest import MANIFEST, UNITS, VECTORS
+from tqa.store import CURRENT, current_generation, read_manifest
 
 from .conftest import FakeEmbedder
 
@@ -42,9 +43,9 @@ def write_corpus(root: Path, names: range, version: str) -> set[str]:
 def check_complete(index: Path, expected: list[set[str]]) -> set[str]:
     """The index loads, checks out, and is exactly one of the expected corpora."""
     qa = Assistant.load(index, embedder=FakeEmbedder())
-    files = set(qa.data.manifest["files"])
+    files = set(qa.index.manifest.files)
     assert files in expected, "a mix of two builds"
-    assert {c.source for c in qa.data.chunks} == files
+    assert {c.source for c in qa.index.chunks} == files
     answer = qa.ask("shelters in region 12", k=3)
     assert answer.passages and all(p.source in files for p in answer.passages)
     return files
@@ -199,13 +200,13 @@ def small_disk(tmp_path):
 def test_disk_full_during_a_build_keeps_the_previous_index(small_corpus, small_disk):
     index = small_disk / "index"
     build_index(small_corpus, index, embedder=FakeEmbedder())
-    before = read_manifest(index)["files"]
+    before = read_manifest(index).files
     big = "\n".join(f"Paragraph {i} about shelters and survivors in many regions." for i in range(4000))
     (small_corpus / "big.txt").write_text(big)
     with pytest.raises(TqaError, match="disk is full") as exc:
         build_index(small_corpus, index, embedder=FakeEmbedder())
     assert "previous index" in str(exc.value) and "\n" not in str(exc.value)
-    assert read_manifest(index)["files"] == before
+    assert read_manifest(index).files == before
     Assistant.load(index, embedder=FakeEmbedder()).ask("Sweden")
     assert not [p for p in index.iterdir() if p.name.startswith(".tmp-")]
 

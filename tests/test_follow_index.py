@@ -127,7 +127,7 @@ def test_concurrent_questions_load_each_publish_at_most_once(qa, corpus, tmp_pat
             t.join(30)
     assert not errors, errors
     assert len(counted) == publishes and len(set(counted)) == publishes  # each publish loaded exactly once
-    assert qa.data.path.name == counted[-1]
+    assert qa.index.path.name == counted[-1]
 
 
 def wait_until(condition, limit: float = 60.0) -> None:
@@ -160,7 +160,7 @@ def test_a_question_in_flight_keeps_its_index_which_is_closed_after_it(corpus, t
     embedder = BlockingEmbedder()
     build_index(corpus, index, embedder=embedder)
     qa = Assistant.load(index, embedder=embedder)
-    first = qa.data
+    first = qa.index
     closed: list[str] = []
     first.close = lambda: closed.append("first")  # what the store offers to release a loaded index
     result: dict = {}
@@ -169,7 +169,7 @@ def test_a_question_in_flight_keeps_its_index_which_is_closed_after_it(corpus, t
     assert embedder.holding.wait(30)
     publish(corpus, index, "okapi.md", "# Okapi\n\nThe okapi shelter opens at night.\n", embedder)
     fresh = qa.ask("okapi shelter night", k=10, mode="bm25")  # loads the new generation meanwhile
-    assert fresh.passages[0].source == "okapi.md" and qa.data is not first
+    assert fresh.passages[0].source == "okapi.md" and qa.index is not first
     assert closed == []  # still answering the question in flight
     embedder.release.set()
     t.join(30)

@@ -72,7 +72,7 @@ def test_any_text_answers_or_refuses_and_nfc_nfd_agree(qa, question):
 @given(question=st.text(alphabet=st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=500))
 def test_cli_never_shows_a_traceback(qa, question, monkeypatch_session, capsys):
     """Any text, lone surrogates (undecodable bytes on a command line) included."""
-    code = main(["ask", "--index", str(qa.data.path.parent), "--", question])  # "--": a question may start with "-"
+    code = main(["ask", "--index", str(qa.index.path.parent), "--", question])  # "--": a question may start with "-"
     out = capsys.readouterr()
     assert code in (0, 1)
     assert "Traceback" not in out.err
@@ -132,7 +132,7 @@ def test_bad_corpus_files_are_reported_and_indexing_completes(tmp_path, monkeypa
     assert {"latin1.txt", "utf16.txt", "changes.txt"} <= set(s.files_added)
     assert any(w["path"] == "latin1.txt" for w in s.warnings)
     qa = Assistant.load(tmp_path / "index", embedder=FakeEmbedder())
-    texts = " ".join(c.text for c in qa.data.chunks)
+    texts = " ".join(c.text for c in qa.index.chunks)
     assert "SECRET" not in texts and "Second version" in texts  # the version read is the version indexed
     for line in s.lines():
         assert "\n" not in line

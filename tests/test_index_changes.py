@@ -51,7 +51,7 @@ def test_a_file_grown_past_the_cap_after_discovery_is_skipped(small_corpus, tmp_
                     settings=Settings(max_file_bytes=10_000))
     reasons = {d["path"]: d["reason"] for d in s.skipped}
     assert "larger than" in reasons["tech.txt"]
-    assert "tech.txt" not in read_manifest(tmp_path / "index")["files"]
+    assert "tech.txt" not in read_manifest(tmp_path / "index").files
 
 
 def test_a_file_that_became_unreadable_after_discovery_is_skipped_with_the_reason(small_corpus, tmp_path,

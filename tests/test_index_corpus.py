@@ -31,7 +31,7 @@ def test_indexing_another_folder_into_an_index_is_refused(small_corpus, tmp_path
     assert str(small_corpus.resolve()) in message and "--rebuild" in message and "\n" not in message
     assert read_manifest(index) == before and fake_embedder.embedded == embedded
     s = build_index(mydocs, index, embedder=fake_embedder, rebuild=True)  # the flag that replaces it
-    assert s.published and set(read_manifest(index)["files"]) == {"a.txt"}
+    assert s.published and set(read_manifest(index).files) == {"a.txt"}
 
 
 def test_the_cli_names_the_folder_an_index_was_built_from(small_corpus, tmp_path, fake_embedder):
@@ -62,27 +62,31 @@ def test_a_moved_or_copied_project_keeps_its_index(small_corpus, tmp_path, fake_
     change(elsewhere / "corpus", 1)
     assert build_index(elsewhere / "corpus", elsewhere / "index", embedder=fake_embedder).files_added == [
         "changing.txt"]
-    assert read_manifest(elsewhere / "index")["corpus"] == str((elsewhere / "corpus").resolve())
+    assert read_manifest(elsewhere / "index").corpus == str((elsewhere / "corpus").resolve())
 
 
 def test_eval_uses_the_same_rule(small_corpus, tmp_path, fake_embedder):
-    from tqa.evaluation import _eval_assistant
+    from tqa.evaluation import run_eval
 
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text('{"id": "s", "question": "What does Sweden criminalise?", '
+                         '"answers": ["Sweden criminalises the purchase of sex"]}\n', encoding="utf-8")
     project = tmp_path / "project"
     shutil.copytree(small_corpus, project / "corpus")
     build_index(project / "corpus", project / "index", embedder=fake_embedder)
     moved = tmp_path / "moved"
     shutil.move(project, moved)
-    qa = _eval_assistant(moved / "corpus", moved / "index", fake_embedder)  # a moved checkout is the same corpus
-    assert qa.ask("Sweden").passages
+    report, _, _ = run_eval(questions=questions, corpus=moved / "corpus", index=moved / "index", thresholds=None,
+                            embedder=fake_embedder, mode="bm25")  # a moved checkout is the same corpus
+    assert report["runs"]["bm25"]["questions"][0]["rank"] == 1
     other = tmp_path / "other"
     other.mkdir()
     (other / "a.txt").write_text("Some other corpus about shelters.\n")
     with pytest.raises(TqaError, match="was built from"):
-        _eval_assistant(other, moved / "index", fake_embedder)
+        run_eval(questions=questions, corpus=other, index=moved / "index", thresholds=None, embedder=fake_embedder)
 
 
 def test_the_manifest_records_the_corpus_absolute_and_relative_to_the_index(small_corpus, tmp_path, fake_embedder):
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     m = read_manifest(tmp_path / "index")
-    assert m["corpus"] == str(small_corpus.resolve()) and m["corpus_relative"] == "../corpus"
+    assert m.corpus == str(small_corpus.resolve()) and m.corpus_relative == "../corpus"

@@ -10,6 +10,7 @@ import pytest
 
 from tqa import Assistant, build_index, indexing, store
 from tqa.errors import TqaError
+from tqa.keywords import KeywordIndex
 from tqa.loaders import Skipped
 from tqa.store import load_index, read_manifest
 
@@ -23,9 +24,9 @@ class Boom(Exception):
 
 
 FAILURES = {
-    "keyword index (a bug)": lambda mp: mp.setattr(store.KeywordIndex, "save", _raise(Boom("boom"))),
-    "keyword index (interrupted)": lambda mp: mp.setattr(store.KeywordIndex, "save", _raise(KeyboardInterrupt())),
-    "keyword index (I/O error)": lambda mp: mp.setattr(store.KeywordIndex, "save",
+    "keyword index (a bug)": lambda mp: mp.setattr(KeywordIndex, "save", _raise(Boom("boom"))),
+    "keyword index (interrupted)": lambda mp: mp.setattr(KeywordIndex, "save", _raise(KeyboardInterrupt())),
+    "keyword index (I/O error)": lambda mp: mp.setattr(KeywordIndex, "save",
                                                        _raise(OSError(errno.EIO, "Input/output error"))),
     "syncing (an encoding bug)": lambda mp: mp.setattr(store, "_fsync_tree", _raise(UnicodeEncodeError(
         "utf-8", "\udcff", 0, 1, "surrogates not allowed"))),
@@ -56,7 +57,7 @@ def test_a_build_that_fails_for_any_reason_leaves_no_debris(small_corpus, tmp_pa
     if isinstance(exc.value, TqaError):
         assert "\n" not in str(exc.value) and "previous index" in str(exc.value)
     assert tree(index) == before  # no temporary folder, no orphan generation, no pointer file
-    assert "changing.txt" not in read_manifest(index)["files"]
+    assert "changing.txt" not in read_manifest(index).files
     assert build_index(small_corpus, index, embedder=fake_embedder).files_added == ["changing.txt"]
 
 
@@ -86,7 +87,7 @@ def test_odd_source_names_round_trip_through_the_chunk_table_documents_and_manif
     assert s.skipped == [{"path": "odd-\udcff\n.txt", "reason": "odd"}]
     assert all(line.isprintable() for line in s.lines())  # one fact a line, printable whatever the names
     data = load_index(index)
-    assert set(data.manifest["files"]) == set(ODD_NAMES) == {c.source for c in data.chunks}
+    assert set(data.manifest.files) == set(ODD_NAMES) == {c.source for c in data.chunks}
     assert dict(data.documents()) == {n: t for n, t in texts.items()}
     for name, text in texts.items():
         assert data.document_text(name) == text

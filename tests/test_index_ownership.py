@@ -13,7 +13,8 @@ import pytest
 
 from tqa import Assistant, build_index, store
 from tqa.errors import IndexCorrupt, IndexLocationError
-from tqa.store import CURRENT, MANIFEST, current_generation, load_index
+from tqa.manifest import MANIFEST
+from tqa.store import CURRENT, current_generation, load_index
 
 from .index_helpers import ROOT, change, cli, generations, make_legacy, tree
 
@@ -160,7 +161,7 @@ def test_an_index_written_by_the_previous_tqa_is_adopted(small_corpus, tmp_path,
     legacy = generations(index)
     assert len(legacy) == 2
     data = load_index(index)  # the previous format still loads, with its checks
-    assert data.manifest["format_version"] == 1 and data.document_text("sweden.md").startswith("# Sweden")
+    assert data.manifest.format_version == 1 and data.document_text("sweden.md").startswith("# Sweden")
     data.close()
     assert Assistant.load(index, embedder=fake_embedder).ask("Sweden").passages
 

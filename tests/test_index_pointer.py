@@ -11,7 +11,8 @@ import pytest
 
 from tqa import build_index
 from tqa.errors import IndexCorrupt
-from tqa.store import CURRENT, MANIFEST, current_generation, load_index, read_manifest
+from tqa.manifest import MANIFEST
+from tqa.store import CURRENT, current_generation, load_index, read_manifest
 
 from .index_helpers import cli, deadline, generations, tree
 

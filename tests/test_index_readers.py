@@ -36,7 +36,7 @@ def test_a_generation_is_released_when_its_reader_is_collected(small_corpus, tmp
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     qa = Assistant.load(index, embedder=fake_embedder)
-    held = qa.data.path
+    held = qa.index.path
     for i in range(2):
         change(small_corpus, i)
         build_index(small_corpus, index, embedder=fake_embedder)
@@ -87,7 +87,7 @@ def test_a_reader_that_follows_current_just_before_a_retirement_loads_the_new_ge
 
     monkeypatch.setattr(store, "current_generation", racing)
     data = load_index(index)
-    assert data.path == real(index) and "changing.txt" in data.manifest["files"]
+    assert data.path == real(index) and "changing.txt" in data.manifest.files
     assert data.document_text("changing.txt").startswith("Update 2")
     data.close()
 

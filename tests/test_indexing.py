@@ -11,7 +11,8 @@ import pytest
 from tqa import Assistant, build_index
 from tqa.config import ChunkSettings
 from tqa.errors import BadQuestion, CorpusError, IndexBusy, IndexCorrupt, IndexMismatch, IndexNotFound
-from tqa.store import CURRENT, MANIFEST, VECTORS, current_generation, load_index, read_manifest, write_lock
+from tqa.manifest import MANIFEST, VECTORS
+from tqa.store import CURRENT, current_generation, load_index, read_manifest, write_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def test_deleted_file_leaves_the_index(small_corpus, tmp_path, fake_embedder):
     qa = Assistant.load(index, embedder=fake_embedder)
     answer = qa.ask("Sweden purchase of sex", k=10)
     assert all(p.source != "sweden.md" for p in answer.passages)
-    assert "sweden.md" not in read_manifest(index)["files"]
+    assert "sweden.md" not in read_manifest(index).files
 
 
 def test_identity_is_the_content_hash_a_renamed_file_is_not_embedded_again(small_corpus, tmp_path, fake_embedder):
@@ -69,7 +70,7 @@ def test_skipped_files_are_reported_with_a_reason(small_corpus, tmp_path, fake_e
     assert "binary" in reasons["blob.txt"]
     assert ".docx" in reasons["notes.docx"]
     assert "duplicate" in reasons["z-copy.md"]
-    assert read_manifest(tmp_path / "index")["skipped"] == s.skipped
+    assert [x.to_dict() for x in read_manifest(tmp_path / "index").skipped] == s.skipped
     assert any(line.startswith("skipped: blob.txt") for line in s.lines())
 
 
@@ -90,7 +91,7 @@ def test_mismatched_model_or_chunking_asks_for_a_rebuild(small_corpus, tmp_path,
         build_index(small_corpus, index, embedder=fake_embedder, chunking=ChunkSettings(300, 30))
     s = build_index(small_corpus, index, embedder=fake_embedder, chunking=ChunkSettings(300, 30), rebuild=True)
     assert s.chunks_embedded == s.chunks_total
-    assert read_manifest(index)["chunking"] == {"chunk_size": 300, "chunk_overlap": 30}
+    assert read_manifest(index).chunking.to_dict() == {"chunk_size": 300, "chunk_overlap": 30}
 
 
 def test_empty_or_missing_corpus_is_a_clear_error(tmp_path, fake_embedder):
@@ -105,7 +106,7 @@ def test_empty_or_missing_corpus_is_a_clear_error(tmp_path, fake_embedder):
 def test_manifest_describes_the_index(small_corpus, tmp_path, fake_embedder):
     index = tmp_path / "index"
     s = build_index(small_corpus, index, embedder=fake_embedder)
-    m = read_manifest(index)
+    m = read_manifest(index).to_dict()  # the JSON as written
     assert m["format_version"] == 2 and m["model"] == {"name": "fake-hash-64", "dim": 64, "max_tokens": 256}
     assert m["counts"]["files"] == 3 and m["counts"]["chunks"] == s.chunks_total
     assert set(m["files"]["sweden.md"]) >= {"sha256", "bytes", "chunks", "format"}
@@ -171,7 +172,7 @@ def test_loaded_index_agrees_with_itself(small_corpus, tmp_path, fake_embedder):
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     data = load_index(index)
-    assert data.vectors.ntotal == len(data.chunks) == data.manifest["counts"]["chunks"]
+    assert data.vectors.ntotal == len(data.chunks) == data.manifest.counts.chunks
 
 
 def test_rebuild_on_a_damaged_index_works(small_corpus, tmp_path, fake_embedder):
@@ -189,7 +190,7 @@ def test_paths_are_relative_to_the_corpus(small_corpus, tmp_path, fake_embedder)
     sub.mkdir(parents=True)
     (sub / "r.md").write_text("# Report\n\nA nested report about shelters.\n")
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
-    assert "reports/2024/r.md" in read_manifest(tmp_path / "index")["files"]
+    assert "reports/2024/r.md" in read_manifest(tmp_path / "index").files
     assert not Path("reports/2024/r.md").is_absolute()
 
 
@@ -211,9 +212,9 @@ def test_context_finds_the_section_of_a_passage(small_corpus, tmp_path, fake_emb
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     qa = Assistant.load(index, embedder=fake_embedder)
-    for c in qa.data.chunks:
+    for c in qa.index.chunks:
         ctx = qa.context(c.source, c.start, c.end)
         assert ctx["source"] == c.source and ctx["start"] <= c.start and c.end <= ctx["end"]
-        assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == qa.data.document_text(c.source)[c.start:c.end]
+        assert ctx["text"][ctx["passage_start"]:ctx["passage_end"]] == qa.index.document_text(c.source)[c.start:c.end]
     with pytest.raises(BadQuestion):
         qa.context("missing.md", 0, 10)

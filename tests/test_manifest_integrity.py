@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tqa import Assistant, build_index, store
+from tqa import Assistant, build_index, manifest, store
 from tqa.errors import IndexCorrupt
-from tqa.store import MANIFEST, current_generation, load_index, read_manifest
+from tqa.manifest import MANIFEST
+from tqa.store import current_generation, load_index, read_manifest
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def edit_manifest(index: Path, edit, *, reseal: bool) -> None:
     m = json.loads(path.read_text(encoding="utf-8"))
     edit(m)
     if reseal:
-        m[store.MANIFEST_SHA] = store.manifest_digest(m)
+        m[manifest.MANIFEST_SHA] = manifest.manifest_digest(m)
     path.write_text(json.dumps(m, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -164,47 +165,47 @@ def test_a_truncated_manifest_is_refused_at_every_length(index):
 
 
 def test_the_written_manifest_is_canonical_and_sealed(index):
-    m = read_manifest(index)
-    assert m["format_version"] == store.FORMAT_VERSION == 2
-    assert m[store.MANIFEST_SHA] == store.manifest_digest(m)
-    assert set(m["artifacts"]) == store.REQUIRED_ARTIFACTS
+    m = read_manifest(index).to_dict()
+    assert m["format_version"] == manifest.FORMAT_VERSION == 2
+    assert m[manifest.MANIFEST_SHA] == manifest.manifest_digest(m)
+    assert set(m["artifacts"]) == manifest.REQUIRED_ARTIFACTS
 
 
 def _with_encoder_files(gen: Path, names) -> dict:
-    (gen / store.ENCODER_DIR).mkdir(exist_ok=True)
+    (gen / manifest.ENCODER_DIR).mkdir(exist_ok=True)
     entries = {}
     for name in names:
-        path = gen / store.ENCODER_DIR / name
+        path = gen / manifest.ENCODER_DIR / name
         path.write_bytes(b"stand-in for " + name.encode())
-        entries[f"{store.ENCODER_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": store.sha256_file(path)}
+        entries[f"{manifest.ENCODER_DIR}/{name}"] = {"bytes": path.stat().st_size, "sha256": store.sha256_file(path)}
     return entries
 
 
 def test_the_optional_encoder_group_is_all_or_nothing(index):
     """The question encoder's files are optional, as a group fixed by the code: listing part of it is refused."""
     gen = current_generation(index)
-    part = _with_encoder_files(gen, store.ENCODER_FILES[:1])
+    part = _with_encoder_files(gen, manifest.ENCODER_FILES[:1])
     edit_manifest(index, lambda m: m["artifacts"].update(part), reseal=True)
     assert "not listed" in refused(index)
 
 
 def test_a_listed_encoder_file_is_checked_like_any_artifact(index):
     gen = current_generation(index)
-    whole = _with_encoder_files(gen, store.ENCODER_FILES)
+    whole = _with_encoder_files(gen, manifest.ENCODER_FILES)
     edit_manifest(index, lambda m: m["artifacts"].update(whole), reseal=True)
     load_index(index).close()  # the whole group, intact: loads
-    (gen / store.ENCODER_DIR / store.ENCODER_FILES[1]).write_bytes(b"edited")
+    (gen / manifest.ENCODER_DIR / manifest.ENCODER_FILES[1]).write_bytes(b"edited")
     with pytest.raises(IndexCorrupt, match="rebuild"):
         load_index(index)
-    (gen / store.ENCODER_DIR / store.ENCODER_FILES[1]).unlink()
+    (gen / manifest.ENCODER_DIR / manifest.ENCODER_FILES[1]).unlink()
     with pytest.raises(IndexCorrupt, match="missing"):
         load_index(index)
 
 
 def test_an_unlisted_file_in_the_encoder_folder_is_refused(index):
     gen = current_generation(index)
-    whole = _with_encoder_files(gen, store.ENCODER_FILES)
+    whole = _with_encoder_files(gen, manifest.ENCODER_FILES)
     edit_manifest(index, lambda m: m["artifacts"].update(whole), reseal=True)
-    (gen / store.ENCODER_DIR / "extra.onnx").write_bytes(b"x")
+    (gen / manifest.ENCODER_DIR / "extra.onnx").write_bytes(b"x")
     with pytest.raises(IndexCorrupt, match="did not write"):
         load_index(index)

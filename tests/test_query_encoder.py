@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import tqa.query_encoder as Q
 from tqa import Assistant, build_index
 from tqa.errors import IndexCorrupt, TqaError
-from tqa.store import MANIFEST, MANIFEST_SHA, current_generation, load_index, manifest_digest, sha256_file
+from tqa.manifest import MANIFEST, MANIFEST_SHA, manifest_digest
+from tqa.store import current_generation, load_index, sha256_file
 
 from .conftest import CORPUS, ROOT, FakeEmbedder
 
@@ -202,7 +203,7 @@ def test_an_index_of_a_fake_embedder_has_no_encoder_and_answers(small_corpus, tm
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=fake_embedder)
     assert not (generation(index) / Q.ENCODER_DIR).exists()
-    assert not any(a.startswith(Q.ENCODER_DIR) for a in load_index(index).manifest["artifacts"])
+    assert not any(a.startswith(Q.ENCODER_DIR) for a in load_index(index).manifest.artifacts)
     monkeypatch.setattr(tqa.assistant, "load_embedder", lambda name: fake_embedder)
     qa = Assistant.load(index)
     assert qa.embedder is fake_embedder
@@ -250,7 +251,7 @@ def test_updates_link_the_encoder_and_uploads_load_the_full_model_lazily(tmp_pat
     assert (second / Q.ENCODER_DIR / Q.MODEL_FILE).stat().st_ino == (first / Q.ENCODER_DIR / Q.MODEL_FILE).stat().st_ino
     # the new document was embedded by the full model, at the index's precision, loaded only now
     assert isinstance(qa.embedder.documents_embedder, SentenceTransformerEmbedder)
-    assert qa.embedder.documents_embedder.precision == load_index(index).manifest["precision"]
+    assert qa.embedder.documents_embedder.precision == load_index(index).manifest.precision
     assert isinstance(qa.embedder, Q.OnnxQueryEncoder)
     assert qa.ask("Who runs shelters in Tasmania?").best.source == "uploads/shelters.md"
 

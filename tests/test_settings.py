@@ -29,7 +29,8 @@ NUMBERS = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in (*NUMBERS, "TQA_CHUNK_OVERLAP", "TQA_ABSTAIN_THRESHOLD", "TQA_MODE", "TQA_MODEL", "TQA_INDEX"):
+    for name in (*NUMBERS, "TQA_CHUNK_OVERLAP", "TQA_ABSTAIN_THRESHOLD", "TQA_MODE", "TQA_MODEL", "TQA_INDEX",
+                 "TQA_PRECISION", "TQA_DEBUG"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -86,6 +87,35 @@ def test_an_unknown_mode_is_refused_by_the_settings(monkeypatch):
     assert "hybrid, dense, bm25" in refused(monkeypatch, "TQA_MODE", "magic")
 
 
+@pytest.mark.parametrize("value", ["fp8", "int8", "bf16 ", "32"])
+def test_an_unknown_precision_is_refused_by_the_settings(monkeypatch, value):
+    if value.strip() == "bf16":  # case and spaces around a known name are forgiven, as in a shell
+        monkeypatch.setenv("TQA_PRECISION", value)
+        assert Settings.from_env().precision == "bf16"
+        return
+    assert "auto, fp32, bf16" in refused(monkeypatch, "TQA_PRECISION", value)
+
+
+def test_only_the_settings_module_reads_tqa_variables():
+    """Every TQA_* variable is read in config.py (the settings object, the CLI's default --index, TQA_DEBUG)."""
+    src = Path(__file__).resolve().parent.parent / "src" / "tqa"
+    readers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                     if re.search(r"environ[^\n]*TQA_|getenv\([^)]*TQA_", p.read_text(encoding="utf-8")))
+    assert readers == []
+
+
+def test_the_cli_default_index_and_debug_come_from_the_settings_module(monkeypatch):
+    from tqa.config import debug_requested, default_index
+
+    monkeypatch.setenv("TQA_CHUNK_SIZE", "0")  # another setting out of range does not stop these two
+    monkeypatch.setenv("TQA_INDEX", "elsewhere")
+    monkeypatch.setenv("TQA_DEBUG", "1")
+    assert default_index() == "elsewhere" and debug_requested()
+    monkeypatch.setenv("TQA_INDEX", "")
+    monkeypatch.delenv("TQA_DEBUG")
+    assert default_index() == "index" and not debug_requested()
+
+
 def test_k_and_other_fields_are_checked_whichever_way_settings_are_made():
     for bad in (0, MAX_K + 1, True, 2.0):
         with pytest.raises(SettingsError, match=f"passages per answer\\) must be a whole number from 1 to {MAX_K}"):
@@ -125,6 +155,7 @@ def index(small_corpus, tmp_path) -> Path:
     ("TQA_QUEUE_SIZE", "-1", "TQA_QUEUE_SIZE must be a whole number from 1 to 10000"),
     ("TQA_ABSTAIN_THRESHOLD", "nan", "TQA_ABSTAIN_THRESHOLD must be a number from -2 to 2"),
     ("TQA_MODE", "magic", "TQA_MODE must be one of hybrid, dense, bm25"),
+    ("TQA_PRECISION", "fp8", "TQA_PRECISION must be one of auto, fp32, bf16"),
 ])
 @pytest.mark.parametrize("command", ["ask", "index", "serve", "eval"])
 def test_every_command_refuses_a_bad_setting_in_one_line(index, small_corpus, tmp_path, monkeypatch, capsys,

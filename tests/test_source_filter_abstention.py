@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from tqa import Assistant, build_index
 from tqa.cli import main
-from tqa.store import KeywordIndex, load_index
+from tqa.keywords import KeywordIndex
+from tqa.store import load_index
 from tqa.web import Page
 
 from .conftest import FakeEmbedder
@@ -50,7 +51,7 @@ def index(corpus) -> Path:
 def qa(index) -> Assistant:
     loaded = Assistant.load(index, embedder=FakeEmbedder())
     # relevance never decides here: only the name check is under test
-    return Assistant(loaded.data, loaded.embedder, replace(loaded.settings, abstain_threshold=-1.0))
+    return Assistant(loaded.index, loaded.embedder, replace(loaded.settings, abstain_threshold=-1.0))
 
 
 def test_a_name_only_another_document_mentions_is_never_mentioned_by_the_filtered_one(qa):
@@ -111,9 +112,9 @@ def alone(corpus, tmp_path_factory) -> dict[frozenset[str], Assistant]:
 def test_a_filtered_vocabulary_is_that_of_an_index_of_those_documents_alone(qa, alone, subset):
     from tqa.retrieval import IndexVocabulary, vocabulary
 
-    mine = vocabulary(qa.data, subset)
-    theirs = IndexVocabulary(alone[frozenset(subset)].data.keywords, alone[frozenset(subset)].data.names)
-    every_term = set().union(*(KeywordIndex.analyze(c.search_text) for c in qa.data.chunks)) | {"zzz", "sweden"}
+    mine = vocabulary(qa.index, subset)
+    theirs = IndexVocabulary(alone[frozenset(subset)].index.keywords, alone[frozenset(subset)].index.names)
+    every_term = set().union(*(KeywordIndex.analyze(c.search_text) for c in qa.index.chunks)) | {"zzz", "sweden"}
     assert {t for t in every_term if mine.knows(t)} == {t for t in every_term if theirs.knows(t)}
     assert mine.names == theirs.names
 
@@ -128,8 +129,8 @@ def test_unknown_names_under_a_filter_match_an_index_of_those_documents(qa, alon
     from tqa.retrieval import IndexVocabulary, unknown_names, vocabulary
 
     question = "What do they say about " + " and ".join(words) + "?"
-    other = alone[frozenset(subset)].data
-    assert unknown_names(question, vocabulary(qa.data, subset)) == \
+    other = alone[frozenset(subset)].index
+    assert unknown_names(question, vocabulary(qa.index, subset)) == \
         unknown_names(question, IndexVocabulary(other.keywords, other.names))
 
 

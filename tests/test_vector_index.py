@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tqa.store as store
+import tqa.vectors as vectors
 from tqa import Assistant, build_index
-from tqa.errors import IndexMismatch, ModelError
-from tqa.retrieval import dense_scores, filter_rows, unit_rows
-from tqa.store import FaissVectors, KeywordIndex, choose_index_type, ivf_settings, read_manifest
+from tqa.config import Settings
+from tqa.errors import IndexMismatch, ModelError, SettingsError
+from tqa.index import unit_rows
+from tqa.keywords import KeywordIndex
+from tqa.retrieval import dense_scores
+from tqa.store import read_manifest
+from tqa.vectors import FaissVectors, choose_index_type, ivf_settings
 
 from .conftest import FakeEmbedder
 
@@ -42,8 +46,8 @@ def exact_top(x: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = No
 @pytest.fixture
 def small_limits(monkeypatch):
     """Approximate search from 2,000 vectors on (the default limit is 20,000), so that tests stay small."""
-    monkeypatch.setattr(store, "EXACT_MAX", 2000)
-    monkeypatch.setattr(store, "FILTER_EXACT_MAX", 500)
+    monkeypatch.setattr(vectors, "EXACT_MAX", 2000)
+    monkeypatch.setattr(vectors, "FILTER_EXACT_MAX", 500)
 
 
 def test_index_type_is_chosen_by_size(small_limits, tmp_path):
@@ -54,12 +58,12 @@ def test_index_type_is_chosen_by_size(small_limits, tmp_path):
     v = FaissVectors.build(x, x.shape[1])
     assert v.kind == "ivf"
     d = v.describe()
-    assert d["type"] == "faiss.IndexIVFFlat" and not d["exact"] and (d["nlist"], d["nprobe"]) == ivf_settings(6000)
+    assert d.type == "faiss.IndexIVFFlat" and not d.exact and (d.nlist, d.nprobe) == ivf_settings(6000)
     # nprobe is a search-time setting: an index saved with another one searches with the current one
-    v._ivf.nprobe = 1
+    v.nprobe = 1
     path = tmp_path / "v.faiss"
     v.save(path)
-    assert FaissVectors.load(path).describe()["nprobe"] == ivf_settings(6000)[1]
+    assert FaissVectors.load(path).describe().nprobe == ivf_settings(6000)[1]
     # too few vectors to train an inverted file: exact, whatever was asked
     assert FaissVectors.build(x[:100], x.shape[1], "ivf").kind == "flat"
 
@@ -130,13 +134,21 @@ def test_search_never_pads_with_minus_one(kind, small_limits):
 # ---------------------------------------------------------------- the keyword index scores as bm25s does
 
 
-def reference_bm25(k: KeywordIndex, query: str, n: int, allowed: np.ndarray | None = None):
+def bm25s_of(texts: list[str]):
+    """bm25s's own index of the same analysed texts, as KeywordIndex.build makes it."""
+    import bm25s
+
+    reference = bm25s.BM25()
+    reference.index([KeywordIndex.analyze(t) or ["\u2205"] for t in texts], show_progress=False)
+    return reference
+
+
+def reference_bm25(reference, query: str, n: int, allowed: np.ndarray | None = None):
     """tqa's keyword search before the change: bm25s's get_scores over every row."""
-    vocab = k._bm25.vocab_dict
-    terms = [t for t in k.analyze(query) if t in vocab]
+    terms = [t for t in KeywordIndex.analyze(query) if t in reference.vocab_dict]
     if not terms:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-    scores = k._bm25.get_scores(terms)
+    scores = reference.get_scores(terms)
     if allowed is not None:
         mask = np.zeros(len(scores), dtype=bool)
         mask[allowed] = True
@@ -157,12 +169,13 @@ def test_keyword_scores_match_bm25s(docs):
     rng = np.random.default_rng(docs)
     texts = [" ".join(rng.choice(WORDS, rng.integers(3, 25))) for _ in range(docs)]
     k = KeywordIndex.build(texts)
+    reference = bm25s_of(texts)
     queries = ["trafficking victims", "law law sweden", "How do police find victims of labour trafficking?",
                "unknownword", "data", "protocol countries responsibilities protection border"]
     for allowed in (None, np.sort(rng.choice(docs, docs // 3, replace=False)), np.array([3, 4, 5])):
         for q in queries:
             for n in (1, 10, 50):
-                s1, r1 = reference_bm25(k, q, n, allowed)
+                s1, r1 = reference_bm25(reference, q, n, allowed)
                 s2, r2 = k.search(q, n, allowed)
                 assert np.array_equal(s1, s2), q  # the same float32 sums
                 if len(s1):  # the same rows above the k-th score (ties at the cut may be either)
@@ -224,18 +237,18 @@ def many_files(root: Path, n: int) -> Path:
 
 
 def test_build_records_the_vector_index_and_answers_from_an_approximate_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "EXACT_MAX", 600)
+    monkeypatch.setattr(vectors, "EXACT_MAX", 600)
     corpus = many_files(tmp_path / "corpus", 700)
     index = tmp_path / "index"
     emb = FakeEmbedder()
     build_index(corpus, index, embedder=emb)
     m = read_manifest(index)
-    vi = m["vector_index"]
-    assert vi["type"] == "faiss.IndexIVFFlat" and vi["vectors"] == 700 and not vi["exact"]
-    assert (vi["nlist"], vi["nprobe"]) == ivf_settings(700)
-    assert vi["units"]["type"] == "faiss.IndexFlatIP" and vi["units"]["vectors"] == 0
+    vi = m.vector_index
+    assert vi.type == "faiss.IndexIVFFlat" and vi.vectors == 700 and not vi.exact
+    assert (vi.nlist, vi.nprobe) == ivf_settings(700)
+    assert vi.units is not None and vi.units.type == "faiss.IndexFlatIP" and vi.units.vectors == 0
     qa = Assistant.load(index, embedder=emb)
-    assert qa.data.vectors.kind == "ivf"
+    assert qa.index.vectors.kind == "ivf"
     ans = qa.ask("shelters and funding in region 3", k=5)
     assert len(ans.passages) == 5
     only = qa.ask("shelters", k=3, sources=["note-0042.txt"])
@@ -255,18 +268,19 @@ def allowed_rows(chunks, sources):
     return np.array([i for i, c in enumerate(chunks) if c.source in set(sources)], dtype=np.int64)
 
 
-def test_filter_rows_match_allowed_rows(small_corpus, tmp_path, fake_embedder):
+def test_a_scope_holds_the_rows_of_its_sources(small_corpus, tmp_path, fake_embedder):
     build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
     qa = Assistant.load(tmp_path / "index", embedder=fake_embedder)
     for sources in (None, ["tech.txt"], ["tech.txt", "sweden.md"], ["nothing.txt"]):
-        rows, units = filter_rows(qa.data, sources)
-        expected = allowed_rows(qa.data.chunks, sources)
+        scope = qa.index.scope(sources)
+        expected = allowed_rows(qa.index.chunks, sources)
         if expected is None:
-            assert rows is None and units is None
+            assert scope is None
         else:
-            assert np.array_equal(rows, expected)
-            assert np.array_equal(units, unit_rows(qa.data.unit_ptr, expected))
-    assert filter_rows(qa.data, ["tech.txt"])[0] is filter_rows(qa.data, ["tech.txt"])[0]  # computed once
+            assert np.array_equal(scope.rows, expected)
+            assert np.array_equal(scope.unit_rows, unit_rows(qa.index.unit_ptr, expected))
+    assert qa.index.scope(["tech.txt"]) is qa.index.scope(("tech.txt",))  # computed once
+    assert np.array_equal(qa.index.rows_of("tech.txt"), allowed_rows(qa.index.chunks, ["tech.txt"]))
 
 
 # ---------------------------------------------------------------- the hot path does no file I/O
@@ -302,7 +316,7 @@ class PreciseFake(FakeEmbedder):
 def test_precision_is_recorded_and_mixing_is_refused(small_corpus, tmp_path, monkeypatch):
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=PreciseFake("bf16"))
-    assert read_manifest(index)["precision"] == "bf16"
+    assert read_manifest(index).precision == "bf16"
     (small_corpus / "new.txt").write_text("Shelters\nShelters offer beds.\n", encoding="utf-8")
     with pytest.raises(IndexMismatch, match="bf16 vectors"):
         build_index(small_corpus, index, embedder=PreciseFake("fp32"))
@@ -315,7 +329,7 @@ def test_precision_is_recorded_and_mixing_is_refused(small_corpus, tmp_path, mon
     s = build_index(small_corpus, index, embedder=PreciseFake("bf16"))  # the same precision updates
     assert s.files_added == ["new.txt"]
     s = build_index(small_corpus, index, embedder=PreciseFake("fp32"), rebuild=True)  # a rebuild may change it
-    assert read_manifest(index)["precision"] == "fp32"
+    assert read_manifest(index).precision == "fp32"
 
 
 def test_an_index_is_queried_at_its_own_precision(small_corpus, tmp_path, monkeypatch):
@@ -335,22 +349,30 @@ def test_an_index_is_queried_at_its_own_precision(small_corpus, tmp_path, monkey
     assert calls == [("fake-hash-64", "fp32")] and qa.embedder.precision == "fp32"
 
 
-def test_precision_settings(monkeypatch):
+def test_precision_settings(monkeypatch, small_corpus, tmp_path, fake_embedder):
     import tqa.embedding as E
+    from tqa.manifest import Manifest
 
-    assert E.index_precision({}) == "fp32"  # written before precision was recorded: full precision
-    assert E.index_precision({"precision": None}) is None and E.index_precision({"precision": "bf16"}) == "bf16"
+    build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
+    recorded = read_manifest(tmp_path / "index").to_dict()
+    before = {k: v for k, v in recorded.items() if k != "precision"}
+    assert Manifest.from_dict(before).precision == "fp32"  # written before precision was recorded: full precision
+    assert Manifest.from_dict({**recorded, "precision": None}).precision is None
+    assert Manifest.from_dict({**recorded, "precision": "bf16"}).precision == "bf16"
     monkeypatch.setattr(E, "native_bf16", lambda: False)
     assert E.resolve_precision("auto") == "fp32"
     monkeypatch.setattr(E, "native_bf16", lambda: True)
     assert E.resolve_precision("auto") == "bf16" and E.resolve_precision("FP32") == "fp32"
-    monkeypatch.setenv("TQA_PRECISION", "fp32")
-    assert E.resolve_precision() == "fp32" and E.requested_precision() == "fp32"
+    assert E.resolve_precision(None) == "bf16"  # not asked for: auto
+    monkeypatch.setenv("TQA_PRECISION", "FP32")  # read by the settings, as every TQA_* variable
+    assert Settings.from_env().precision == "fp32" and E.resolve_precision(Settings.from_env().precision) == "fp32"
     monkeypatch.setenv("TQA_PRECISION", "fp8")
-    with pytest.raises(ModelError, match="TQA_PRECISION"):
-        E.resolve_precision()
+    with pytest.raises(SettingsError, match="TQA_PRECISION must be one of auto, fp32, bf16"):
+        Settings.from_env()
+    with pytest.raises(ModelError, match="fp8"):
+        E.resolve_precision("fp8")
     monkeypatch.delenv("TQA_PRECISION")
-    assert E.requested_precision() is None
+    assert Settings.from_env().precision is None
     assert E.precision_of(FakeEmbedder()) is None and E.precision_of(PreciseFake("bf16")) == "bf16"
 
     class Wrapper:

@@ -164,7 +164,7 @@ def test_the_meter_shows_the_score_the_passages_are_ranked_by(qa, mode, label, b
 
 
 def test_abstention_is_plain_with_the_closest_passages_behind_a_toggle(qa):
-    strict = Assistant(qa.data, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
+    strict = Assistant(qa.index, qa.embedder, replace(qa.settings, abstain_threshold=1.01))
     ans = strict.ask("Sweden purchase of sex")
     assert ans.abstained
     page = render_answer(ans)
@@ -183,7 +183,7 @@ def test_copy_ready_quote_carries_the_reference(qa):
 
 
 def test_the_sentence_quote_is_the_highlight_with_its_own_offsets(qa):
-    text = (Path(qa.manifest["corpus"]) / "tech.txt").read_text(encoding="utf-8")
+    text = (Path(qa.manifest.corpus) / "tech.txt").read_text(encoding="utf-8")
     p = qa.ask("Cryptocurrencies payments hard to trace", k=1, mode="bm25").passages[0]
     assert p.highlight == "Cryptocurrencies make payments hard to trace." and p.highlight != p.text
     assert text[p.highlight_start:p.highlight_end] == p.highlight
@@ -324,7 +324,7 @@ def test_upload_over_the_cap_or_of_another_type_is_refused(qa, tmp_path):
     empty.write_text("")
     status = Page(qa).upload([str(empty)])[0]
     assert "Nothing was added" in status and "uploads/empty.md" in status
-    assert not (Path(qa.manifest["corpus"]) / "uploads" / "big.md").exists()
+    assert not (Path(qa.manifest.corpus) / "uploads" / "big.md").exists()
 
 
 def test_upload_indexes_and_is_searchable_at_once(tmp_path):
@@ -358,8 +358,8 @@ def test_launch_uses_the_safe_defaults_and_warns_when_exposed(qa, capsys):
     assert kw["share"] is False and kw["show_error"] is False and kw["server_name"] == "127.0.0.1"
     assert kw["max_file_size"] == 1234 and kw["allowed_paths"] == []
     assert set(kw["blocked_paths"]) == set(protected_paths(qa))
-    assert str(Path(qa.manifest["corpus"]).resolve()) in kw["blocked_paths"]
-    assert str(qa.data.path.parent.resolve()) in kw["blocked_paths"]
+    assert str(Path(qa.manifest.corpus).resolve()) in kw["blocked_paths"]
+    assert str(qa.index.path.parent.resolve()) in kw["blocked_paths"]
     assert capsys.readouterr().err == ""
     with pytest.raises(AuthRequired):  # no login: refused (tests/test_auth.py has the rest)
         launch(app, qa, host="0.0.0.0", port=7861)
@@ -429,9 +429,9 @@ def raw_get(server: str, path: str) -> tuple[int, str]:
 def test_file_routes_refuse_the_index_and_the_corpus(server, qa):
     import gradio
 
-    gen = qa.data.path
-    corpus = Path(qa.manifest["corpus"]).resolve()
-    targets = [gen / "manifest.json", gen / "chunks.jsonl", gen / "documents.jsonl", qa.data.path.parent / "CURRENT",
+    gen = qa.index.path
+    corpus = Path(qa.manifest.corpus).resolve()
+    targets = [gen / "manifest.json", gen / "chunks.jsonl", gen / "documents.jsonl", qa.index.path.parent / "CURRENT",
                corpus / "sweden.md"]
     assert all(t.is_file() for t in targets)
     paths = [str(t.resolve()) for t in targets]

@@ -15,13 +15,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import examples
 from .chunking import SECTION_SEPARATOR, Chunk
-from .config import MAX_K, MODES, Settings
+from .config import MAX_K, MAX_SEARCH_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
-from .errors import BadQuestion, IndexMismatch, TqaError
+from .errors import BadQuestion, IndexMismatch, TqaError, shown
+from .index import Index
+from .keywords import KeywordIndex
+from .manifest import Manifest
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
-from .retrieval import Hit, coverage_gap, rows_by_source, search, vocabulary
-from .store import CURRENT, IndexData, KeywordIndex, current_generation, load_index
+from .retrieval import Scored, coverage_gap, search, vocabulary
+from .store import CURRENT, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = "no passage is relevant enough"
@@ -29,6 +33,7 @@ LOW_RELEVANCE = "no passage is relevant enough"
 _CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {c: " " for c in range(0x7F, 0xA0)}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 SHOWN_NAMES = 10  # unknown document names listed in an error, at most
+NAME_CHARS = 120  # a document name in an error, at most
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,25 @@ class Answer:
         }
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A passage ``Assistant.search`` ranked: where it is and how it scored (no highlight, no abstention)."""
+
+    rank: int
+    source: str
+    start: int  # character offsets into the document's extracted text, as for a Passage
+    end: int
+    section: str  # the heading trail, joined with " > "
+    page: int | None
+    score: float  # the ranking score of the mode used
+    relevance: float | None  # cosine similarity of question and passage (None in bm25 mode: not computed)
+    keyword_score: float | None
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
     """Validate and clean a question: lone surrogates (text that is not valid Unicode, such as undecodable
     bytes in a command line) and control characters removed, NFC, whitespace collapsed, length capped."""
@@ -119,13 +143,6 @@ def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
     return q, warnings
 
 
-def shown(name: str, limit: int = 120) -> str:
-    """A name for a one-line message: as it is when printable, else quoted with its control characters (or
-    lone surrogates) escaped; long names shortened."""
-    text = name if name.isprintable() else repr(name)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 @dataclass(frozen=True)
 class Query:
     """A checked request: the cleaned question, the number of passages, the mode and the source filter."""
@@ -138,15 +155,15 @@ class Query:
 
 
 def prepare_query(question: Any, k: Any = None, mode: Any = None, sources: Any = None, *,
-                  settings: Settings) -> Query:
+                  settings: Settings, max_k: int = MAX_K) -> Query:
     """Check a request once, for every front end: the question (``normalize_question``), ``k`` (a whole
-    number from 1 to ``MAX_K``; a bool is not a number here), the mode and the type of ``sources`` (a list of
+    number from 1 to ``max_k``; a bool is not a number here), the mode and the type of ``sources`` (a list of
     document names, or one name as a string; empty means every document). Whether the sources are in the
     index is checked against the index that answers (``Assistant.ask``)."""
     q, warnings = normalize_question(question, settings.max_question_chars)
     k = settings.k if k is None else k
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= MAX_K:
-        raise BadQuestion(f"The number of passages must be a whole number from 1 to {MAX_K}.")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= max_k:
+        raise BadQuestion(f"The number of passages must be a whole number from 1 to {max_k}.")
     mode = settings.mode if mode is None or mode == "" else mode
     if not isinstance(mode, str) or mode not in MODES:
         raise BadQuestion(f"Unknown search mode {reprlib.repr(mode)}; choose one of {', '.join(MODES)}.")
@@ -204,14 +221,14 @@ class Assistant:
     this assistant's embedder.
     """
 
-    def __init__(self, data: IndexData, embedder: Embedder, settings: Settings):
+    def __init__(self, index: Index, embedder: Embedder, settings: Settings):
         self.embedder = embedder
         self.settings = settings
-        self._data = data
-        self._lock = threading.Lock()  # guards _data, _users, _retired, _owned, _refused
+        self._index = index
+        self._lock = threading.Lock()  # guards _index, _users, _retired, _owned, _refused
         self._loading = threading.Lock()  # held by the one thread loading a newly published generation
-        self._users: dict[int, int] = {}  # id(data) -> questions answering from it now
-        self._retired: dict[int, IndexData] = {}  # replaced generations still in use, closed when the last ends
+        self._users: dict[int, int] = {}  # id(index) -> questions answering from it now
+        self._retired: dict[int, Index] = {}  # replaced generations still in use, closed when the last ends
         self._owned: set[int] = set()  # generations this assistant loaded (and so closes); not one handed to it
         self._refused: tuple[str, TqaError] | None = None  # a published generation this assistant cannot use
         self._seen: tuple[int, ...] | None = None  # CURRENT's identity when it last named the loaded generation
@@ -220,34 +237,36 @@ class Assistant:
     def load(cls, index: str | Path = "index", *, embedder: Embedder | None = None,
              settings: Settings | None = None) -> Assistant:
         settings = settings or Settings.from_env()
-        data = load_index(index)
+        loaded = load_index(index)
         if embedder is None:
             # the index's exported model, without torch (query_encoder.py); else the index's model at the
             # precision its vectors were made at (embedding.py)
-            embedder = load_query_encoder(data.manifest, data.path) or embedder_for_index(data.manifest, load_embedder)
+            embedder = load_query_encoder(loaded.manifest, loaded.path) or embedder_for_index(
+                loaded.manifest.model.name, loaded.manifest.precision, load_embedder)
         else:
-            _check_embedder(embedder, data, index)
-        qa = cls(data, embedder, settings)
-        qa._owned.add(id(data))
+            _check_embedder(embedder, loaded, index)
+        qa = cls(loaded, embedder, settings)
+        qa._owned.add(id(loaded))
         return qa
 
     @property
-    def data(self) -> IndexData:
+    def index(self) -> Index:
         """The index loaded now (a question takes its own snapshot; see the class docstring)."""
-        return self._data
+        return self._index
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        return self._data.manifest
+    def manifest(self) -> Manifest:
+        """The loaded index's manifest: what it holds and how it was built."""
+        return self._index.manifest
 
     @property
     def threshold(self) -> float:
-        return self._threshold(self._data)
+        return self._threshold(self._index)
 
-    def _threshold(self, data: IndexData) -> float:
+    def _threshold(self, index: Index) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
-        return float(data.manifest.get("calibration", {}).get("abstain_threshold", 0.2))
+        return index.threshold
 
     # ------------------------------------------------------------ following the index folder
 
@@ -255,17 +274,17 @@ class Assistant:
         """Load a newly published generation if there is one (see the class docstring). Returns warnings for
         the reader; raises the ``IndexMismatch`` of a generation this assistant cannot answer from (unless
         ``strict`` is false: then it goes on with the loaded one)."""
-        data = self._data
-        if data.path is None:
+        index = self._index
+        if index.path is None:
             return []  # an index held in memory only
-        stamp = _stamp(data.path.parent)
+        stamp = _stamp(index.path.parent)
         if stamp is None or stamp == self._seen:
             return []  # no index there any more (keep the loaded one), or the same CURRENT as last time
         try:
-            gen = current_generation(data.path.parent)
+            gen = current_generation(index.path.parent)
         except TqaError:
             return []  # CURRENT is being replaced or was damaged: keep the loaded index
-        if gen is None or gen.name == data.path.name:
+        if gen is None or gen.name == index.path.name:
             self._seen = stamp  # (stamped before reading: a publish in between is seen next time)
             return []
         refused = self._refused
@@ -286,7 +305,7 @@ class Assistant:
 
     def _load_published(self) -> None:
         """Load the live generation if it is not the loaded one (the caller holds ``_loading``)."""
-        current = self._data
+        current = self._index
         assert current.path is not None
         root = current.path.parent
         try:
@@ -305,16 +324,16 @@ class Assistant:
         try:
             _check_embedder(self.embedder, new, root)
         except IndexMismatch as exc:
-            _close(new)
+            new.close()
             with self._lock:
                 self._refused = (new.path.name, exc)
             return
         self._install(new)
 
-    def _install(self, new: IndexData) -> None:
+    def _install(self, new: Index) -> None:
         """Make ``new`` the loaded index; the one it replaces is closed now, or when its last question ends."""
         with self._lock:
-            old, self._data = self._data, new
+            old, self._index = self._index, new
             self._owned.add(id(new))
             self._refused = None
             close = id(old) in self._owned and old is not new
@@ -324,40 +343,41 @@ class Assistant:
             if close:
                 self._owned.discard(id(old))
         if close:
-            _close(old)
+            old.close()
 
     @contextmanager
-    def _snapshot(self, strict: bool = True) -> Iterator[tuple[IndexData, list[str]]]:
+    def _snapshot(self, strict: bool = True) -> Iterator[tuple[Index, list[str]]]:
         """The index one question answers from, from start to end, and warnings about it."""
         notes = self._follow(strict)
         with self._lock:
-            data = self._data
-            self._users[id(data)] = self._users.get(id(data), 0) + 1
+            index = self._index
+            self._users[id(index)] = self._users.get(id(index), 0) + 1
         try:
-            yield data, notes
+            yield index, notes
         finally:
             with self._lock:
-                n = self._users.pop(id(data)) - 1
+                n = self._users.pop(id(index)) - 1
                 if n:
-                    self._users[id(data)] = n
-                retired = self._retired.pop(id(data), None) if not n else None
+                    self._users[id(index)] = n
+                retired = self._retired.pop(id(index), None) if not n else None
                 if retired is not None:
-                    self._owned.discard(id(data))
+                    self._owned.discard(id(index))
             if retired is not None:
-                _close(retired)
+                retired.close()
 
     def reload(self) -> None:
         """Load the live generation now (after an incremental build); a question in flight keeps the old one."""
-        assert self._data.path is not None
+        folder = self._index.folder
+        assert folder is not None
         with self._loading:
-            new = load_index(self._data.path.parent)
+            new = load_index(folder)
             try:
-                _check_embedder(self.embedder, new, self._data.path.parent)
+                _check_embedder(self.embedder, new, folder)
             except IndexMismatch:
-                _close(new)
+                new.close()
                 raise
-            if new.path is not None and self._data.path is not None and new.path.name == self._data.path.name:
-                _close(new)  # nothing was published meanwhile
+            if new.path is not None and self._index.path is not None and new.path.name == self._index.path.name:
+                new.close()  # nothing was published meanwhile
                 return
             self._install(new)
 
@@ -365,28 +385,59 @@ class Assistant:
 
     def sources(self) -> list[str]:
         self._follow(strict=False)
-        return sorted(self._data.manifest.get("files", {}))
+        return self._index.sources
 
     def info(self) -> dict[str, Any]:
         """What the index holds, for a status panel."""
         self._follow(strict=False)
-        m = self._data.manifest
+        m = self._index.manifest
         return {
-            "documents": m["counts"]["files"],
-            "chunks": m["counts"]["chunks"],
-            "model": m["model"]["name"],
-            "built": m.get("created"),
-            "corpus": m.get("corpus"),
-            "sources": sorted(m.get("files", {})),
-            "skipped": m.get("skipped", []),
-            "abstain_threshold": self._threshold(self._data),
+            "documents": m.counts.files,
+            "chunks": m.counts.chunks,
+            "model": m.model.name,
+            "built": m.created,
+            "corpus": m.corpus,
+            "sources": m.sources,
+            "skipped": [s.to_dict() for s in m.skipped],
+            "abstain_threshold": self._threshold(self._index),
         }
+
+    def documents(self) -> list[tuple[str, str]]:
+        """(source, extracted text) of every indexed document, as the index holds them: the text that passages'
+        and hits' offsets point into."""
+        with self._snapshot(strict=False) as (index, _):
+            return list(index.documents())
 
     def context(self, source: str, start: int, end: int) -> dict[str, Any]:
         """The section around a passage, for reading it in context: the section's text and offsets, and where
         the passage sits inside it. Reads the index's copy of the document, not the corpus."""
-        with self._snapshot() as (data, _):
-            return _context(data, source, start, end)
+        with self._snapshot() as (index, _):
+            section = index.section_at(source, start)
+            if section is None:
+                raise BadQuestion(f"No passage at {shown(source, NAME_CHARS)} {start}-{end} in this index.")
+            text = index.document_text(source)
+            if text is None:
+                raise BadQuestion(f"{shown(source, NAME_CHARS)} is not in this index.")
+        a, b = section.start, section.end
+        return {
+            "source": source,
+            "section": SECTION_SEPARATOR.join(section.trail),
+            "page": section.page,
+            "start": a,
+            "end": b,
+            "text": text[a:b],
+            "passage_start": start - a,
+            "passage_end": min(end, b) - a,
+        }
+
+    # ------------------------------------------------------------ adding documents
+
+    @property
+    def document_types(self) -> tuple[str, ...]:
+        """The file extensions an index reads (``add_documents`` accepts these, and only these)."""
+        from .loaders import SUPPORTED
+
+        return tuple(sorted(SUPPORTED))
 
     def add_documents(self, files: list[tuple[str, bytes]], *, subfolder: str = "uploads",
                       max_bytes: int | None = None, on_progress: Any = None) -> Any:
@@ -394,34 +445,16 @@ class Assistant:
         reload. Names are reduced to a safe base name; unsupported types and oversized files are refused.
         ``on_progress(stage, done, total)`` is passed to ``build_index`` (for a progress bar)."""
         from .indexing import build_index
-        from .loaders import SUPPORTED, size_text
 
-        corpus = self._data.manifest.get("corpus")
+        corpus = self._index.manifest.corpus
         if not corpus or not Path(corpus).is_dir():
             raise BadQuestion("The corpus folder of this index is not available; add files there and run `tqa index`.")
-        limit = max_bytes or self.settings.max_file_bytes
-        target = Path(corpus) / subfolder
-        saved = []
-        for name, data in files:
-            base = Path(name.replace("\\", "/")).name.lstrip(".")
-            if not base or Path(base).suffix.lower() not in SUPPORTED:
-                raise BadQuestion(f"{name!r}: only {', '.join(sorted(SUPPORTED))} files can be added.")
-            if len(data) > limit:
-                raise BadQuestion(f"{base}: larger than the {size_text(limit)} limit.")
-            saved.append((base, data))
-        target.mkdir(parents=True, exist_ok=True)
-        written = []
-        for base, data in saved:
-            dest = _free_name(target, base, data)
-            if dest.exists():
-                continue  # the same file was added before
-            tmp = target / f".{dest.name}.part"
-            tmp.write_bytes(data)
-            tmp.replace(dest)
-            written.append(dest)
-        assert self._data.path is not None
-        documents_embedder = for_documents(self.embedder, self._data.manifest, load_embedder)  # the full model
-        summary = build_index(corpus, self._data.path.parent, embedder=documents_embedder, settings=self.settings,
+        accepted = self._accepted(files, max_bytes or self.settings.max_file_bytes)
+        written = _save(Path(corpus) / subfolder, accepted)
+        folder = self._index.folder
+        assert folder is not None
+        documents_embedder = for_documents(self.embedder, self._index.manifest, load_embedder)  # the full model
+        summary = build_index(corpus, folder, embedder=documents_embedder, settings=self.settings,
                               on_progress=on_progress)
         # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.
         skipped = {s["path"] for s in summary.skipped}
@@ -431,6 +464,20 @@ class Assistant:
         self.reload()
         return summary
 
+    def _accepted(self, files: list[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:
+        """(safe base name, content) of each file; raises BadQuestion for an unsupported or oversized one."""
+        from .loaders import size_text
+
+        accepted = []
+        for name, data in files:
+            base = Path(name.replace("\\", "/")).name.lstrip(".")
+            if not base or Path(base).suffix.lower() not in self.document_types:
+                raise BadQuestion(f"{name!r}: only {', '.join(self.document_types)} files can be added.")
+            if len(data) > limit:
+                raise BadQuestion(f"{base}: larger than the {size_text(limit)} limit.")
+            accepted.append((base, data))
+        return accepted
+
     # ------------------------------------------------------------ asking
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None,
@@ -439,29 +486,38 @@ class Assistant:
         ``mode`` (hybrid, dense, bm25) in every document or only in ``sources``. Bad input raises
         ``BadQuestion`` with a one-line message (see ``prepare_query``)."""
         query = prepare_query(question, k, mode, sources, settings=self.settings)
-        with self._snapshot() as (data, notes):
-            return self._answer(data, query, notes)
+        with self._snapshot() as (index, notes):
+            return self._answer(index, query, notes)
 
-    def _answer(self, data: IndexData, query: Query, notes: list[str]) -> Answer:
-        q, k, mode, sources = query.question, query.k, query.mode, query.sources
-        if sources:
-            unknown = sorted(set(sources) - set(data.manifest.get("files", {})))
-            if unknown:
-                listed = ", ".join(shown(u) for u in unknown[:SHOWN_NAMES])
-                more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
-                raise BadQuestion(f"Not in the index: {listed}{more}. See `tqa info` for the documents.")
-        source_list = list(sources) if sources else None
+    def search(self, question: str, k: int | None = None, mode: str | None = None,
+               sources: str | list[str] | None = None, *, dedupe: bool = True) -> list[Hit]:
+        """The ``k`` best passages for ``question`` (1 to ``MAX_SEARCH_K``; default ``settings.k``), ranked by
+        ``mode`` in every document or only in ``sources``: the ranking ``ask`` answers from, with each passage's
+        source, offsets, section, page and scores, but no highlight and no abstention (for evaluation and tools).
+        ``dedupe=False`` keeps passages that overlap a better-ranked one of the same document. Bad input raises
+        ``BadQuestion``, as for ``ask``."""
+        query = prepare_query(question, k, mode, sources, settings=self.settings, max_k=MAX_SEARCH_K)
+        with self._snapshot() as (index, _):
+            source_list = _checked_sources(index, query.sources)
+            qvec = None if query.mode == "bm25" else self.embedder.encode([query.question])[0]
+            scored, _ = search(index, query.question, qvec, k=query.k, mode=query.mode, sources=source_list,
+                               dedupe=dedupe)
+            return [_hit(index, s, rank) for rank, s in enumerate(scored, 1)]
+
+    def _answer(self, index: Index, query: Query, notes: list[str]) -> Answer:
+        q, k, mode = query.question, query.k, query.mode
+        source_list = _checked_sources(index, query.sources)
         qvec = self.embedder.encode([q])[0]
-        hits, relevance = search(data, q, qvec, k=k, mode=mode, sources=source_list)
-        threshold = self._threshold(data)
-        passages = [_passage(data, h, rank, q) for rank, h in enumerate(hits, 1)]
+        scored, relevance = search(index, q, qvec, k=k, mode=mode, sources=source_list)
+        threshold = self._threshold(index)
+        passages = [_passage(index, s, rank, q) for rank, s in enumerate(scored, 1)]
         if relevance is None or relevance < threshold:
             reason: str | None = LOW_RELEVANCE
             message = NOT_COVERED
         else:
             # every check looks only at the documents searched: a name another document mentions is still
             # never mentioned by these
-            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(data, source_list))
+            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(index, source_list))
             message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
         abstained = reason is not None
         if not abstained:
@@ -473,125 +529,43 @@ class Assistant:
     # ------------------------------------------------------------ example questions
 
     def example_questions(self, n: int = 3) -> list[str]:
-        """Up to ``n`` questions about this index's own documents, to show a reader how to ask (the web page's
-        "Try" buttons). Each comes from a heading of a section with text of its own: "What do the documents say
-        about <heading>?" (a heading written as a question is used as it is). Headings that only label, such as
-        "Article 12", "PART II" or a shouted "LEAGUE OF NATIONS.", are left out; where a document has headings
-        with English function words ("of", "the"...), its others (another language's duplicates) are left out
-        too, as the question around them is English. A document without usable headings offers its file name
-        when every word of the name is in its text ("budget-meeting.txt"); with neither, no examples.
+        """Up to ``n`` questions about this index's own documents, each answered here (the web page's "Try"
+        buttons); see ``tqa.examples``. Computed once per loaded generation."""
+        index = self.index
+        memo = index.examples.get(n)
+        if memo is None:
+            try:
+                memo = tuple(examples.example_questions(index, self.ask, n))
+            except examples.NotNow as stop:
+                return list(stop.found)  # not answering now: not remembered
+            index.examples[n] = memo
+        return list(memo)
 
-        The questions are spread over the documents (one each in turn, documents in name order) and through each
-        document, and each is asked here once: only those answered (not abstained) are kept, so an example never
-        shows "not covered". Deterministic, and computed once per loaded generation (remembered for it)."""
-        data = self.data
-        key = (str(data.path) if data.path is not None else id(data), n)
-        memo = self.__dict__.get("_example_questions")
-        if memo is not None and memo[0] == key:
-            return list(memo[1])
-
-        function_words = {"the", "of", "and", "in", "on", "for", "to", "with", "against", "by", "from", "a", "an",
-                          "about", "into", "between", "under", "its", "their", "how", "what", "why", "who"}
-        number = re.compile(r"^(\d[\d.]*|[ivxlcdm]+)[.):]?$", re.IGNORECASE)  # 12, 4.2, IV, 3)
-        max_words, max_chars = 12, 90
-
-        def topic(heading: str) -> str | None:
-            text = " ".join(heading.split()).strip(" .:;,-#*\u2013\u2014")
-            tokens = text.split()
-            words = re.findall(r"[^\W\d_]+", text)
-            if not tokens or len(tokens) > max_words or len(text) > max_chars:
-                return None
-            if len(tokens) <= 3 and any(number.match(t) for t in tokens):
-                return None  # a label: "Article 12", "PART I", "Chapter 3"
-            if text.isupper() or not any(len(w) >= 4 for w in words):
-                return None
-            return text
-
-        def question(text: str) -> str:
-            if text.endswith("?"):
-                return text
-            first, _, rest = text.partition(" ")
-            if first in ("The", "A", "An") and rest:
-                text = f"{first.lower()} {rest}"
-            return f"What do the documents say about {text}?"
-
-        chunks = data.chunks
-        rows: dict[str, list[int]] = {}  # each source's chunks
-        headings: dict[str, list[str]] = {}  # each source's usable headings, in document order
-        seen: set[str] = set()
-        sections: set[tuple[str, tuple[str, ...]]] = set()
-        for i, chunk in enumerate(chunks):
-            rows.setdefault(chunk.source, []).append(i)
-            if not chunk.section or (chunk.source, chunk.section) in sections:
-                continue
-            sections.add((chunk.source, chunk.section))
-            text = topic(chunk.section[-1])
-            if text is not None and text.casefold() not in seen:
-                seen.add(text.casefold())
-                headings.setdefault(chunk.source, []).append(text)
-
-        tries = 4 * n + 4  # questions asked at most: the bound on the work
-        queues: list[list[tuple[int, str]]] = []  # per source: (place in the document, question), in asking order
-        for source in sorted(rows):
-            if len(queues) >= tries:
-                break  # sources after these are never reached
-            found = headings.get(source, [])
-            topics = [h for h in found if function_words & {w.lower() for w in h.split()}] or found
-            if not topics:  # no usable heading: the file name, if the document uses all its words
-                name = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", source.rsplit("/", 1)[-1])
-                text = topic(" ".join(re.split(r"[\s_.\-]+", name)))
-                if text is None or re.search(r"\d", text) or text.casefold() in seen:
-                    continue
-                body = " ".join(chunks[i].text for i in rows[source]).casefold()
-                if not all(re.search(rf"\b{re.escape(w)}\b", body) for w in text.casefold().split()):
-                    continue
-                seen.add(text.casefold())
-                topics = [text.lower()]
-            # an order whose every prefix is spread through the document: the middle, the quarters, ...
-            order: list[int] = []
-            t = 1
-            while len(order) < len(topics):
-                f, d, x = 0.0, 1.0, t
-                while x:
-                    d, f, x = d * 2, f + (x & 1) / (d * 2), x >> 1
-                j = min(int(f * len(topics)), len(topics) - 1)
-                if j not in order:
-                    order.append(j)
-                t += 1
-            queues.append([(j, question(topics[j])) for j in order])
-
-        chosen: list[tuple[int, int, str]] = []  # (source, place in the document, question)
-        step = 0
-        while len(chosen) < n and tries > 0 and any(step < len(q) for q in queues):
-            for qi, queue in enumerate(queues):  # one question per document in turn
-                if step >= len(queue) or len(chosen) >= n or tries <= 0:
-                    continue
-                tries -= 1
-                place, q = queue[step]
-                try:
-                    answer = self.ask(q)
-                except TqaError:
-                    return [q for _, _, q in sorted(chosen)]  # not answering now (not remembered)
-                if not answer.abstained and answer.passages:
-                    chosen.append((qi, place, q))
-            step += 1
-        result = [q for _, _, q in sorted(chosen)]
-        self.__dict__["_example_questions"] = (key, tuple(result))
-        return result
+def _checked_sources(index: Index, sources: tuple[str, ...] | None) -> list[str] | None:
+    """The source filter as a list (None for every document); raises BadQuestion naming documents the index does
+    not hold."""
+    if not sources:
+        return None
+    unknown = sorted(set(sources) - set(index.manifest.files))
+    if unknown:
+        listed = ", ".join(shown(u, NAME_CHARS) for u in unknown[:SHOWN_NAMES])
+        more = f" and {len(unknown) - SHOWN_NAMES} more" if len(unknown) > SHOWN_NAMES else ""
+        raise BadQuestion(f"Not in the index: {listed}{more}. See `tqa info` for the documents.")
+    return list(sources)
 
 
-def _check_embedder(embedder: Embedder, data: IndexData, index: Any) -> None:
+def _check_embedder(embedder: Embedder, index: Index, where: Any) -> None:
     """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with. The
     question encoder exported from the model (query_encoder.py) computes in fp32 for an index of any precision: its
     agreement with the index's own vectors was checked when it was exported."""
-    model = data.manifest["model"]["name"]
+    model = index.manifest.model.name
     if embedder.name != model:
         raise IndexMismatch(
-            f"The index at {index}/ was built with model {model!r}, not {embedder.name!r}. "
+            f"The index at {where}/ was built with model {model!r}, not {embedder.name!r}. "
             "Run `tqa index --rebuild` with the model you want."
         )
     if not isinstance(embedder, OnnxQueryEncoder):
-        check_precision(embedder, data.manifest, index)
+        check_precision(embedder, index.manifest.precision, where)
 
 
 def _stamp(index_dir: Path) -> tuple[int, ...] | None:
@@ -603,43 +577,31 @@ def _stamp(index_dir: Path) -> tuple[int, ...] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _close(data: IndexData) -> None:
-    """Release what a loaded index holds open (when the store offers it)."""
-    close = getattr(data, "close", None)
-    if callable(close):
-        close()
+def _save(target: Path, files: list[tuple[str, bytes]]) -> list[Path]:
+    """Write each file into ``target`` under a free name (never over another document); returns those written
+    (a file added before with the same content is not written again)."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for base, data in files:
+        dest = _free_name(target, base, data)
+        if dest.exists():
+            continue  # the same file was added before
+        tmp = target / f".{dest.name}.part"
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+        written.append(dest)
+    return written
 
 
-def _context(data: IndexData, source: str, start: int, end: int) -> dict[str, Any]:
-    chunks = data.chunks
-    rows = [int(i) for i in rows_by_source(data).get(source, ()) if chunks[i].start <= start < chunks[i].end]
-    if not rows:
-        raise BadQuestion(f"No passage at {shown(str(source))} {start}-{end} in this index.")
-    i = j = rows[0]
-    trail = chunks[i].section
-    while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
-        i -= 1
-    while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
-        j += 1
-    text = data.document_text(source)
-    if text is None:
-        raise BadQuestion(f"{shown(source)} is not in this index.")
-    a, b = chunks[i].start, chunks[j].end
-    return {
-        "source": source,
-        "section": SECTION_SEPARATOR.join(trail),
-        "page": chunks[rows[0]].page,
-        "start": a,
-        "end": b,
-        "text": text[a:b],
-        "passage_start": start - a,
-        "passage_end": min(end, b) - a,
-    }
+def _hit(index: Index, scored: Scored, rank: int) -> Hit:
+    c = index.chunks[scored.row]
+    return Hit(rank=rank, source=c.source, start=c.start, end=c.end, section=SECTION_SEPARATOR.join(c.section),
+               page=c.page, score=scored.score, relevance=scored.dense, keyword_score=scored.keyword, text=c.text)
 
 
-def _passage(data: IndexData, hit: Hit, rank: int, question: str) -> Passage:
-    c = data.chunks[hit.row]
-    a, b = highlight(c, question, data.keywords)
+def _passage(index: Index, scored: Scored, rank: int, question: str) -> Passage:
+    c = index.chunks[scored.row]
+    a, b = highlight(c, question, index.keywords)
     return Passage(
         text=c.text,
         source=c.source,
@@ -647,12 +609,12 @@ def _passage(data: IndexData, hit: Hit, rank: int, question: str) -> Passage:
         page=c.page,
         start=c.start,
         end=c.end,
-        score=round(hit.score, 6),
+        score=round(scored.score, 6),
         highlight=c.text[a:b],
         highlight_start=c.start + a,
         highlight_end=c.start + b,
         rank=rank,
-        relevance=None if hit.dense is None else round(hit.dense, 4),
-        keyword_score=None if hit.keyword is None else round(hit.keyword, 4),
+        relevance=None if scored.dense is None else round(scored.dense, 4),
+        keyword_score=None if scored.keyword is None else round(scored.keyword, 4),
         section_path=c.section,
     )

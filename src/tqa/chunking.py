@@ -371,7 +371,3 @@ class Chunker:
                     )
                 )
         return chunks
-
-
-def chunk_document(doc: Document, settings: ChunkSettings | None = None) -> list[Chunk]:
-    return Chunker(settings).chunk(doc)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .config import MAX_K, MODES, debug_requested, default_index
 from .errors import TqaError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -46,12 +47,8 @@ def _port(text: str) -> int:
 DEFAULT_AUTH_FILE = "tqa-users.json"  # the same as tqa.auth.DEFAULT_AUTH_FILE (not imported: `tqa --help` stays light)
 
 
-def _index_default() -> str:
-    return os.environ.get("TQA_INDEX") or "index"
-
-
 def _add_index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", metavar="DIR", default=_index_default(),
+    p.add_argument("--index", metavar="DIR", default=default_index(),
                    help="index folder (default: index/, or $TQA_INDEX)")
 
 
@@ -63,9 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tqa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _declare_index(sub)
+    _declare_ask(sub)
+    _declare_info(sub)
+    _declare_eval(sub)
+    _declare_serve(sub)
+    _declare_user(sub)
+    return parser
 
+
+def _declare_index(sub: Any) -> None:
     p = sub.add_parser("index", help="build or update the index of a folder of documents",
-                       description="Index a folder (txt, md, html, pdf), embedding only what changed.")
+                       description="Index a folder of documents, embedding only what changed.")
     p.add_argument("corpus", nargs="?", default="corpus", help="folder of documents (default: corpus/)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild from scratch (needed to change model, chunking or corpus folder)")
@@ -78,21 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
+
+def _declare_ask(sub: Any) -> None:
     p = sub.add_parser("ask", help="answer a question with cited passages",
                        description="Answer a question with passages quoted from the documents.")
     p.add_argument("question", help="the question, in your own words")
-    p.add_argument("-k", type=int, default=None, metavar="N", help="number of passages, 1-20 (default: 5)")
-    p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+    p.add_argument("-k", type=int, default=None, metavar="N", help=f"number of passages, 1-{MAX_K} (default: 5)")
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="search mode (default: hybrid)")
     p.add_argument("--source", action="append", metavar="FILE", help="search only this document (repeatable)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_index(p)
 
+
+def _declare_info(sub: Any) -> None:
     p = sub.add_parser("info", help="show what the index holds (its manifest)",
                        description="Show the index's model, chunking, documents and counts.")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     _add_index(p)
 
+
+def _declare_eval(sub: Any) -> None:
     p = sub.add_parser("eval", help="measure retrieval quality and fail when it falls below the thresholds",
                        description="Evaluate retrieval on a question set (default) or a BEIR set (--beir), print "
                                    "the metrics, and exit 1 when one falls below eval/thresholds.toml.")
@@ -102,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus the questions are about; the index is updated from it first (default: corpus/)")
     p.add_argument("--beir", metavar="DIR", help="evaluate a BEIR-format set instead (corpus, queries, qrels)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None,
+    group.add_argument("--mode", choices=MODES, default=None,
                        help="search mode to evaluate and gate (default: hybrid)")
     group.add_argument("--modes", choices=("all",), default=None,
                        help="all: every mode and the standard LangChain recipe side by side (gates the default)")
@@ -113,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="OLD", help="list questions that newly fail, newly pass or moved since OLD")
     _add_index(p)
 
+
+def _declare_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the web page",
                        description="Serve the web page for asking questions.")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
@@ -126,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "and add documents)")
     _add_index(p)
 
+
+def _declare_user(sub: Any) -> None:
     p = sub.add_parser("user", help="manage the logins of the web page (`tqa serve --auth-file FILE`)",
                        description="Add, remove or list the users who may log in to `tqa serve --auth-file FILE`. "
                                    "The file keeps salted argon2id hashes, never passwords.")
@@ -141,7 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (a, r, ls):
         q.add_argument("--auth-file", metavar="FILE", default=DEFAULT_AUTH_FILE,
                        help=f"the users file (default: {DEFAULT_AUTH_FILE})")
-    return parser
 
 
 def _print_answer(answer: Any) -> None:
@@ -196,22 +211,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     m = read_manifest(args.index)
     if args.json:
-        print(json.dumps({k: v for k, v in m.items()}, indent=2, ensure_ascii=False))
+        print(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    cal = m.get("calibration", {})
     lines = [
-        f"index:      {args.index} (format {m['format_version']}, tqa {m.get('tqa_version')})",
-        f"built:      {m.get('created')} from {m.get('corpus')}",
-        f"model:      {m['model']['name']} ({m['model']['dim']} dimensions)",
-        f"chunking:   {m.get('chunking')}",
-        f"documents:  {m['counts']['files']}    chunks: {m['counts']['chunks']}",
-        f"abstain below relevance {cal.get('abstain_threshold')} (calibrated on {cal.get('probes')} probes)",
+        f"index:      {args.index} (format {m.format_version}, tqa {m.tqa_version})",
+        f"built:      {m.created} from {m.corpus}",
+        f"model:      {m.model.name} ({m.model.dim} dimensions)",
+        f"chunking:   {m.chunking.to_dict()}",
+        f"documents:  {m.counts.files}    chunks: {m.counts.chunks}",
+        f"abstain below relevance {m.calibration.abstain_threshold} (calibrated on {m.calibration.probes} probes)",
     ]
-    for src, meta in sorted(m.get("files", {}).items()):
-        page = f", {meta['pages']} pages" if meta.get("pages") else ""
-        lines.append(f"  {src}  ({meta.get('format')}, {meta.get('chunks')} chunks{page})")
-    for s in m.get("skipped", []):
-        lines.append(f"  skipped {s['path']}: {s['reason']}")
+    for src, meta in sorted(m.files.items()):
+        page = f", {meta.pages} pages" if meta.pages else ""
+        lines.append(f"  {src}  ({meta.format}, {meta.chunks} chunks{page})")
+    for s in m.skipped:
+        lines.append(f"  skipped {s.path}: {s.reason}")
     for line in lines:
         print(inline(line))  # one line per document, whatever its name holds
     return 0
@@ -308,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _detach_stdout()
         return EXIT_BROKEN_PIPE
     except TqaError as exc:
-        if os.environ.get("TQA_DEBUG") == "1":
+        if debug_requested():
             raise
         print(f"error: {inline(exc)}", file=sys.stderr)
         return 1
@@ -316,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line for the user, the traceback for developers and tests
-        if os.environ.get("TQA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
+        if debug_requested() or "PYTEST_CURRENT_TEST" in os.environ:
             raise
         print(f"error: unexpected {type(exc).__name__}: {inline(exc)} (run with TQA_DEBUG=1 for details and "
               "report it)", file=sys.stderr)

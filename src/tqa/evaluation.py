@@ -17,19 +17,22 @@ import re
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomllib
-
+from .config import MODES
 from .errors import EvalError
+
+if TYPE_CHECKING:
+    from .assistant import Assistant
 
 QUESTION_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "abstained_unanswerable", "abstained_answerable")
 BEIR_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 RECIPE = "recipe"  # the standard LangChain recipe, run side by side
-ALL_MODES = ("hybrid", "dense", "bm25", RECIPE)
+ALL_MODES = (*MODES, RECIPE)
 
 
 # ---------------------------------------------------------------- question sets
@@ -400,7 +403,7 @@ class StandardRecipe:
         import numpy as np
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-        from .store import FaissVectors
+        from .vectors import FaissVectors
 
         splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                                                   add_start_index=True)
@@ -446,9 +449,9 @@ class CachingEmbedder:
 # ---------------------------------------------------------------- running
 
 
-def evaluate_questions(assistant: Any, questions: Sequence[Question], modes: Sequence[str],
+def evaluate_questions(assistant: Assistant, questions: Sequence[Question], modes: Sequence[str],
                        embedder: Any = None) -> dict[str, Any]:
-    documents = list(assistant.data.documents())
+    documents = assistant.documents()
     evidence = locate_evidence(questions, documents)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -487,53 +490,61 @@ def _safe_name(doc_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", doc_id)[:80] + ".txt"
 
 
+def write_beir_documents(documents: Iterable[tuple[str, str, str]], folder: Path) -> dict[str, str]:
+    """Write BEIR documents ``(id, title, text)`` into ``folder``, one text file each, the title (when there is one)
+    as its first line, which tqa reads as the document's heading. Returns {file name: document id}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name_to_id: dict[str, str] = {}
+    for doc_id, title, text in documents:
+        name = _safe_name(doc_id)
+        if name in name_to_id:
+            name = f"{len(name_to_id)}-{name}"
+        name_to_id[name] = doc_id
+        title = " ".join(title.split())
+        body = text.strip() or title
+        (folder / name).write_text(f"{title}\n{body}\n" if title else f"{body}\n", encoding="utf-8")
+    return name_to_id
+
+
 def evaluate_beir(folder: str | Path, modes: Sequence[str], *, index: str | Path | None = None,
                   embedder: Any = None, depth: int = 100) -> dict[str, Any]:
     """Index a BEIR corpus with the usual pipeline (one document a file, the title as its heading) and rank
     documents by their best chunk."""
-    from .assistant import Assistant, normalize_question
+    from .assistant import Assistant
+    from .config import Settings
     from .embedding import load_embedder
     from .indexing import build_index
-    from .retrieval import search
 
     corpus, queries, qrels = load_beir(folder)
-    embedder = CachingEmbedder(embedder or load_embedder())
+    embedder = CachingEmbedder(embedder or load_embedder(precision=Settings.from_env().precision))
     with tempfile.TemporaryDirectory(prefix="tqa-beir-") as tmp:
-        docs_dir = Path(tmp) / "corpus"
-        docs_dir.mkdir()
-        name_to_id: dict[str, str] = {}
-        for doc_id, d in corpus.items():
-            name = _safe_name(doc_id)
-            if name in name_to_id:
-                name = f"{len(name_to_id)}-{name}"
-            name_to_id[name] = doc_id
-            title = " ".join(d["title"].split())
-            body = d["text"].strip() or title
-            (docs_dir / name).write_text(f"{title}\n{body}\n" if title else f"{body}\n", encoding="utf-8")
+        documents = ((doc_id, d["title"], d["text"]) for doc_id, d in corpus.items())
+        name_to_id = write_beir_documents(documents, Path(tmp) / "corpus")
         index_dir = Path(index) if index else Path(tmp) / "index"
-        summary = build_index(docs_dir, index_dir, embedder=embedder)
+        summary = build_index(Path(tmp) / "corpus", index_dir, embedder=embedder)
         qa = Assistant.load(index_dir, embedder=embedder)
         judged = [q for q in queries if q in qrels]
-        runs: dict[str, dict[str, Any]] = {}
-        for mode in modes:
-            t0 = time.perf_counter()
-            step = _progress(len(judged), f"beir {mode}")
-            run: dict[str, list[str]] = {}
-            if mode == RECIPE:
-                recipe = StandardRecipe(((name_to_id[s], t) for s, t in qa.data.documents()), embedder)
-            for qid in judged:
-                if mode == RECIPE:
-                    ranked = [s for s, _, _, _ in recipe.search(queries[qid], depth * 3)]
-                else:
-                    q, _ = normalize_question(queries[qid], qa.settings.max_question_chars)
-                    qvec = embedder.encode([q])[0] if mode != "bm25" else None
-                    hits, _ = search(qa.data, q, qvec, k=depth * 3, mode=mode, dedupe=False)
-                    ranked = [name_to_id[qa.data.chunks[h.row].source] for h in hits]
-                run[qid] = list(dict.fromkeys(ranked))[:depth]  # a document scores its best chunk
-                step()
-            runs[mode] = {"metrics": beir_metrics(run, qrels), "seconds": round(time.perf_counter() - t0, 2),
-                          "run": run}
+        runs = {mode: _beir_run(qa, mode, {q: queries[q] for q in judged}, qrels, name_to_id, depth)
+                for mode in modes}
         return {"documents": len(corpus), "chunks": summary.chunks_total, "runs": runs}
+
+
+def _beir_run(qa: Assistant, mode: str, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+              name_to_id: dict[str, str], depth: int) -> dict[str, Any]:
+    """One mode's ranking of every judged query (a document ranks at its best chunk), and its metrics."""
+    t0 = time.perf_counter()
+    step = _progress(len(queries), f"beir {mode}")
+    run: dict[str, list[str]] = {}
+    if mode == RECIPE:
+        recipe = StandardRecipe(((name_to_id[s], t) for s, t in qa.documents()), qa.embedder)
+    for qid, question in queries.items():
+        if mode == RECIPE:
+            ranked = [s for s, _, _, _ in recipe.search(question, depth * 3)]
+        else:
+            ranked = [name_to_id[h.source] for h in qa.search(question, k=depth * 3, mode=mode, dedupe=False)]
+        run[qid] = list(dict.fromkeys(ranked))[:depth]
+        step()
+    return {"metrics": beir_metrics(run, qrels), "seconds": round(time.perf_counter() - t0, 2), "run": run}
 
 
 def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Path = "corpus",
@@ -549,40 +560,16 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     primary = mode or settings.mode
     modes = list(ALL_MODES) if all_modes else [primary]
     gate_spec = load_thresholds(thresholds) if thresholds else None
-    old = None
-    if compare_with:
-        try:
-            old = json.loads(Path(compare_with).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EvalError(f"Cannot read the report to compare with, {compare_with}: {exc}.") from None
-        if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
-            raise EvalError(f"{compare_with} is not a tqa eval report; write one with `tqa eval --json FILE`.")
+    old = _read_report(compare_with) if compare_with else None
 
     t0 = time.perf_counter()
     if beir:
-        result = evaluate_beir(beir, modes, embedder=embedder)
-        runs = result["runs"]
+        report, runs, header = _beir_report(beir, modes, embedder)
         metric_names: Sequence[str] = BEIR_METRICS
-        name = Path(beir).name
-        spec = gate_spec["beir"].get(name) if gate_spec else None
-        judged = len(next(iter(runs.values()))["run"])
-        header = f"BEIR set {beir}: {judged} judged queries, {result['documents']} documents, {result['chunks']} chunks"
-        report: dict[str, Any] = {"kind": "beir", "set": str(beir), "documents": result["documents"],
-                                  "chunks": result["chunks"]}
+        spec = gate_spec["beir"].get(Path(beir).name) if gate_spec else None
     else:
-        qa = _eval_assistant(corpus, index, embedder)
-        qs = load_questions(questions)
-        runs = evaluate_questions(qa, qs, modes, embedder=embedder)
-        metric_names = QUESTION_METRICS
-        spec = gate_spec
-        m = qa.manifest
-        header = (f"{questions}: {sum(q.answerable for q in qs)} answerable and "
-                  f"{sum(not q.answerable for q in qs)} unanswerable questions on {corpus}/ "
-                  f"({m['counts']['files']} documents, {m['counts']['chunks']} chunks, model {m['model']['name']}, "
-                  f"chunking {m['chunking']}, abstain below {qa.threshold:.3f})")
-        report = {"kind": "questions", "set": str(questions), "corpus": str(corpus),
-                  "index": {k: m.get(k) for k in ("model", "chunking", "counts", "calibration")},
-                  "abstain_threshold": qa.threshold}
+        report, runs, header = _questions_report(questions, corpus, index, modes, embedder)
+        metric_names, spec = QUESTION_METRICS, gate_spec
     report.update({"tqa_version": __version__, "modes": modes, "primary": primary,
                    "seconds": round(time.perf_counter() - t0, 2), "runs": runs})
     lines = [header, "", format_table(runs, metric_names)]
@@ -603,7 +590,46 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
     return report, lines, failures
 
 
-def _eval_assistant(corpus: str | Path, index: str | Path, embedder: Any) -> Any:
+def _read_report(path: str | Path) -> dict[str, Any]:
+    """A report of an earlier ``tqa eval --json``, to compare with."""
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"Cannot read the report to compare with, {path}: {exc}.") from None
+    if not isinstance(old, dict) or not isinstance(old.get("runs"), dict):
+        raise EvalError(f"{path} is not a tqa eval report; write one with `tqa eval --json FILE`.")
+    return old
+
+
+def _beir_report(beir: str | Path, modes: list[str], embedder: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the report's head, the runs, the header line) of a BEIR set."""
+    result = evaluate_beir(beir, modes, embedder=embedder)
+    runs = result["runs"]
+    judged = len(next(iter(runs.values()))["run"])
+    header = f"BEIR set {beir}: {judged} judged queries, {result['documents']} documents, {result['chunks']} chunks"
+    return {"kind": "beir", "set": str(beir), "documents": result["documents"], "chunks": result["chunks"]}, runs, \
+        header
+
+
+def _questions_report(questions: str | Path, corpus: str | Path, index: str | Path, modes: list[str],
+                      embedder: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(the report's head, the runs, the header line) of a question set on the index of ``corpus``."""
+    qa = _eval_assistant(corpus, index, embedder)
+    qs = load_questions(questions)
+    runs = evaluate_questions(qa, qs, modes, embedder=embedder)
+    m = qa.manifest
+    header = (f"{questions}: {sum(q.answerable for q in qs)} answerable and "
+              f"{sum(not q.answerable for q in qs)} unanswerable questions on {corpus}/ "
+              f"({m.counts.files} documents, {m.counts.chunks} chunks, model {m.model.name}, "
+              f"chunking {m.chunking.to_dict()}, abstain below {qa.threshold:.3f})")
+    report = {"kind": "questions", "set": str(questions), "corpus": str(corpus),
+              "index": {"model": m.model.to_dict(), "chunking": m.chunking.to_dict(), "counts": m.counts.to_dict(),
+                        "calibration": m.calibration.to_dict()},
+              "abstain_threshold": qa.threshold}
+    return report, runs, header
+
+
+def _eval_assistant(corpus: str | Path, index: str | Path, embedder: Any) -> Assistant:
     """The index of ``corpus`` at ``index``, brought up to date first. An index of another corpus is refused
     (by ``build_index``'s own rule, IndexMismatch) rather than overwritten."""
     from .assistant import Assistant

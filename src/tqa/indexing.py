@@ -1,16 +1,32 @@
-"""Building and updating an index: discover, extract, chunk, embed what changed, publish atomically.
+"""Building and updating an index, in stages that read top to bottom:
 
-Kept apart from ``store.py`` (which only knows how an index sits on disk) because it orchestrates every stage.
+1. **plan** (``plan_build``): what the corpus holds and what changed since the previous index. Each file found is
+   either carried over from the previous index (``Reuse``: the same content, whatever its name now; identity is
+   the SHA-256 of its bytes), to be extracted (``FileTask``), or skipped (``Skipped``, with the reason).
+2. **extract and chunk** (``extract_and_chunk``): one ``FileTask`` gives an ``Extracted`` file (its documents' text
+   and chunks) or a ``Skipped`` one.
+3. **embed** (``embed``): extracted files give ``Embedded`` ones (a vector per chunk and per paragraph unit), in
+   one batched pass of the model.
+4. **assemble** (``assemble``): the plan, the embedded files and the previous index give a new ``Index`` in
+   memory: chunk table, vector and keyword indexes, calibration, manifest.
+5. **publish** (``publish_index``): written as a new generation and made live atomically (``store.publish``).
+
+The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
+and ``Embedded`` also convert to and from JSON-able dicts), with nothing read from globals, so a runner may run
+stages 2 and 3 in other processes or on other machines and hand their results to ``assemble``. ``build_index``
+runs them all here, under the index's write lock. One file may yield several documents (an e-mail and its
+attachments): ``Extracted.documents`` holds them all; today each file yields its own document only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
-import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,35 +34,18 @@ from typing import Any
 import numpy as np
 
 from .chunking import Chunk, Chunker
-from .config import DEFAULT_MODEL, ChunkSettings, Settings
-from .embedding import (
-    FULL_PRECISION,
-    Embedder,
-    check_precision,
-    index_precision,
-    load_embedder,
-    precision_of,
-    requested_precision,
-    resolve_precision,
-)
-from .errors import CorpusError, IndexCorrupt, IndexMismatch
-from .loaders import Document, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
+from .config import ChunkSettings, Settings
+from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder, precision_of, resolve_precision
+from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
+from .index import Index
+from .keywords import KeywordIndex, analyzer_settings
+from .loaders import SUPPORTED, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
+from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo
 from .query_encoder import write_encoder
-from .retrieval import name_prefixes, unit_rows
-from .store import (
-    FaissVectors,
-    IndexData,
-    KeywordIndex,
-    check_index_location,
-    current_generation,
-    load_index,
-    publish,
-    shown,
-    tidy,
-    write_lock,
-)
+from .retrieval import calibrate, name_prefixes
+from .store import check_index_location, current_generation, load_index, publish, tidy, write_lock
+from .vectors import FaissVectors
 
-log = logging.getLogger("tqa")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -83,6 +82,10 @@ class IndexSummary:
             out.append(f"skipped: {s['path']}: {s['reason']}")
         return [_printable(line) for line in out]
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.files_added or self.files_changed or self.files_removed or self.files_renamed)
+
 
 def _printable(text: str) -> str:
     """``text`` with what cannot be printed on one line (a newline in a file name, a lone surrogate from a name that
@@ -92,13 +95,300 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _previous(index_dir: Path, rebuild: bool) -> IndexData | None:
-    if rebuild or current_generation(index_dir) is None:
-        return None
+# ---------------------------------------------------------------- the stages' records
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """A corpus file to read, extract and chunk: the unit of work of stage 2."""
+
+    source: str  # its path relative to the corpus, POSIX separators: what citations name
+    path: str  # where to read it
+    sha256: str  # of the bytes the plan read (the file may change before stage 2 reads it: ``Extracted`` says)
+    chunking: ChunkSettings
+    max_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "chunking": self.chunking.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FileTask:
+        return cls(**{**d, "chunking": ChunkSettings(**d["chunking"])})
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A corpus file whose content the previous index holds: its chunks, vectors and text are carried over."""
+
+    source: str
+    previous_source: str  # its name in the previous index (another one when the file was renamed)
+    entry: FileEntry  # what the previous manifest records for it
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build will do (stage 1), and what it builds with."""
+
+    corpus: Path
+    index_dir: Path
+    model: str
+    precision: str  # what the model runs at ("fp32", "bf16")
+    chunking: ChunkSettings
+    files: tuple[FileTask | Reuse | Skipped, ...]  # one per corpus file found, in corpus order (the chunk order)
+    unlisted: tuple[Skipped, ...] = ()  # what discovery passed over (unsupported, too large, odd names...)
+    previous_sources: frozenset[str] = frozenset()  # the documents of the previous index
+
+    @property
+    def tasks(self) -> list[FileTask]:
+        return [f for f in self.files if isinstance(f, FileTask)]
+
+
+@dataclass(frozen=True)
+class ExtractedDocument:
+    """One document of an extracted file: its text (what offsets point into) and its chunks."""
+
+    source: str
+    format: str
+    text: str
+    chunks: tuple[Chunk, ...]
+    pages: int | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "chunks": [c.to_dict() for c in self.chunks], "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractedDocument:
+        return cls(**{**d, "chunks": tuple(Chunk.from_dict(c) for c in d["chunks"]),
+                      "warnings": tuple(d["warnings"])})
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What stage 2 made of one file: its identity (the SHA-256 of the bytes read) and its documents."""
+
+    source: str
+    sha256: str
+    size: int  # bytes
+    documents: tuple[ExtractedDocument, ...]
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return [c for d in self.documents for c in d.chunks]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "sha256": self.sha256, "size": self.size,
+                "documents": [d.to_dict() for d in self.documents]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Extracted:
+        return cls(d["source"], d["sha256"], d["size"], tuple(ExtractedDocument.from_dict(x) for x in d["documents"]))
+
+
+@dataclass(frozen=True, eq=False)
+class Embedded:
+    """An extracted file with its vectors (stage 3): row i of ``vectors`` is its i-th chunk (documents in order),
+    ``units`` its chunks' paragraph units in the same order."""
+
+    file: Extracted
+    vectors: np.ndarray
+    units: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file.to_dict(), "vectors": self.vectors.tolist(), "units": self.units.tolist(),
+                "dim": int(self.vectors.shape[1])}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Embedded:
+        def matrix(rows: list[list[float]]) -> np.ndarray:
+            return np.asarray(rows, dtype=np.float32).reshape(-1, d["dim"])
+
+        return cls(Extracted.from_dict(d["file"]), matrix(d["vectors"]), matrix(d["units"]))
+
+
+# ---------------------------------------------------------------- 1. plan
+
+
+def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]], list[Skipped]],
+               previous: Manifest | None, *, model: str, precision: str, chunking: ChunkSettings, max_bytes: int,
+               on_progress: Progress | None = None) -> Plan:
+    """Read and hash every file ``discover`` found in ``corpus`` (``found``: candidates and what it passed over),
+    within ``max_bytes``, and decide each one's fate against the previous index's manifest: unchanged or renamed
+    content is reused, the rest extracted; an unreadable file or the duplicate of an earlier one is skipped."""
+    candidates, unlisted = found
+    old_files = previous.files if previous else {}
+    source_by_hash = {meta.sha256: src for src, meta in old_files.items() if meta.sha256}
+    files: list[FileTask | Reuse | Skipped] = []
+    seen: dict[str, str] = {}  # content hash -> the first source with it
+    for n, (source, path) in enumerate(candidates):
+        if on_progress:
+            on_progress("reading", n, len(candidates))
+        digest = _hash(source, path, max_bytes)
+        if isinstance(digest, Skipped):
+            files.append(digest)
+        elif digest in seen:
+            files.append(Skipped(source, f"duplicate of {seen[digest]}"))
+        else:
+            seen[digest] = source
+            old = source if source in old_files and old_files[source].sha256 == digest else source_by_hash.get(digest)
+            files.append(Reuse(source, old, old_files[old]) if old is not None else
+                         FileTask(source, str(path), digest, chunking, max_bytes))
+    return Plan(corpus, index_dir, model, precision, chunking, tuple(files), tuple(unlisted), frozenset(old_files))
+
+
+def _hash(source: str, path: Path, max_bytes: int) -> str | Skipped:
+    """The SHA-256 of a file's bytes, read on the open file (a FIFO or a file grown past the cap since discovery is
+    skipped, never waited on or read whole), or why it cannot be read."""
+    read = _read(source, path, max_bytes)
+    return read if isinstance(read, Skipped) else hashlib.sha256(read).hexdigest()
+
+
+def _read(source: str, path: Path, max_bytes: int) -> bytes | Skipped:
     try:
-        return load_index(index_dir)
-    except IndexCorrupt as exc:
-        raise IndexCorrupt(f"{exc} (The existing index is damaged; --rebuild replaces it.)") from None
+        return read_bounded(path, max_bytes)
+    except NotReadable as exc:
+        return Skipped(source, str(exc))
+    except FileNotFoundError:
+        return Skipped(source, "vanished during indexing")
+    except OSError as exc:
+        return Skipped(source, f"unreadable: {exc.strerror or exc}")
+
+
+# ---------------------------------------------------------------- 2. extract and chunk
+
+
+def extract_and_chunk(task: FileTask) -> Extracted | Skipped:
+    """Read one file (within its cap), extract its text and cut it into chunks; or say why it has none."""
+    raw = _read(task.source, Path(task.path), task.max_bytes)
+    if isinstance(raw, Skipped):
+        return raw
+    try:
+        doc = extract(task.source, raw)
+    except SkipFile as exc:
+        return Skipped(task.source, str(exc))
+    chunks = Chunker(task.chunking).chunk(doc)
+    if not chunks:
+        return Skipped(task.source, "no text to index")
+    document = ExtractedDocument(doc.source, doc.format, doc.text, tuple(chunks), len(doc.pages) or None,
+                                 tuple(doc.warnings))
+    return Extracted(task.source, doc.sha256, len(raw), (document,))
+
+
+# ---------------------------------------------------------------- 3. embed
+
+
+def embed(files: Sequence[Extracted], embedder: Embedder, *, batch_size: int = 32,
+          progress: bool = False) -> list[Embedded]:
+    """The vectors of every chunk and unit of ``files``, encoded in one batched pass (chunks first, then units, so
+    that the model sees the texts in one order whoever runs it)."""
+    chunks = [c for f in files for c in f.chunks]
+    if not chunks:
+        return [Embedded(f, np.zeros((0, embedder.dim), np.float32), np.zeros((0, embedder.dim), np.float32))
+                for f in files]
+    texts = [c.search_text for c in chunks]
+    unit_texts = [t for c in chunks for t in c.unit_search_texts()]
+    encoded = embedder.encode(texts + unit_texts, batch_size=batch_size, progress=progress)
+    vectors, units = encoded[:len(texts)], encoded[len(texts):]
+    out, row, unit = [], 0, 0
+    for f in files:
+        n, n_units = len(f.chunks), sum(len(c.units) for c in f.chunks)
+        out.append(Embedded(f, vectors[row:row + n], units[unit:unit + n_units]))
+        row, unit = row + n, unit + n_units
+    return out
+
+
+# ---------------------------------------------------------------- 4. assemble
+
+
+def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped], previous: Index | None,
+             embedder: Embedder) -> Index:
+    """The new index in memory: every file of the plan in corpus order (embedded files' chunks and vectors, reused
+    files' from ``previous``), its vector and keyword indexes, its abstention calibration and its manifest.
+    ``skipped`` is every file the build passed over, as the manifest lists them."""
+    parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
+    dim = embedder.dim
+    chunks = [c for p in parts for c in p.chunks]
+    vectors = FaissVectors.build(_stack([p.vectors for p in parts], dim), dim)
+    units = FaissVectors.build(_stack([p.units for p in parts], dim), dim)
+    files = {source: entry for p in parts for source, entry in p.entries}
+    draft = Manifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        corpus=str(plan.corpus.resolve()),
+        corpus_relative=_relative_corpus(plan.corpus, plan.index_dir),
+        model=ModelInfo(plan.model, dim, embedder.max_tokens),
+        precision=precision_of(embedder),  # the embedding path (embedding.py); queries use the same
+        chunking=plan.chunking,
+        analyzer=analyzer_settings(),
+        vector_index=dataclasses.replace(vectors.describe(), units=units.describe()),
+        files=files,
+        skipped=tuple(skipped),
+        counts=Counts(len(files), len(chunks), units.ntotal),
+        calibration=Calibration(),
+        names=tuple(name_prefixes([c.search_text for c in chunks])),
+    )
+    index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units,
+                  keywords=KeywordIndex.build([c.search_text for c in chunks]))
+    index.manifest = dataclasses.replace(draft, calibration=calibrate(embedder, index))
+    return index
+
+
+@dataclass
+class _Part:
+    """One file's share of the new index: its chunks, their vectors and units, its manifest entries."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray
+    units: np.ndarray
+    entries: list[tuple[str, FileEntry]]
+
+
+def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) -> list[_Part]:
+    parts = []
+    for f in plan.files:
+        if isinstance(f, Reuse):
+            assert previous is not None
+            rows = previous.rows_of(f.previous_source)
+            chunks = [c if c.source == f.source else dataclasses.replace(c, source=f.source)
+                      for c in (previous.chunks[int(r)] for r in rows)]
+            parts.append(_Part(chunks, previous.vectors.take(rows), previous.units.take(previous.unit_rows(rows)),
+                               [(f.source, f.entry)]))
+        elif isinstance(f, FileTask) and f.source in embedded:
+            e = embedded[f.source]
+            entries = [(d.source, FileEntry(sha256=e.file.sha256, size=e.file.size, format=d.format,
+                                            chars=len(d.text), chunks=len(d.chunks), pages=d.pages,
+                                            warnings=d.warnings)) for d in e.file.documents]
+            parts.append(_Part(e.file.chunks, e.vectors, e.units, entries))
+    return parts
+
+
+def _stack(blocks: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.vstack(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+
+
+# ---------------------------------------------------------------- 5. publish
+
+
+def publish_index(plan: Plan, index: Index, embedded: Sequence[Embedded], previous: Index | None,
+                  embedder: Embedder) -> Path:
+    """Write ``index`` as a new generation of ``plan.index_dir`` with every document's text (new ones as extracted,
+    reused ones as the previous index holds them) and the question encoder (query_encoder.py: linked from the live
+    generation, or exported from the model), and make it live. The caller holds ``write_lock``."""
+    return publish(plan.index_dir, index, _document_texts(plan, embedded, previous),
+                   extra=lambda folder: write_encoder(embedder, folder, plan.index_dir))
+
+
+def _document_texts(plan: Plan, embedded: Sequence[Embedded], previous: Index | None) -> Iterator[tuple[str, str]]:
+    by_file = {e.file.source: e.file for e in embedded}
+    reused = any(isinstance(f, Reuse) for f in plan.files)
+    old = dict(previous.documents()) if previous is not None and reused else {}  # (already loaded: ``previous``)
+    for f in plan.files:
+        if isinstance(f, Reuse):
+            yield f.source, old[f.previous_source]
+        elif isinstance(f, FileTask) and f.source in by_file:
+            yield from ((d.source, d.text) for d in by_file[f.source].documents)
+
+
+# ---------------------------------------------------------------- the whole build
 
 
 def build_index(
@@ -120,216 +410,127 @@ def build_index(
     one); asking for different ones, or another corpus folder, without ``rebuild`` raises ``IndexMismatch``.
     ``index`` must be a new folder, a tqa index, or a folder empty but for README files and dotfiles; ``force``
     allows any other folder outside the corpus (nothing tqa did not write is ever deleted or replaced there).
+    ``on_progress(stage, done, total)`` is told of each file read ("reading") and extracted ("extracting").
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
     corpus, index_dir = Path(corpus), Path(index)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    summary = IndexSummary(index_dir=str(index_dir))
     check_index_location(corpus, index_dir)
-    candidates, skipped = discover(corpus, max_bytes=settings.max_file_bytes)
-
-    with write_lock(index_dir, force=force):
-        old = _previous(index_dir, rebuild)
-        old_manifest = old.manifest if old else None
-        old_chunks = old.chunks if old else []
-        if old_manifest and not same_corpus(old_manifest, corpus, index_dir):
-            here = Path(os.path.abspath(corpus))
-            raise IndexMismatch(
-                f"The index at {shown(index_dir)}/ was built from {shown(old_manifest['corpus'])}, not {shown(here)}. "
-                f"Run `tqa index {shown(corpus)} --index {shown(index_dir)} --rebuild` to replace its documents with "
-                "this folder's, or pass --index DIR to keep a separate index."
-            )
-        if embedder is not None:
-            model_name = embedder.name
-        else:
-            model_name = model or (old_manifest["model"]["name"] if old_manifest else None) or settings.model
-        chunk_settings = chunking or (
-            ChunkSettings(**old_manifest["chunking"]) if old_manifest else settings.chunking
-        )
-        if old_manifest:
-            _check_compatible(old_manifest, model_name, chunk_settings, index_dir)
-        precision = _build_precision(old_manifest, embedder, index_dir)
-
-        # What the previous index holds, by content hash (identity) and by path.
-        old_files: dict[str, dict[str, Any]] = old_manifest["files"] if old_manifest else {}
-        rows_by_source: dict[str, list[int]] = {}
-        for i, c in enumerate(old_chunks):
-            rows_by_source.setdefault(c.source, []).append(i)
-        source_by_hash = {meta["sha256"]: src for src, meta in old_files.items() if "sha256" in meta}
-
-        new_files: dict[str, dict[str, Any]] = {}
-        plan: list[tuple[str, list[Chunk] | None, list[int] | None]] = []  # (source, new chunks, reused rows)
-        documents: dict[str, Document | None] = {}
-        seen_hashes: dict[str, str] = {}
-        chunker = Chunker(chunk_settings)
-        for n, (source, path) in enumerate(candidates):
-            if on_progress:
-                on_progress("reading", n, len(candidates))
-            try:  # checked and read on the open file: a FIFO or a file grown past the cap since discovery is skipped
-                raw = read_bounded(path, settings.max_file_bytes)
-            except NotReadable as exc:
-                skipped.append(Skipped(source, str(exc)))
-                continue
-            except FileNotFoundError:
-                skipped.append(Skipped(source, "vanished during indexing"))
-                continue
-            except OSError as exc:
-                skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
-                continue
-            digest = hashlib.sha256(raw).hexdigest()
-            if digest in seen_hashes:
-                skipped.append(Skipped(source, f"duplicate of {seen_hashes[digest]}"))
-                continue
-            seen_hashes[digest] = source
-            old_src = source if old_files.get(source, {}).get("sha256") == digest else source_by_hash.get(digest)
-            if old_src is not None and old_src in old_files:
-                rows = rows_by_source.get(old_src, [])
-                meta = dict(old_files[old_src])
-                new_files[source] = meta
-                plan.append((source, None, rows))
-                documents[source] = None  # text is copied from the previous generation
-                if old_src == source:
-                    summary.files_unchanged.append(source)
-                else:
-                    summary.files_renamed.append({"from": old_src, "to": source})
-                continue
-            try:
-                doc = extract(source, raw)
-            except SkipFile as exc:
-                skipped.append(Skipped(source, str(exc)))
-                continue
-            chunks = chunker.chunk(doc)
-            if not chunks:
-                skipped.append(Skipped(source, "no text to index"))
-                continue
-            for w in doc.warnings:
-                summary.warnings.append({"path": source, "warning": w})
-            new_files[source] = {
-                "sha256": digest,
-                "bytes": len(raw),
-                "format": doc.format,
-                "chars": len(doc.text),
-                "chunks": len(chunks),
-                "pages": len(doc.pages) or None,
-                "warnings": list(doc.warnings),
-            }
-            plan.append((source, chunks, None))
-            documents[source] = doc
-            (summary.files_changed if source in old_files else summary.files_added).append(source)
-
-        renamed_from = {r["from"] for r in summary.files_renamed}
-        summary.files_removed = sorted(s for s in old_files if s not in new_files and s not in renamed_from)
-        summary.skipped = [s.to_dict() for s in skipped]
-
-        if not new_files:
-            raise CorpusError(
-                f"No documents to index in {corpus}/ (supported: .txt .md .html .pdf). "
-                + (f"{len(skipped)} file(s) skipped, for example {skipped[0].path}: {skipped[0].reason}."
-                   if skipped else "The folder is empty.")
-            )
-
-        changed = bool(summary.files_added or summary.files_changed or summary.files_removed or summary.files_renamed)
-        if old_manifest and not changed and not rebuild and old_manifest.get("skipped") == summary.skipped:
+    found = discover(corpus, max_bytes=settings.max_file_bytes)  # (a missing corpus is refused before the lock)
+    with write_lock(index_dir, force=force), _previous(index_dir, rebuild) as previous:
+        old = previous.manifest if previous else None
+        name, chunks, precision = _settle(old, corpus, index_dir, model, chunking, embedder, settings)
+        plan = plan_build(corpus, index_dir, found, old, model=name, precision=precision, chunking=chunks,
+                          max_bytes=settings.max_file_bytes, on_progress=on_progress)
+        extracted, skipped = _extract_all(plan, on_progress)
+        summary = _summary(plan, extracted, skipped)
+        if old and not summary.changed and [s.to_dict() for s in old.skipped] == summary.skipped:
             tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
-            summary.chunks_total = len(old_chunks)
-            summary.seconds = time.perf_counter() - t0
-            return summary
+            summary.chunks_total = len(previous.chunks) if previous else 0
+        else:
+            emb = embedder or load_embedder(name, precision)
+            embedded = embed(extracted, emb, batch_size=settings.batch_size,
+                             progress=sys.stderr.isatty() if progress is None else progress)
+            new = assemble(plan, embedded, skipped, previous, emb)
+            publish_index(plan, new, embedded, previous, emb)
+            summary.published, summary.chunks_total = True, len(new.chunks)
+            summary.chunks_embedded = sum(len(e.file.chunks) for e in embedded)
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
-        # Embed the new chunks and their units, all files in one batched pass.
-        emb = embedder or load_embedder(model_name, precision)
-        fresh = [c for _, chunks, _ in plan if chunks for c in chunks]
-        texts = [c.search_text for c in fresh]
-        unit_texts = [t for c in fresh for t in c.unit_search_texts()]
-        encoded = emb.encode(texts + unit_texts, batch_size=settings.batch_size, progress=progress)
-        fresh_vectors, fresh_units = encoded[:len(texts)], encoded[len(texts):]
-        summary.chunks_embedded = len(fresh)
 
-        all_chunks: list[Chunk] = []
-        parts: list[np.ndarray] = []
-        unit_parts: list[np.ndarray] = []
-        cursor = unit_cursor = 0
-        for source, new_chunks, reused in plan:
-            if new_chunks is not None:
-                n_units = sum(len(c.units) for c in new_chunks)
-                all_chunks.extend(new_chunks)
-                parts.append(fresh_vectors[cursor:cursor + len(new_chunks)])
-                unit_parts.append(fresh_units[unit_cursor:unit_cursor + n_units])
-                cursor += len(new_chunks)
-                unit_cursor += n_units
+def _extract_all(plan: Plan, on_progress: Progress | None) -> tuple[list[Extracted], list[Skipped]]:
+    """Stage 2 for every task of the plan, here; and every file the build passes over, in corpus order (after
+    those discovery passed over). Refuses a corpus that leaves nothing to index."""
+    total = len(plan.tasks)
+    extracted: list[Extracted] = []
+    skipped = list(plan.unlisted)
+    done = 0
+    for f in plan.files:
+        if isinstance(f, FileTask):
+            if on_progress:
+                on_progress("extracting", done, total)
+            done += 1
+            result = extract_and_chunk(f)
+            if isinstance(result, Skipped):
+                skipped.append(result)
             else:
-                assert reused is not None and old is not None
-                all_chunks.extend(_relabel(old_chunks[r], source) for r in reused)
-                row_array = np.asarray(reused, dtype=np.int64)
-                parts.append(old.vectors.take(row_array))
-                unit_parts.append(old.units.take(unit_rows(old.unit_ptr, row_array)))
-        matrix = np.vstack(parts) if parts else np.zeros((0, emb.dim), dtype=np.float32)
-        unit_matrix = np.vstack(unit_parts) if unit_parts else np.zeros((0, emb.dim), dtype=np.float32)
+                extracted.append(result)
+        elif isinstance(f, Skipped):
+            skipped.append(f)
+    if not extracted and not any(isinstance(f, Reuse) for f in plan.files):
+        example = f"{len(skipped)} file(s) skipped, for example {skipped[0].path}: {skipped[0].reason}." \
+            if skipped else "The folder is empty."
+        raise CorpusError(f"No documents to index in {plan.corpus}/ (supported: {' '.join(sorted(SUPPORTED))}). "
+                          + example)
+    return extracted, skipped
 
-        from .retrieval import calibrate
 
-        data = IndexData(
-            path=None,
-            manifest={},
-            chunks=all_chunks,
-            vectors=FaissVectors.build(matrix, emb.dim),
-            units=FaissVectors.build(unit_matrix, emb.dim),
-            keywords=KeywordIndex.build([c.search_text for c in all_chunks]),
+def _summary(plan: Plan, extracted: list[Extracted], skipped: list[Skipped]) -> IndexSummary:
+    """What the build finds changed (before anything is embedded)."""
+    s = IndexSummary(index_dir=str(plan.index_dir), skipped=[x.to_dict() for x in skipped])
+    for f in plan.files:
+        if isinstance(f, Reuse) and f.previous_source == f.source:
+            s.files_unchanged.append(f.source)
+        elif isinstance(f, Reuse):
+            s.files_renamed.append({"from": f.previous_source, "to": f.source})
+    for e in extracted:
+        (s.files_changed if e.source in plan.previous_sources else s.files_added).append(e.source)
+        s.warnings.extend({"path": e.source, "warning": w} for d in e.documents for w in d.warnings)
+    kept = {f.source for f in plan.files if isinstance(f, Reuse)} | {e.source for e in extracted}
+    renamed_from = {r["from"] for r in s.files_renamed}
+    s.files_removed = sorted(src for src in plan.previous_sources if src not in kept and src not in renamed_from)
+    return s
+
+
+def _previous(index_dir: Path, rebuild: bool) -> Any:
+    """The live index to update (a context that closes it), or nothing for a new index or a rebuild."""
+    if rebuild or current_generation(index_dir) is None:
+        return contextlib.nullcontext(None)
+    try:
+        return load_index(index_dir)
+    except IndexCorrupt as exc:
+        raise IndexCorrupt(f"{exc} (The existing index is damaged; --rebuild replaces it.)") from None
+
+
+def _settle(old: Manifest | None, corpus: Path, index_dir: Path, model: str | None, chunking: ChunkSettings | None,
+            embedder: Embedder | None, settings: Settings) -> tuple[str, ChunkSettings, str]:
+    """The model, chunking and precision to build with: an update keeps the index's own; asking for others (or
+    another corpus folder) without --rebuild is refused."""
+    if old and not same_corpus(old, corpus, index_dir):
+        here = Path(os.path.abspath(corpus))
+        raise IndexMismatch(
+            f"The index at {shown(index_dir)}/ was built from {shown(old.corpus)}, not {shown(here)}. "
+            f"Run `tqa index {shown(corpus)} --index {shown(index_dir)} --rebuild` to replace its documents with "
+            "this folder's, or pass --index DIR to keep a separate index."
         )
-        calibration = calibrate(emb, data)
-        data.manifest = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "corpus": str(corpus.resolve()),
-            **_relative_corpus(corpus, index_dir),
-            "model": {"name": model_name, "dim": emb.dim, "max_tokens": emb.max_tokens},
-            "precision": precision_of(emb),  # the embedding path (embedding.py); queries use the same
-            "chunking": chunk_settings.to_dict(),
-            "vector_index": {**data.vectors.describe(), "units": data.units.describe()},
-            "files": new_files,
-            "skipped": summary.skipped,
-            "counts": {"files": len(new_files), "chunks": len(all_chunks), "units": len(unit_matrix)},
-            "calibration": calibration,
-            "names": name_prefixes([c.search_text for c in all_chunks]),
-        }
-        # unchanged documents keep the text the previous index extracted (it is already loaded: ``old``)
-        old_texts = dict(old.documents()) if old and any(d is None for d in documents.values()) else {}
-        renames = {r["to"]: r["from"] for r in summary.files_renamed}
-
-        def document_texts() -> Any:
-            for source, doc in documents.items():
-                yield source, doc.text if doc is not None else old_texts[renames.get(source, source)]
-
-        # with the question encoder (query_encoder.py): linked from the live generation, or exported from the model
-        publish(index_dir, data, document_texts(), extra=lambda folder: write_encoder(emb, folder, index_dir))
-        summary.published = True
-        summary.chunks_total = len(all_chunks)
-        summary.seconds = time.perf_counter() - t0
-        return summary
+    name = embedder.name if embedder is not None else model or (old.model.name if old else None) or settings.model
+    chunks = chunking or (old.chunking if old else settings.chunking)
+    if old:
+        _check_compatible(old, name, chunks, index_dir)
+    return name, chunks, _build_precision(old, embedder, settings.precision, index_dir)
 
 
-def same_corpus(manifest: dict[str, Any], corpus: str | Path, index_dir: str | Path) -> bool:
+def same_corpus(manifest: Manifest, corpus: str | Path, index_dir: str | Path) -> bool:
     """Whether ``corpus`` is the folder the index was built from: the same absolute path, or the same path relative
     to the index folder (recorded since format 2), so a project moved or copied with its corpus and index side by
     side keeps its index. An index of the previous format records only the absolute path: there, a folder of the
     same name beside the index counts as the same (the default layout, moved)."""
     given = _resolved(Path(corpus))
-    built = manifest.get("corpus")
-    if not isinstance(built, str):
-        return False
+    built = manifest.corpus
     if Path(built) == given or _resolved(Path(built)) == given:
         return True
-    relative = manifest.get("corpus_relative")
-    if isinstance(relative, str):
+    relative = manifest.corpus_relative
+    if relative is not None:
         return _resolved(Path(index_dir) / relative) == given
     return Path(built).name == given.name and given.parent == _resolved(Path(index_dir)).parent
 
 
-def _relative_corpus(corpus: Path, index_dir: Path) -> dict[str, str]:
+def _relative_corpus(corpus: Path, index_dir: Path) -> str | None:
     try:
-        return {"corpus_relative": Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()}
+        return Path(os.path.relpath(_resolved(corpus), _resolved(index_dir))).as_posix()
     except ValueError:  # another drive
-        return {}
+        return None
 
 
 def _resolved(path: Path) -> Path:
@@ -339,23 +540,15 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def _relabel(chunk: Chunk, source: str) -> Chunk:
-    if chunk.source == source:
-        return chunk
-    from dataclasses import replace
-
-    return replace(chunk, source=source)
-
-
-def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | None, index_dir: Path) -> str:
+def _build_precision(old: Manifest | None, embedder: Embedder | None, asked: str | None, index_dir: Path) -> str:
     """The precision to embed at: an update keeps the index's own (vectors are never mixed); asking for another
-    one (TQA_PRECISION or an embedder at another precision) without --rebuild is refused."""
+    one (``asked``: TQA_PRECISION, or an embedder at another precision) without --rebuild is refused."""
     if embedder is not None:
-        if old_manifest:
-            check_precision(embedder, old_manifest, index_dir)
+        if old:
+            check_precision(embedder, old.precision, index_dir)
         return precision_of(embedder) or FULL_PRECISION
-    requested = requested_precision()
-    built = index_precision(old_manifest) if old_manifest else None
+    requested = resolve_precision(asked) if asked else None
+    built = old.precision if old else None
     if built is None:
         return requested or resolve_precision()
     if requested and requested != built:
@@ -366,19 +559,19 @@ def _build_precision(old_manifest: dict[str, Any] | None, embedder: Embedder | N
     return built
 
 
-def _check_compatible(manifest: dict[str, Any], model: str, chunking: ChunkSettings, index_dir: Path) -> None:
-    built_model = manifest["model"]["name"]
+def _check_compatible(manifest: Manifest, model: str, chunking: ChunkSettings, index_dir: Path) -> None:
+    built_model = manifest.model.name
     if built_model != model:
         raise IndexMismatch(
             f"The index at {index_dir}/ was built with model {built_model!r}, not {model!r}. "
             f"Run `tqa index --rebuild --model {model}` to rebuild it, or drop --model."
         )
-    built = manifest.get("chunking", {})
-    if built != chunking.to_dict():
+    if manifest.chunking != chunking:
         raise IndexMismatch(
-            f"The index at {index_dir}/ was built with chunking {built}, not {chunking.to_dict()}. "
-            "Run `tqa index --rebuild` to rebuild it with the new settings."
+            f"The index at {index_dir}/ was built with chunking {manifest.chunking.to_dict()}, not "
+            f"{chunking.to_dict()}. Run `tqa index --rebuild` to rebuild it with the new settings."
         )
 
 
-__all__ = ["IndexSummary", "build_index", "same_corpus", "DEFAULT_MODEL"]
+__all__ = ["Embedded", "Extracted", "ExtractedDocument", "FileTask", "IndexSummary", "Plan", "Reuse", "assemble",
+           "build_index", "embed", "extract_and_chunk", "plan_build", "publish_index", "same_corpus"]

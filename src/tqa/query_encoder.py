@@ -34,8 +34,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from .errors import IndexCorrupt
-from .store import ENCODER_DIR, ENCODER_FILES, OPTIONAL_ARTIFACTS
+from .errors import REBUILD_HINT, IndexCorrupt, first_line
+from .manifest import ENCODER_DIR, ENCODER_FILES, OPTIONAL_ARTIFACTS, Manifest
 
 log = logging.getLogger("tqa")
 
@@ -48,7 +48,6 @@ TOLERANCE = 1e-3  # largest cosine distance allowed between an exported vector a
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "sentence_embedding"
-REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
 
 # What an export is checked on: each alone, then all together as one padded batch.
 PROBES = (
@@ -116,8 +115,8 @@ class OnnxQueryEncoder:
             tokenizer = (folder / TOKENIZER_FILE).read_text(encoding="utf-8")
             return cls(str(folder / MODEL_FILE), tokenizer, config)
         except Exception as exc:  # onnxruntime and tokenizers raise their own types for a file they cannot read
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise IndexCorrupt(f"The question encoder in {folder} cannot be read ({first}). {REBUILD_HINT}") from None
+            raise IndexCorrupt(f"The question encoder in {folder} cannot be read ({first_line(exc)}). {REBUILD_HINT}") \
+                from None
 
     def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -148,11 +147,10 @@ class OnnxQueryEncoder:
             return list(self._tokenizer.encode(text).ids)
 
 
-def load_query_encoder(manifest: dict[str, Any], generation: Path | None) -> OnnxQueryEncoder | None:
+def load_query_encoder(manifest: Manifest, generation: Path | None) -> OnnxQueryEncoder | None:
     """The question encoder of an index generation, or None when it has none (an older index, a model that could
     not be exported) or onnxruntime is not installed. The caller has checked the generation's artifacts."""
-    artifacts = manifest.get("artifacts")
-    if generation is None or not isinstance(artifacts, dict) or not all(a in artifacts for a in ARTIFACTS):
+    if generation is None or not manifest.has_encoder:
         return None
     try:
         import onnxruntime  # noqa: F401
@@ -160,16 +158,16 @@ def load_query_encoder(manifest: dict[str, Any], generation: Path | None) -> Onn
     except ImportError:
         return None
     encoder = OnnxQueryEncoder.from_folder(generation / ENCODER_DIR)
-    model = manifest.get("model", {})
-    if encoder.name != model.get("name") or encoder.dim != model.get("dim"):
+    model = manifest.model
+    if encoder.name != model.name or encoder.dim != model.dim:
         raise IndexCorrupt(
             f"The question encoder in {generation / ENCODER_DIR} is for model {encoder.name!r} ({encoder.dim} "
-            f"dimensions), the index for {model.get('name')!r} ({model.get('dim')}). {REBUILD_HINT}"
+            f"dimensions), the index for {model.name!r} ({model.dim}). {REBUILD_HINT}"
         )
     return encoder
 
 
-def for_documents(embedder: Any, manifest: dict[str, Any], load: Any = None) -> Any:
+def for_documents(embedder: Any, manifest: Manifest, load: Any = None) -> Any:
     """The embedder that embeds new documents into an index: the index's full model at its precision (loaded on
     first need, then kept) when ``embedder`` is a question encoder, else ``embedder`` itself."""
     if not isinstance(embedder, OnnxQueryEncoder):
@@ -177,7 +175,7 @@ def for_documents(embedder: Any, manifest: dict[str, Any], load: Any = None) -> 
     if embedder.documents_embedder is None:
         from .embedding import embedder_for_index
 
-        embedder.documents_embedder = embedder_for_index(manifest, load)
+        embedder.documents_embedder = embedder_for_index(manifest.model.name, manifest.precision, load)
     return embedder.documents_embedder
 
 
@@ -212,9 +210,8 @@ def write_encoder(embedder: Any, generation: Path, index_dir: str | Path) -> boo
     except OSError:
         raise
     except Exception as exc:  # a model the exporter cannot trace: questions go through sentence-transformers
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         log.warning("tqa: the model %s could not be exported for questions (%s); questions will load the full "
-                    "model.", model.name, first)
+                    "model.", model.name, first_line(exc))
         return False
     if distance > TOLERANCE:
         log.warning("tqa: the exported model %s differs from the model by %.2g cosine on the probe texts; "
@@ -245,13 +242,13 @@ def _reusable(previous: Path, model: Any) -> bool:
     model, and made from the model as it is now (the model behind a name can change, by an upgrade or an edited
     folder). The model's vectors for ``REFERENCE`` are stored with the export; when they are unchanged, so is the
     model. When they moved (another precision, another CPU), the export itself is checked again."""
-    from .store import MANIFEST, sha256_file
+    from .store import sha256_file
 
     try:
-        artifacts = json.loads((previous / MANIFEST).read_text(encoding="utf-8"))["artifacts"]
+        artifacts = Manifest.read(previous).artifacts
         for rel in ARTIFACTS:
             path, meta = previous / rel, artifacts[rel]
-            if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+            if path.stat().st_size != meta.size or sha256_file(path) != meta.sha256:
                 return False
         config = json.loads((previous / ENCODER_DIR / CONFIG_FILE).read_text(encoding="utf-8"))
         if (config.get("format"), config.get("model"), config.get("dim"), config.get("max_tokens")) != (
@@ -293,24 +290,7 @@ def export(embedder: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and exporter warnings; the export is checked against the model
         model = SentenceTransformer(resolve_model(embedder.name), device="cpu")
-        model.eval()
-        if getattr(model, "default_prompt_name", None):
-            raise ValueError("the model adds a prompt to every text")
-        tokenizer = getattr(model, "tokenizer", None)
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            raise ValueError("the model has no fast tokenizer")
-        transformer = getattr(model[0], "auto_model", None)
-        if transformer is not None and hasattr(transformer, "set_attn_implementation"):
-            with contextlib.suppress(Exception):
-                transformer.set_attn_implementation("eager")  # plain matrix products: exports everywhere
-        # a padded batch of two, so the traced graph keeps the attention mask's path
-        tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 5 / 6
-        sample = tokenize(["An example question to trace the model with.", "Short one"])
-        names = [k for k in INPUTS if k in sample]
-        unknown = [k for k, v in sample.items() if isinstance(v, torch.Tensor) and k not in INPUTS]
-        if "input_ids" not in names or "attention_mask" not in names or unknown:
-            raise ValueError(f"the model takes inputs {sorted(k for k in sample if k != 'modality')}")
+        tokenizer, backend, sample, names = _traceable(model)
 
         class Graph(torch.nn.Module):
             def __init__(self) -> None:
@@ -340,6 +320,32 @@ def export(embedder: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     }
     files = {MODEL_FILE: buffer.getvalue(), TOKENIZER_FILE: backend.to_str().encode("utf-8")}
     return files, config
+
+
+def _traceable(model: Any) -> tuple[Any, Any, Any, list[str]]:
+    """(tokenizer, its fast backend, a sample batch, the graph's input names) of a sentence-transformers model
+    made ready to trace; raises ValueError for a model the exported graph could not reproduce."""
+    import torch
+
+    model.eval()
+    if getattr(model, "default_prompt_name", None):
+        raise ValueError("the model adds a prompt to every text")
+    tokenizer = getattr(model, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError("the model has no fast tokenizer")
+    transformer = getattr(model[0], "auto_model", None)
+    if transformer is not None and hasattr(transformer, "set_attn_implementation"):
+        with contextlib.suppress(Exception):
+            transformer.set_attn_implementation("eager")  # plain matrix products: exports everywhere
+    # a padded batch of two, so the traced graph keeps the attention mask's path
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 5 / 6
+    sample = tokenize(["An example question to trace the model with.", "Short one"])
+    names = [k for k in INPUTS if k in sample]
+    unknown = [k for k, v in sample.items() if isinstance(v, torch.Tensor) and k not in INPUTS]
+    if "input_ids" not in names or "attention_mask" not in names or unknown:
+        raise ValueError(f"the model takes inputs {sorted(k for k in sample if k != 'modality')}")
+    return tokenizer, backend, sample, names
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

@@ -25,10 +25,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from .chunking import Chunk
+from .config import MODES
 from .errors import BadQuestion
-from .store import FaissVectors, KeywordIndex
+from .index import Index, unit_rows
+from .keywords import KeywordIndex
+from .manifest import THRESHOLD_FLOOR, Calibration
 
-MODES = ("hybrid", "dense", "bm25")
 KEYWORD_WEIGHT = 0.2
 UNIT_WEIGHT = 0.5
 CANDIDATES = 50  # how deep each signal's list is read
@@ -61,121 +63,43 @@ OFF_TOPIC_PROBES = (
     "Which wine goes well with fish?",
     "How do airplanes stay in the air?",
 )
-DEFAULT_THRESHOLD_FLOOR = 0.15
-CALIBRATION_MARGIN = 0.05
-
-
-class Searchable(Protocol):
-    chunks: list[Chunk]
-    vectors: FaissVectors
-    units: FaissVectors
-    keywords: KeywordIndex
-
-    @property
-    def unit_ptr(self) -> np.ndarray: ...
+CALIBRATION_MARGIN = 0.05  # the threshold sits this far above the 90th percentile of the probes' best scores
 
 
 @dataclass(frozen=True)
-class Hit:
+class Scored:
+    """A chunk found for a question, with its scores."""
+
     row: int
     score: float  # the ranking score of the mode used
     dense: float | None  # dense score (None when not computed: bm25 mode without a question vector)
     keyword: float | None  # raw BM25 score
 
 
-def calibrate(embedder: Any, data: Searchable) -> dict[str, Any]:
+def calibrate(embedder: Any, index: Index) -> Calibration:
     """Measure how well off-topic probe questions match this index; the abstention threshold sits above."""
-    if not data.chunks:
-        return {"abstain_threshold": DEFAULT_THRESHOLD_FLOOR, "probes": 0}
+    if not index.chunks:
+        return Calibration(abstain_threshold=THRESHOLD_FLOOR, probes=0)
     q = embedder.encode(list(OFF_TOPIC_PROBES))
-    best = np.array([search(data, p, v, k=1, mode="dense")[1] or 0.0 for p, v in zip(OFF_TOPIC_PROBES, q,
-                                                                                    strict=True)])
+    best = np.array([search(index, p, v, k=1, mode="dense")[1] or 0.0 for p, v in zip(OFF_TOPIC_PROBES, q,
+                                                                                     strict=True)])
     p90 = float(np.quantile(best, 0.9))
-    threshold = max(DEFAULT_THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
-    return {
-        "abstain_threshold": round(threshold, 4),
-        "probes": len(best),
-        "probe_best_max": round(float(best.max()), 4),
-        "probe_best_p90": round(p90, 4),
-        "probe_best_median": round(float(np.median(best)), 4),
-    }
+    threshold = max(THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
+    return Calibration(abstain_threshold=round(threshold, 4), probes=len(best),
+                       probe_best_max=round(float(best.max()), 4), probe_best_p90=round(p90, 4),
+                       probe_best_median=round(float(np.median(best)), 4))
 
 
-# Per-index lookups that a question would otherwise recompute, built once per loaded index on first need and
-# kept on the index object itself (a reload makes a new object, so nothing goes stale).
-_MEMO = "_tqa_retrieval_memo"
-_FILTER_MEMO_MAX = 256  # distinct source filters remembered per index
-
-
-def _memo(data: Any) -> dict[Any, Any] | None:
-    store = getattr(data, "__dict__", None)
-    if store is None:
-        return None
-    memo = store.get(_MEMO)
-    if memo is None:
-        memo = store.setdefault(_MEMO, {})
-    return memo
-
-
-def rows_by_source(data: Searchable) -> dict[str, np.ndarray]:
-    """Each source's chunk rows, in index order; built once per loaded index."""
-    memo = _memo(data)
-    if memo is not None and "rows_by_source" in memo:
-        return memo["rows_by_source"]  # type: ignore[no-any-return]
-    by_source: dict[str, list[int]] = {}
-    for i, c in enumerate(data.chunks):
-        by_source.setdefault(c.source, []).append(i)
-    table = {src: np.asarray(rows, dtype=np.int64) for src, rows in by_source.items()}
-    if memo is not None:
-        memo["rows_by_source"] = table
-    return table
-
-
-def filter_rows(data: Searchable, sources: list[str] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(chunk rows, unit rows) of the given sources, in index order; (None, None) for no filter. Built from a
-    per-source table made once per index, and remembered per filter."""
-    if not sources:
-        return None, None
-    key = frozenset(sources)
-    memo = _memo(data)
-    filters = memo.setdefault("filters", {}) if memo is not None else {}
-    found = filters.get(key)
-    if found is not None:
-        return found  # type: ignore[no-any-return]
-    table = rows_by_source(data)
-    parts = [table[s] for s in key if s in table]
-    rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-    result = (rows, unit_rows(data.unit_ptr, rows))
-    if len(filters) >= _FILTER_MEMO_MAX:
-        filters.clear()  # (atomic: safe with questions answered in other threads)
-    filters[key] = result
-    return result
-
-
-def unit_rows(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Rows of the unit index that belong to the given chunk rows, in order."""
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    # For each member, its chunk's first unit plus its place inside the chunk.
-    offsets = np.cumsum(counts) - counts
-    return (np.repeat(starts - offsets, counts) + np.arange(total)).astype(np.int64)
-
-
-def dense_scores(data: Searchable, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Exact dense scores of the given chunk rows (see the module docstring)."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
-    chunk_sims = data.vectors.take(rows) @ qvec
-    ptr = data.unit_ptr
+    chunk_sims = index.vectors.take(rows) @ qvec
+    ptr = index.unit_ptr
     best_unit = chunk_sims.copy()
     members = unit_rows(ptr, rows)
     if len(members):
-        sims = data.units.take(members) @ qvec
+        sims = index.units.take(members) @ qvec
         counts = ptr[rows + 1] - ptr[rows]
         has = counts > 0
         starts = (np.cumsum(counts) - counts)[has]
@@ -183,7 +107,7 @@ def dense_scores(data: Searchable, qvec: np.ndarray, rows: np.ndarray) -> np.nda
     return (1 - UNIT_WEIGHT) * chunk_sims + UNIT_WEIGHT * best_unit
 
 
-def drop_overlaps(hits: Iterable[Hit], chunks: list[Chunk]) -> Iterator[Hit]:
+def drop_overlaps(hits: Iterable[Scored], chunks: list[Chunk]) -> Iterator[Scored]:
     """Keep the better-ranked of any two passages that overlap in the same document (lazily, so that a caller
     who needs k hits stops after k)."""
     spans: dict[str, list[tuple[int, int]]] = {}
@@ -197,7 +121,7 @@ def drop_overlaps(hits: Iterable[Hit], chunks: list[Chunk]) -> Iterator[Hit]:
 
 
 def search(
-    data: Searchable,
+    index: Index,
     question: str,
     qvec: np.ndarray | None,
     *,
@@ -206,28 +130,29 @@ def search(
     sources: list[str] | None = None,
     keyword_weight: float | None = None,
     dedupe: bool = True,
-) -> tuple[list[Hit], float | None]:
+) -> tuple[list[Scored], float | None]:
     """Ranked, de-duplicated hits and the best dense score (the relevance used for abstention)."""
     if mode not in MODES:
         raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
-    allowed, allowed_units = filter_rows(data, sources)
+    scope = index.scope(sources)
+    allowed, allowed_units = (None, None) if scope is None else (scope.rows, scope.unit_rows)
     depth = max(CANDIDATES, 4 * k)
     candidates: list[np.ndarray] = []
     if qvec is not None:
         qvec = np.asarray(qvec, dtype=np.float32)
-        candidates.append(data.vectors.search(qvec, depth, allowed)[1])
-        if data.units.ntotal:
-            _, unit_hits = data.units.search(qvec, depth * 2, allowed_units)
-            owner = np.searchsorted(data.unit_ptr, unit_hits, side="right") - 1
+        candidates.append(index.vectors.search(qvec, depth, allowed)[1])
+        if index.units.ntotal:
+            _, unit_hits = index.units.search(qvec, depth * 2, allowed_units)
+            owner = np.searchsorted(index.unit_ptr, unit_hits, side="right") - 1
             candidates.append(owner)
-    kw_scores, kw_rows = data.keywords.search(question, depth, allowed)
+    kw_scores, kw_rows = index.keywords.search(question, depth, allowed)
     candidates.append(kw_rows)
     rows = np.unique(np.concatenate(candidates)) if candidates else np.zeros(0, dtype=np.int64)
     rows = rows[rows >= 0]  # FAISS pads short results with -1
     if len(rows) == 0:
         return [], None
 
-    dense = dense_scores(data, qvec, rows) if qvec is not None else None
+    dense = dense_scores(index, qvec, rows) if qvec is not None else None
     keyword = np.zeros(len(rows), dtype=np.float32)
     if len(kw_rows):
         keyword[np.searchsorted(rows, kw_rows)] = kw_scores  # rows is sorted and holds every kw_row
@@ -248,11 +173,11 @@ def search(
     if mode == "bm25":
         order = order[keyword[order] > 0]
     hits = (
-        Hit(int(rows[i]), float(score[i]), None if dense is None else float(dense[i]),
-            float(keyword[i]) if keyword[i] > 0 else None)
+        Scored(int(rows[i]), float(score[i]), None if dense is None else float(dense[i]),
+               float(keyword[i]) if keyword[i] > 0 else None)
         for i in order
     )
-    return list(itertools.islice(drop_overlaps(hits, data.chunks) if dedupe else hits, k)), best_dense
+    return list(itertools.islice(drop_overlaps(hits, index.chunks) if dedupe else hits, k)), best_dense
 
 
 # ---------------------------------------------------------------- coverage checks (abstention beyond relevance)
@@ -331,36 +256,26 @@ class FilterVocabulary:
         return term in self.terms
 
 
-def vocabulary(data: Any, sources: list[str] | None = None) -> Vocabulary:
+def vocabulary(index: Index, sources: list[str] | None = None) -> Vocabulary:
     """The vocabulary of the documents a question searched: the whole index's without a source filter, else
     only the filtered documents' (a word that only another document uses is not known to them).
 
     A filter's vocabulary is computed from its chunks' search texts (as the keyword index and the manifest's
-    name prefixes are) the first time the filter is used, and remembered per filter like ``filter_rows``; a
+    name prefixes are) the first time the filter is used, and kept with the filter's rows (``Index.scope``); a
     filter that covers every chunk uses the index's own.
     """
-    whole = IndexVocabulary(data.keywords, data.names)
-    if not sources:
-        return whole
-    rows, _ = filter_rows(data, sources)
-    assert rows is not None
-    if len(rows) == len(data.chunks):
-        return whole
-    key = frozenset(sources)
-    memo = _memo(data)
-    known = memo.setdefault("vocabularies", {}) if memo is not None else {}
-    found = known.get(key)
-    if found is not None:
-        return found  # type: ignore[no-any-return]
-    texts = [data.chunks[int(i)].search_text for i in rows]
+    scope = index.scope(sources)
+    if scope is None or scope.everything:
+        return IndexVocabulary(index.keywords, index.names)
+    return scope.vocabulary
+
+
+def filter_vocabulary(texts: list[str]) -> FilterVocabulary:
+    """The vocabulary of some documents, from their chunks' search texts: every analysed term and name prefix."""
     terms: set[str] = set()
     for text in texts:
         terms.update(KeywordIndex.analyze(text))
-    result = FilterVocabulary(frozenset(terms), frozenset(name_prefixes(texts)))
-    if len(known) >= _FILTER_MEMO_MAX:
-        known.clear()  # (atomic: safe with questions answered in other threads)
-    known[key] = result
-    return result
+    return FilterVocabulary(frozenset(terms), frozenset(name_prefixes(texts)))
 
 
 def unknown_names(question: str, vocab: Vocabulary) -> list[str]:

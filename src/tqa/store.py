@@ -9,13 +9,17 @@ Layout of an index folder::
       g-<time>-<hex>/       one complete generation
         .tqa-owner          written first: "generation <name> of index <id>"
         .tqa-lease          readers hold a shared lock on it for as long as they use the generation
-        manifest.json       format and tqa versions, model, chunking, files (hashes), counts, the artifacts'
-                            sizes and checksums, and its own checksum
+        manifest.json       format and tqa versions, model, chunking, keyword analyzer, files (hashes), counts,
+                            the artifacts' sizes and checksums, and its own checksum (manifest.py)
         vectors.faiss       FAISS index; row i is chunk i
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
+        encoder/            the question encoder, when the model could be exported (query_encoder.py)
+
+The file names and which artifacts a generation must hold are the format's (manifest.py); this module writes and
+reads the folder. A loaded generation is an ``index.Index``.
 
 A build writes a new generation folder completely (as ``.tmp-<name>``), fsyncs it, renames it into place, then
 points CURRENT at it. A reader follows CURRENT, takes a shared lock on the generation's lease file and checks that
@@ -33,8 +37,8 @@ A ``CURRENT`` that is not a regular file is moved aside, never deleted. Nothing 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -48,54 +52,49 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
-
-import numpy as np
 
 from . import __version__
 from .chunking import Chunk
-from .errors import IndexBusy, IndexCorrupt, IndexLocationError, IndexNotFound, TqaError
+from .errors import (
+    REBUILD_HINT,
+    IndexBusy,
+    IndexCorrupt,
+    IndexLocationError,
+    IndexMismatch,
+    IndexNotFound,
+    TqaError,
+    first_line,
+    shown,
+)
+from .index import Index
+from .keywords import KeywordIndex, analyzer_settings
 from .loaders import NotReadable, read_bounded
+from .manifest import (
+    BM25_DIR,
+    CHUNKS,
+    DOCUMENTS,
+    ENCODER_DIR,
+    FORMAT_FILES,
+    FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED_ARTIFACTS,
+    SUBFOLDERS,
+    UNITS,
+    VECTORS,
+    Artifact,
+    Manifest,
+    artifact_set,
+    json_bytes,
+)
+from .vectors import FaissVectors
 
 log = logging.getLogger("tqa")
 
-# 2: the manifest carries its own checksum (MANIFEST_SHA) and the corpus path relative to the index; generations
-# carry owner and lease files. Format 1 (the same artifacts, no manifest checksum) is still read, with its checks.
-FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 LOCK = ".lock"
 MARKER = ".tqa-index"
 OWNER = ".tqa-owner"
 LEASE = ".tqa-lease"
-MANIFEST = "manifest.json"
-MANIFEST_SHA = "manifest_sha256"
-VECTORS = "vectors.faiss"
-UNITS = "units.faiss"
-CHUNKS = "chunks.jsonl"
-DOCUMENTS = "documents.jsonl"
-BM25_DIR = "bm25"
-BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
-              "vocab.index.json")
-# The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
-REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
-# The question encoder (query_encoder.py), a group that is all there or all absent: an index without it (built by
-# an older tqa, or with a model that cannot be exported) answers through sentence-transformers.
-ENCODER_DIR = "encoder"
-ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
-OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
-_SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
-_FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | {MANIFEST}
-
-
-def _artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
-    """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group), or None when the listed set is none of those."""
-    for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        if set(listed) == allowed:
-            return allowed
-    return None
-REBUILD_HINT = "Run `tqa index --rebuild` to build it again from the corpus."
-
 GEN_RE = re.compile(r"g-\d{8}T\d{6}-[0-9a-f]{8}")  # g-<local time>-<8 hex digits>, as publish() names them
 _TMP_RE = re.compile(rf"\.tmp-({GEN_RE.pattern})")
 _RETIRED_RE = re.compile(rf"\.retired-({GEN_RE.pattern})")
@@ -104,19 +103,11 @@ _MARKER_TMP_RE = re.compile(r"\.tqa-index\.[0-9a-f]{32}\.tmp")
 _MARKER_RE = re.compile(rb"tqa-index ([0-9a-f]{32})\n")
 
 # Caps for the small files tqa reads by name (never following a symlink, never waiting on a FIFO): CURRENT holds a
-# 27-byte name; the marker and owner files a line or two. A manifest grows with the corpus (a few hundred bytes a
-# document, plus the name prefixes): 256 MiB is about a million documents, and it is parsed whole in memory.
+# 27-byte name; the marker and owner files a line or two. (The manifest's cap is manifest.MAX_MANIFEST_BYTES.)
 MAX_POINTER_BYTES = 256
 MAX_SMALL_BYTES = 4096
-MAX_MANIFEST_BYTES = 256 << 20
 _LOAD_ATTEMPTS = 5
 _O_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def shown(path: str | Path) -> str:
-    """A path for a one-line message: as is when printable, else quoted with escapes (a name may hold a newline)."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
 
 
 def _open_regular(path: Path) -> int:
@@ -158,347 +149,6 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
     for d in sorted({p.parent for p in path.rglob("*")} | {path}):
         _fsync_dir(d)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _json_bytes(obj: Any, **kw: Any) -> bytes:
-    """JSON as UTF-8 bytes, whatever the strings hold. A lone surrogate (how Python spells a file name that is not
-    valid UTF-8) cannot be encoded: it is written as its ``\\u`` escape, which reads back as the same string."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, **kw)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
-
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """SHA-256 of a manifest's canonical JSON (sorted keys, no spaces, ASCII escapes), its own checksum left out."""
-    body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-# ---------------------------------------------------------------- vector index (FAISS behind a small interface)
-
-# Below this many vectors the index is exact (faiss.IndexFlatIP): a scan of 20,000 384-dimensional vectors takes
-# about 1 ms on 2 cores, below the time to encode the question. Above it, an inverted-file index
-# (faiss.IndexIVFFlat) scans only the lists nearest the question. Its vectors are stored uncompressed, so the
-# scores of the candidates (``take``) stay exact; only which candidates are found is approximate. Settings and
-# the recall@10 against exact search they give are measured by bench/run.py (bench/results.md).
-EXACT_MAX = 20_000
-IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n) (FAISS's usual lower bound): 4,000 lists of ~250 vectors at a million
-IVF_PROBE_SHARE = 1 / 32  # lists scanned per question, as a share of nlist ...
-IVF_MIN_PROBES = 96  # ... but at least this many (32 gave recall@10 0.93 at 100k chunks; bench/results.md)
-IVF_TRAIN_PER_LIST = 64  # k-means is trained on a fixed sample of 64 vectors per list (deterministic)
-IVF_TRAIN_ITERATIONS = 10
-# A filtered search (``allowed``) over at most this many rows is exact; above it the inverted file is searched
-# with a selector and proportionally more lists, and scans every list when those held fewer than k rows.
-FILTER_EXACT_MAX = 20_000
-IVF_MIN_VECTORS = 39 * 16  # 16 lists of 39 training vectors
-
-
-def _faiss() -> Any:
-    """faiss, imported on first use (it is slow to import) and typed as Any: its generated stubs lack keyword
-    arguments the library accepts and documents (``SearchParameters(sel=...)``, ``SearchParametersIVF(nprobe=...)``)
-    and type every index as its base class."""
-    import faiss
-
-    return faiss
-
-
-def ivf_settings(n: int) -> tuple[int, int]:
-    """(nlist, nprobe) for an inverted-file index of ``n`` vectors (at least 39 training vectors a list, as
-    FAISS asks)."""
-    nlist = max(16, min(int(round(IVF_LISTS_PER_SQRT * np.sqrt(max(n, 1)))), n // 39))
-    return nlist, ivf_probes(nlist)
-
-
-def ivf_probes(nlist: int) -> int:
-    """Lists scanned per question. A search-time setting: applied to an index when it is loaded, so an index
-    built by an older tqa searches with the current one."""
-    return min(nlist, max(IVF_MIN_PROBES, int(np.ceil(nlist * IVF_PROBE_SHARE))))
-
-
-def choose_index_type(n: int) -> str:
-    """"flat" (exact) up to ``EXACT_MAX`` vectors, "ivf" (approximate) above."""
-    return "flat" if n <= EXACT_MAX else "ivf"
-
-
-def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (scores, rows), best first, ties by row."""
-    if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
-        scores, rows = scores[part], rows[part]
-    order = np.lexsort((rows, -scores))
-    return scores[order], rows[order]
-
-
-class FaissVectors:
-    """Inner-product search over normalised vectors (cosine similarity): exact up to ``EXACT_MAX`` vectors, an
-    inverted file above (see ``choose_index_type``). ``take`` returns stored vectors exactly for every type."""
-
-    def __init__(self, index: Any):
-        faiss = _faiss()
-        self._index = index
-        self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
-        if self._ivf is not None:
-            self._ivf.nprobe = ivf_probes(int(self._ivf.nlist))
-            if self._ivf.direct_map.type == faiss.DirectMap.NoMap and index.ntotal:
-                self._ivf.make_direct_map()  # for ``take``; normally saved with the index
-
-    @classmethod
-    def build(cls, vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:
-        """An index of ``vectors``; ``kind`` is "flat", "ivf" or "auto" (by size, see ``choose_index_type``)."""
-        faiss = _faiss()
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
-        kind = choose_index_type(len(vectors)) if kind == "auto" else kind
-        if kind == "ivf" and len(vectors) < IVF_MIN_VECTORS:
-            kind = "flat"  # too few to train an inverted file; exact search is fast for so few anyway
-        if kind == "flat":
-            index = faiss.IndexFlatIP(dim)
-            if len(vectors):
-                index.add(vectors)
-            return cls(index)
-        if kind != "ivf":
-            raise ValueError(f"unknown vector index type {kind!r}")
-        nlist = ivf_settings(len(vectors))[0]
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = IVF_TRAIN_ITERATIONS
-        index.cp.seed = 1234
-        n_train = min(len(vectors), nlist * IVF_TRAIN_PER_LIST)
-        index.cp.max_points_per_centroid = max(1, -(-n_train // nlist))  # faiss must not subsample again
-        sample = np.random.default_rng(0).choice(len(vectors), size=n_train, replace=False)
-        index.train(vectors[np.sort(sample)])
-        index.add(vectors)
-        index.make_direct_map()
-        return cls(index)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    @property
-    def dim(self) -> int:
-        return int(self._index.d)
-
-    @property
-    def kind(self) -> str:
-        return "flat" if self._ivf is None else "ivf"
-
-    def describe(self) -> dict[str, Any]:
-        """What was built, for the manifest."""
-        d: dict[str, Any] = {"type": f"faiss.{type(self._index).__name__}", "metric": "cosine",
-                             "vectors": self.ntotal, "exact": self._ivf is None}
-        if self._ivf is not None:
-            d.update(nlist=int(self._ivf.nlist), nprobe=int(self._ivf.nprobe))
-        return d
-
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows.
-
-        FAISS pads a short result with row -1 (which in Python would index the last chunk): it is removed.
-        """
-        k = min(k, self.ntotal if allowed is None else len(allowed))
-        if k <= 0:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        faiss = _faiss()
-        if self._ivf is None:
-            if allowed is None:
-                scores, rows = self._index.search(q, k)
-            else:
-                selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-                scores, rows = self._index.search(q, k, params=faiss.SearchParameters(sel=selector))
-        elif allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
-            return _top_k(self.take(allowed) @ q[0], np.asarray(allowed, dtype=np.int64), k)
-        else:
-            nlist, nprobe = int(self._ivf.nlist), int(self._ivf.nprobe)
-            selector = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
-            if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
-                nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
-            scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
-            if int((rows[0] >= 0).sum()) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
-                scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
-        keep = rows[0] >= 0
-        return scores[0][keep], rows[0][keep]
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """The stored vectors of the given rows, as an (n, dim) array."""
-        if len(rows) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self._index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
-
-    def vectors(self) -> np.ndarray:
-        if self.ntotal == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.take(np.arange(self.ntotal, dtype=np.int64))
-
-    def save(self, path: Path) -> None:
-        faiss = _faiss()
-        # Serialised in memory and written by Python, so a full disk surfaces as an OSError.
-        with open(path, "wb") as f:
-            f.write(faiss.serialize_index(self._index).tobytes())
-
-    @classmethod
-    def load(cls, path: Path) -> FaissVectors:
-        faiss = _faiss()
-        try:
-            return cls(faiss.read_index(str(path)))
-        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
-            raise IndexCorrupt(
-                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
-            ) from None
-
-
-# ---------------------------------------------------------------- keyword index (bm25s)
-
-
-class KeywordIndex:
-    """BM25 over the chunks' search text: English stopwords, Snowball stemming.
-
-    Scores are bm25s's (the same float32 sums in the same order); the top k are chosen among the rows the
-    question's terms name rather than among every row. What the highlighter needs per term (its idf) is
-    computed once per index, on first use, and each chunk's sentence terms once per chunk (``span_terms``).
-    """
-
-    def __init__(self, bm25: Any):
-        self._bm25 = bm25
-        self._vocab: dict[str, int] = getattr(bm25, "vocab_dict", None) or {}
-
-    @staticmethod
-    def analyze(text: str) -> list[str]:
-        return _analyzer()(text)
-
-    @classmethod
-    def build(cls, texts: list[str]) -> KeywordIndex:
-        import bm25s
-
-        tokens = [cls.analyze(t) or ["\u2205"] for t in texts]  # bm25s wants a token in every document
-        bm25 = bm25s.BM25()
-        if tokens:
-            bm25.index(tokens, show_progress=False)
-        return cls(bm25)
-
-    @property
-    def size(self) -> int:
-        return int(self._bm25.scores["num_docs"]) if self._vocab else 0
-
-    def _postings(self, terms: list[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """(term id, rows, scores) of each known term, in the question's order (a repeated term counts
-        again, as in bm25s)."""
-        s = self._bm25.scores
-        indptr, indices, data = s["indptr"], s["indices"], s["data"]
-        out = []
-        for t in terms:
-            i = self._vocab.get(t)
-            if i is not None:
-                a, b = int(indptr[i]), int(indptr[i + 1])
-                out.append((i, indices[a:b], data[a:b]))
-        return out
-
-    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) with a positive BM25 score, optionally only among ``allowed`` rows.
-
-        Scores are accumulated as bm25s accumulates them (``np.add.at``, term by term in the question's order,
-        float32), but the best are then chosen among the rows the terms name, not among every row.
-        """
-        postings = self._postings(self.analyze(query))
-        if not postings or k <= 0:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        n = self.size
-        scores = np.zeros(n, dtype=np.float32)
-        for _, r, v in postings:
-            np.add.at(scores, r, v)
-        rows = _union([r for _, r, _ in postings], n)
-        if allowed is not None:
-            mask = np.zeros(n, dtype=bool)
-            mask[allowed] = True
-            rows = rows[mask[rows]]
-        found = scores[rows]
-        keep = found > 0
-        top_scores, top_rows = _top_k(found[keep], rows[keep].astype(np.int64), min(k, int(keep.sum())))
-        return top_scores.astype(np.float32), top_rows
-
-    def knows(self, term: str) -> bool:
-        """Whether an analysed term occurs anywhere in the indexed text."""
-        return term in self._vocab
-
-    def span_terms(self, text: str, spans: tuple[tuple[int, int], ...]) -> tuple[frozenset[str], ...]:
-        """The analysed terms of each span of ``text`` (a chunk's sentences, for the highlighter); computed once
-        per chunk and remembered (the most recently used chunks)."""
-        return _span_terms(text, spans)
-
-    def idf(self, term: str) -> float:
-        """Inverse document frequency of an analysed term (0 when unknown), for the highlighter."""
-        i = self._vocab.get(term)
-        if i is None:
-            return 0.0
-        table = self._idf_table
-        return float(table[i]) if i < len(table) else 0.0
-
-    @functools.cached_property
-    def _idf_table(self) -> np.ndarray:
-        df = np.diff(np.asarray(self._bm25.scores["indptr"]))
-        n = max(int(self._bm25.scores["num_docs"]), 1)
-        return np.log(1 + (n - df + 0.5) / (df + 0.5))
-
-    def save(self, path: Path) -> None:
-        self._bm25.save(str(path), show_progress=False)
-
-    @classmethod
-    def load(cls, path: Path) -> KeywordIndex:
-        import bm25s
-
-        try:
-            return cls(bm25s.BM25.load(str(path), show_progress=False))
-        except Exception as exc:
-            raise IndexCorrupt(
-                f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
-            ) from None
-
-
-def _union(lists: list[np.ndarray], n: int) -> np.ndarray:
-    """The distinct rows of some posting lists (rows < n), in no particular order."""
-    if len(lists) == 1:
-        return lists[0]  # a term names a row once
-    total = sum(len(r) for r in lists)
-    if total * 8 > n:  # long lists: mark the rows (np.unique hashes, which is slow for large arrays)
-        mark = np.zeros(n, dtype=bool)
-        for r in lists:
-            mark[r] = True
-        return np.flatnonzero(mark)
-    rows = np.sort(np.concatenate(lists))
-    return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) else rows
-
-
-_ANALYZER: Any = None
-
-
-@functools.lru_cache(maxsize=16384)
-def _span_terms(text: str, spans: tuple[tuple[int, int], ...]) -> tuple[frozenset[str], ...]:
-    analyze = _analyzer()
-    return tuple(frozenset(analyze(text[a:b])) for a, b in spans)
-
-
-def _analyzer() -> Any:
-    global _ANALYZER
-    if _ANALYZER is None:
-        import re
-
-        import Stemmer
-        from bm25s.stopwords import STOPWORDS_EN
-
-        stem = Stemmer.Stemmer("english").stemWord
-        stop = frozenset(STOPWORDS_EN)
-        split = re.compile(r"(?u)\b\w\w+\b").findall
-
-        def analyze(text: str) -> list[str]:
-            return [stem(w) for w in split(text.lower()) if w not in stop]
-
-        _ANALYZER = analyze
-    return _ANALYZER
 
 
 # ---------------------------------------------------------------- the index as a whole
@@ -562,80 +212,6 @@ class _Lease:
         self._release()
 
 
-@dataclass
-class IndexData:
-    """Everything a reader needs, loaded from one generation.
-
-    An IndexData loaded from disk holds the generation's lease: no publish deletes the generation while the object
-    lives (its documents are read lazily). ``close()`` releases it at once; so does garbage collection.
-    """
-
-    path: Path | None  # the generation folder (None while a build holds it in memory)
-    manifest: dict[str, Any]
-    chunks: list[Chunk]
-    vectors: FaissVectors
-    units: FaissVectors
-    keywords: KeywordIndex
-    lease: _Lease | None = field(default=None, repr=False, compare=False)
-
-    def close(self) -> None:
-        """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            lease.release()
-
-    def __enter__(self) -> IndexData:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @functools.cached_property
-    def names(self) -> frozenset[str]:
-        """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
-        return frozenset(self.manifest.get("names", ()))
-
-    @functools.cached_property
-    def unit_ptr(self) -> np.ndarray:
-        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
-        counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
-        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def documents(self) -> Iterator[tuple[str, str]]:
-        """(source, extracted text) of every document, read from the index (not the corpus)."""
-        assert self.path is not None
-        return read_documents(self.path)
-
-    @functools.cached_property
-    def _document_lines(self) -> dict[str, tuple[int, int]]:
-        """(byte offset, length) of each document's line in documents.jsonl, read once per loaded index."""
-        assert self.path is not None
-        lines: dict[str, tuple[int, int]] = {}
-        with open(self.path / DOCUMENTS, "rb") as f:
-            offset = 0
-            for line in f:
-                lines.setdefault(str(json.loads(line)["source"]), (offset, len(line)))
-                offset += len(line)
-        return lines
-
-    def document_text(self, source: str) -> str | None:
-        """The extracted text of one document: one line of documents.jsonl, not a scan of the file."""
-        where = self._document_lines.get(source)
-        if where is None:
-            return None
-        assert self.path is not None
-        with open(self.path / DOCUMENTS, "rb") as f:
-            f.seek(where[0])
-            return str(json.loads(f.read(where[1]))["text"])
-
-
-def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
-    with open(gen / DOCUMENTS, "rb") as f:
-        for line in f:
-            row = json.loads(line)
-            yield str(row["source"]), str(row["text"])
-
-
 def current_generation(index_dir: str | Path) -> Path | None:
     """The live generation's folder, or None when there is no index.
 
@@ -670,159 +246,19 @@ def _live_name(root: Path) -> str | None:
     return gen.name if gen is not None else None
 
 
-def read_manifest(index_dir: str | Path) -> dict[str, Any]:
+def read_manifest(index_dir: str | Path) -> Manifest:
+    """The live generation's manifest, checked (``Manifest.read``)."""
     gen = current_generation(index_dir)
     if gen is None:
         raise IndexNotFound(f"No index at {shown(index_dir)}/. Run `tqa index` first (or pass --index DIR).")
-    return _read_manifest(gen)
+    return Manifest.read(gen)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def _read_manifest(gen: Path) -> dict[str, Any]:
-    """The manifest of ``gen``, read within a cap and checked: its format, its own checksum (format 2), its schema."""
-    path = gen / MANIFEST
-    where = shown(path)
-    try:
-        raw = read_bounded(path, MAX_MANIFEST_BYTES, follow_symlinks=False)
-    except FileNotFoundError:
-        raise IndexCorrupt(f"The index manifest {where} is missing. {REBUILD_HINT}") from None
-    except NotReadable as exc:
-        raise IndexCorrupt(f"The index manifest {where} cannot be read: {exc}. {REBUILD_HINT}") from None
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise IndexCorrupt(f"The index manifest {where} cannot be read: {why}. {REBUILD_HINT}") from None
-    try:
-        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise IndexCorrupt(f"The index manifest {where} is unreadable ({_first_line(exc)}). {REBUILD_HINT}") from None
-    if not isinstance(manifest, dict) or "format_version" not in manifest:
-        raise IndexCorrupt(f"{where} is not a tqa manifest. {REBUILD_HINT}")
-    version = manifest["format_version"]
-    if not _is_count(version) or version < 1:
-        raise IndexCorrupt(f"{where} names no index format tqa knows ({repr(version)[:40]}). {REBUILD_HINT}")
-    if version > FORMAT_VERSION:
-        raise IndexCorrupt(
-            f"The index was written by a newer tqa (format {version}; this tqa reads format {FORMAT_VERSION}). "
-            f"Upgrade tqa, or {REBUILD_HINT[0].lower()}{REBUILD_HINT[1:]}"
-        )
-    if version >= 2 or MANIFEST_SHA in manifest:
-        try:
-            sealed = manifest.get(MANIFEST_SHA) == manifest_digest(manifest)
-        except ValueError:  # a number JSON cannot write back (1e999 reads as infinity)
-            sealed = False
-        if not sealed:
-            raise IndexCorrupt(f"The index manifest {where} fails its own checksum (damaged or edited). {REBUILD_HINT}")
-    _check_schema(manifest, where)
-    return manifest
-
-
-# ---- the manifest's schema: what every reader of a manifest relies on, checked once when it is read
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
-_KINDS: dict[str, tuple[str, Any]] = {
-    "text": ("text", lambda v: isinstance(v, str)),
-    "count": ("a whole number", _is_count),
-    "positive": ("a positive whole number", lambda v: _is_count(v) and v > 0),
-    "number": ("a number", _is_number),
-    "object": ("an object", lambda v: isinstance(v, dict)),
-    "list": ("a list", lambda v: isinstance(v, list)),
-    "null": ("null", lambda v: v is None),
-    "sha256": ("a SHA-256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
-}
-_OPTIONAL = object()
-
-
-def _check_schema(m: dict[str, Any], where: str) -> None:
-    """Refuse a manifest with a missing or mistyped field (one line, IndexCorrupt), so that no reader meets a
-    KeyError or a string where it expects a number."""
-
-    def bad(what: str) -> NoReturn:
-        raise IndexCorrupt(f"The index manifest {where} is not valid: {what}. {REBUILD_HINT}")
-
-    def want(obj: dict[str, Any], key: str, *kinds: str, at: str = "", optional: bool = False) -> Any:
-        if key not in obj:
-            if optional:
-                return _OPTIONAL
-            bad(f"{at}{key} is missing")
-        value = obj[key]
-        if not any(_KINDS[k][1](value) for k in kinds):
-            bad(f"{at}{key} is not {' or '.join(_KINDS[k][0] for k in kinds)}")
-        return value
-
-    def name(key: str) -> str:
-        return repr(key)[:80]
-
-    for key in ("tqa_version", "created", "corpus"):
-        want(m, key, "text")
-    want(m, "corpus_relative", "text", optional=True)
-    want(m, "precision", "text", "null", optional=True)
-    model = want(m, "model", "object")
-    want(model, "name", "text", at="model.")
-    want(model, "dim", "positive", at="model.")
-    want(model, "max_tokens", "positive", at="model.")
-    chunking = want(m, "chunking", "object")
-    from .config import ChunkSettings
-
-    expected = set(ChunkSettings().to_dict())
-    if set(chunking) != expected:
-        bad(f"chunking holds {sorted(map(name, chunking))}, not {sorted(map(name, expected))}")
-    for key in sorted(expected):
-        want(chunking, key, "count", at="chunking.")
-    want(m, "vector_index", "object")
-    for source, meta in want(m, "files", "object").items():
-        if not isinstance(meta, dict):
-            bad(f"the entry of {name(source)} in files is not an object")
-        want(meta, "sha256", "sha256", at=f"files[{name(source)}].", optional=True)
-        want(meta, "chunks", "count", at=f"files[{name(source)}].", optional=True)
-    for entry in want(m, "skipped", "list"):
-        if not isinstance(entry, dict):
-            bad("an entry of skipped is not an object")
-        want(entry, "path", "text", at="skipped[].")
-        want(entry, "reason", "text", at="skipped[].")
-    counts = want(m, "counts", "object")
-    want(counts, "files", "count", at="counts.")
-    want(counts, "chunks", "count", at="counts.")
-    want(counts, "units", "count", at="counts.", optional=True)
-    want(want(m, "calibration", "object"), "abstain_threshold", "number", at="calibration.", optional=True)
-    names = want(m, "names", "list", optional=True)
-    if names is not _OPTIONAL and not all(isinstance(n, str) for n in names):
-        bad("names holds something other than text")
-    artifacts = want(m, "artifacts", "object")
-    listed = _artifact_set(set(artifacts))
-    if listed is None:
-        known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(artifacts) else set())
-        missing, unknown = known - set(artifacts), set(artifacts) - known
-        bad(f"its artifacts are not those of format {m['format_version']}"
-            + (f": {', '.join(sorted(missing))} not listed" if missing else "")
-            + (f": {', '.join(sorted(map(name, unknown)))} unknown" if unknown else ""))
-        return
-    for rel in sorted(listed):
-        meta = want(artifacts, rel, "object", at="artifacts.")
-        want(meta, "bytes", "count", at=f"artifacts[{rel!r}].")
-        want(meta, "sha256", "sha256", at=f"artifacts[{rel!r}].")
-
-
-def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
+def _verify_artifacts(gen: Path, manifest: Manifest) -> None:
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
     listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else."""
-    artifacts = manifest["artifacts"]
-    for rel in sorted(_artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
+    artifacts = manifest.artifacts
+    for rel in sorted(artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
         path = gen / rel
         meta = artifacts[rel]
         try:
@@ -835,17 +271,17 @@ def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
             raise IndexCorrupt(f"Cannot read the index file {shown(path)}: {exc.strerror}. {REBUILD_HINT}") from None
         with os.fdopen(fd, "rb") as f:
             size = os.fstat(fd).st_size
-            if size != meta["bytes"]:
+            if size != meta.size:
                 raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
-                                   f"{meta['bytes']}. {REBUILD_HINT}")
+                                   f"{meta.size}. {REBUILD_HINT}")
             h = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        if h.hexdigest() != meta["sha256"]:
+        if h.hexdigest() != meta.sha256:
             raise IndexCorrupt(f"The index file {shown(path)} fails its checksum (damaged or edited). {REBUILD_HINT}")
-    for sub, files in _SUBFOLDERS.items():
+    for sub, files in SUBFOLDERS.items():
         folder = gen / sub
-        if sub == ENCODER_DIR and not OPTIONAL_ARTIFACTS & set(artifacts):
+        if sub == ENCODER_DIR and not manifest.has_encoder:
             continue
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             raise IndexCorrupt(f"The index folder {shown(folder)} is not a folder. {REBUILD_HINT}")
@@ -855,9 +291,9 @@ def _verify_artifacts(gen: Path, manifest: dict[str, Any]) -> None:
                                f"({shown(extra[0])}). {REBUILD_HINT}")
 
 
-def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
+def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
     """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
-    generation's lease (see ``IndexData``)."""
+    generation's lease (see ``Index``)."""
     root = Path(index_dir)
     for attempt in range(_LOAD_ATTEMPTS):
         last = attempt == _LOAD_ATTEMPTS - 1
@@ -889,8 +325,9 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> IndexData:
     raise AssertionError("unreachable")
 
 
-def _load_generation(gen: Path, verify: bool) -> IndexData:
-    manifest = _read_manifest(gen)
+def _load_generation(gen: Path, verify: bool) -> Index:
+    manifest = Manifest.read(gen)
+    _check_analyzer(gen, manifest)
     if verify:
         _verify_artifacts(gen, manifest)
     chunks: list[Chunk] = []
@@ -901,27 +338,37 @@ def _load_generation(gen: Path, verify: bool) -> IndexData:
     except FileNotFoundError:
         raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is missing. {REBUILD_HINT}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({_first_line(exc)}). "
+        raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({first_line(exc)}). "
                            f"{REBUILD_HINT}") from None
     vectors = FaissVectors.load(gen / VECTORS)
     units = FaissVectors.load(gen / UNITS)
     keywords = KeywordIndex.load(gen / BM25_DIR)
-    expected = manifest["counts"]["chunks"]
+    expected = manifest.counts.chunks
     if not (vectors.ntotal == len(chunks) == expected):
         raise IndexCorrupt(
             f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
             f"{expected}. {REBUILD_HINT}"
         )
-    dim = manifest["model"]["dim"]
+    dim = manifest.model.dim
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    data = IndexData(gen, manifest, chunks, vectors, units, keywords)
+    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen)
     if units.ntotal != int(data.unit_ptr[-1]):
         raise IndexCorrupt(
             f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
             f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
         )
     return data
+
+
+def _check_analyzer(gen: Path, manifest: Manifest) -> None:
+    """Refuse an index whose keyword index was analysed otherwise than this tqa analyses a question (its terms would
+    not meet the index's). An index written before the analyzer was recorded was analysed as today."""
+    mine = analyzer_settings()
+    if manifest.analyzer is not None and manifest.analyzer != mine:
+        changed = ", ".join(manifest.analyzer.differences(mine))
+        raise IndexMismatch(f"The index in {shown(gen)} was built with another keyword analyzer (its {changed} "
+                            f"differ from this tqa's). {REBUILD_HINT}")
 
 
 # ---------------------------------------------------------------- writing: what the index folder may hold
@@ -998,12 +445,12 @@ def _owned(folder: Path, gen: str, index_id: str) -> bool:
 
 def _only_format_files(folder: Path) -> bool:
     """Whether a real folder holds nothing but what tqa writes in a generation (a previous tqa's, for adoption)."""
-    allowed = _FORMAT_FILES | {OWNER, LEASE}
+    allowed = FORMAT_FILES | {OWNER, LEASE}
     try:
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             return False
         for entry in os.scandir(folder):
-            if entry.name in _SUBFOLDERS and entry.is_dir(follow_symlinks=False):
+            if entry.name in SUBFOLDERS and entry.is_dir(follow_symlinks=False):
                 if not all(f"{entry.name}/{e.name}" in allowed and e.is_file(follow_symlinks=False)
                            for e in os.scandir(entry.path)):
                     return False
@@ -1149,7 +596,7 @@ def write_lock(index_dir: str | Path, *, force: bool = False) -> Iterator[None]:
         os.close(fd)
 
 
-def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[str, str]],
+def publish(index_dir: str | Path, data: Index, documents: Iterator[tuple[str, str]],
             extra: Callable[[Path], object] | None = None) -> Path:
     """Write a new generation and make it live atomically. The caller holds ``write_lock``. ``extra(folder)`` may
     add the optional artifacts (``OPTIONAL_ARTIFACTS``: the question encoder) before the artifacts are listed.
@@ -1172,27 +619,7 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
         made.append(tmp)
         _write_new(tmp / OWNER, _owner_bytes(gen_name, index_id), sync=False)  # first: the folder is tqa's
         _write_new(tmp / LEASE, b"", sync=False)
-        with open(tmp / CHUNKS, "wb") as f:
-            for c in data.chunks:
-                f.write(_json_bytes(c.to_dict()) + b"\n")
-        with open(tmp / DOCUMENTS, "wb") as f:
-            for source, text in documents:
-                f.write(_json_bytes({"source": source, "text": text}) + b"\n")
-        data.vectors.save(tmp / VECTORS)
-        data.units.save(tmp / UNITS)
-        data.keywords.save(tmp / BM25_DIR)
-        if extra is not None:
-            extra(tmp)
-        manifest = {k: v for k, v in data.manifest.items() if k != MANIFEST_SHA}
-        manifest.update(format_version=FORMAT_VERSION, tqa_version=__version__, artifacts=_artifact_table(tmp))
-        manifest[MANIFEST_SHA] = manifest_digest(manifest)
-        try:
-            _check_schema(manifest, shown(tmp / MANIFEST))
-        except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
-            raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
-        with open(tmp / MANIFEST, "wb") as f:
-            f.write(_json_bytes(manifest, indent=2) + b"\n")
-        _fsync_tree(tmp)
+        _write_generation(tmp, data, documents, extra)
         if os.path.lexists(final):
             raise FileExistsError(errno.EEXIST, "a generation of that name exists", str(final))
         os.rename(tmp, final)
@@ -1223,13 +650,39 @@ def publish(index_dir: str | Path, data: IndexData, documents: Iterator[tuple[st
     return final
 
 
-def _artifact_table(gen: Path) -> dict[str, dict[str, Any]]:
+def _write_generation(tmp: Path, data: Index, documents: Iterator[tuple[str, str]],
+                      extra: Callable[[Path], object] | None) -> None:
+    """Write the artifacts of ``data`` into the folder ``tmp``, then its manifest (listing them, sealed), and sync
+    it all to disk."""
+    with open(tmp / CHUNKS, "wb") as f:
+        for c in data.chunks:
+            f.write(json_bytes(c.to_dict()) + b"\n")
+    with open(tmp / DOCUMENTS, "wb") as f:
+        for source, text in documents:
+            f.write(json_bytes({"source": source, "text": text}) + b"\n")
+    data.vectors.save(tmp / VECTORS)
+    data.units.save(tmp / UNITS)
+    data.keywords.save(tmp / BM25_DIR)
+    if extra is not None:
+        extra(tmp)
+    manifest = dataclasses.replace(data.manifest, format_version=FORMAT_VERSION, tqa_version=__version__,
+                                   artifacts=_artifact_table(tmp)).sealed()
+    try:
+        Manifest.from_dict(manifest.to_dict(), shown(tmp / MANIFEST))
+    except IndexCorrupt as exc:  # a bug in what the build assembled, not damage
+        raise ValueError(f"tqa assembled an invalid manifest: {exc}") from None
+    with open(tmp / MANIFEST, "wb") as f:
+        f.write(manifest.to_bytes())
+    _fsync_tree(tmp)
+
+
+def _artifact_table(gen: Path) -> dict[str, Artifact]:
     """Size and checksum of each artifact; the files written must be exactly the format's."""
     written = {p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()} - {OWNER, LEASE}
-    expected = _artifact_set(written)
+    expected = artifact_set(written)
     if expected is None:
         raise RuntimeError(f"the files written differ from the index format's: {sorted(written ^ REQUIRED_ARTIFACTS)}")
-    return {rel: {"bytes": (gen / rel).stat().st_size, "sha256": sha256_file(gen / rel)} for rel in sorted(expected)}
+    return {rel: Artifact((gen / rel).stat().st_size, sha256_file(gen / rel)) for rel in sorted(expected)}
 
 
 def _discard(path: Path, pointer: bytes) -> None:
@@ -1342,8 +795,8 @@ def _locked_remove(folder: Path, aside: Path) -> None:
 def _remove_owned(folder: Path) -> None:
     """Delete the files tqa writes in a generation folder it owns, then the folder. Anything else found there stays,
     and so does the folder, with its owner file."""
-    names = sorted(_FORMAT_FILES | {LEASE})
-    real_subfolders = {sub for sub in _SUBFOLDERS if _is_real_dir(folder / sub)}
+    names = sorted(FORMAT_FILES | {LEASE})
+    real_subfolders = {sub for sub in SUBFOLDERS if _is_real_dir(folder / sub)}
     for rel in names:
         if "/" in rel and rel.split("/", 1)[0] not in real_subfolders:
             continue  # never through a symlink

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import DEFAULT_MAX_FILE_BYTES as DEFAULT_MAX_BYTES  # defined once, as the setting's default
+
 SUPPORTED = {
     ".txt": "txt",
     ".text": "txt",
@@ -25,7 +27,6 @@ SUPPORTED = {
     ".rtf": "rtf",
     ".eml": "eml",
 }
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 MIB = 1024 * 1024
 
 # Between a container's source and an attachment's name: "message.eml › report.pdf". A character no file name on

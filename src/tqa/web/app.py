@@ -162,9 +162,9 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
 
 def protected_paths(assistant: Assistant) -> list[str]:
     """Folders never served as files: the index and the corpus it was built from."""
-    assert assistant.data.path is not None
-    paths = [assistant.data.path.parent.resolve()]
-    corpus = assistant.manifest.get("corpus")
+    assert assistant.index.folder is not None
+    paths = [assistant.index.folder.resolve()]
+    corpus = assistant.manifest.corpus
     if corpus:
         paths.append(Path(corpus).resolve())
     return [str(p) for p in paths]

@@ -1,0 +1,217 @@
+"""One index generation in memory (``Index``): its manifest, chunk table, vector and keyword indexes, and the
+lookups a question needs, each computed once per loaded index and kept on it: the rows of a source, the rows a
+source filter searches (``scope``), the section around an offset, a document's extracted text.
+
+A reload makes a new ``Index``, so nothing kept here goes stale. ``store.load_index`` loads one from disk (holding
+the generation's lease); a build assembles one in memory (``path`` None) and publishes it (``store.publish``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from .chunking import Chunk, Section
+from .keywords import KeywordIndex
+from .manifest import DOCUMENTS, Manifest
+from .vectors import FaissVectors
+
+if TYPE_CHECKING:
+    from .retrieval import FilterVocabulary
+
+SCOPES_KEPT = 256  # distinct source filters remembered per index
+
+
+class Lease(Protocol):
+    """What keeps a loaded generation from being retired (``store``): released once, when the index closes."""
+
+    def release(self) -> None: ...
+
+
+def unit_rows(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows of the unit index that belong to the given chunk rows, in order (chunk i's units are rows
+    ``ptr[i]:ptr[i + 1]``)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    # For each member, its chunk's first unit plus its place inside the chunk.
+    offsets = np.cumsum(counts) - counts
+    return (np.repeat(starts - offsets, counts) + np.arange(total)).astype(np.int64)
+
+
+@dataclass(eq=False, kw_only=True)
+class Index:
+    """Everything a reader needs, loaded from one generation (or assembled by a build, ``path`` None).
+
+    An index loaded from disk holds the generation's lease: no publish deletes the generation while the object
+    lives (its documents are read lazily). ``close()`` releases it at once; so does garbage collection.
+    """
+
+    manifest: Manifest
+    chunks: list[Chunk]  # row i of ``vectors`` is chunks[i]
+    vectors: FaissVectors
+    units: FaissVectors  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
+    keywords: KeywordIndex  # row i is chunks[i]'s search text
+    path: Path | None = None  # the generation folder
+    lease: Lease | None = field(default=None, repr=False)
+    _scopes: dict[frozenset[str], Scope] = field(default_factory=dict, init=False, repr=False)
+    # the example questions made for this generation (tqa.examples), by how many were asked for
+    examples: dict[int, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
+
+    def close(self) -> None:
+        """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ what it is
+
+    @property
+    def folder(self) -> Path | None:
+        """The index folder this generation belongs to (None for an index held in memory only)."""
+        return None if self.path is None else self.path.parent
+
+    @property
+    def sources(self) -> list[str]:
+        """The indexed documents, sorted."""
+        return self.manifest.sources
+
+    @property
+    def threshold(self) -> float:
+        """The abstention threshold calibrated for this index."""
+        return self.manifest.calibration.threshold
+
+    @functools.cached_property
+    def names(self) -> frozenset[str]:
+        """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
+        return frozenset(self.manifest.names)
+
+    # ------------------------------------------------------------ rows
+
+    @functools.cached_property
+    def unit_ptr(self) -> np.ndarray:
+        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
+        counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @functools.cached_property
+    def _source_rows(self) -> dict[str, np.ndarray]:
+        by_source: dict[str, list[int]] = {}
+        for i, c in enumerate(self.chunks):
+            by_source.setdefault(c.source, []).append(i)
+        return {src: np.asarray(rows, dtype=np.int64) for src, rows in by_source.items()}
+
+    def rows_of(self, source: str) -> np.ndarray:
+        """The chunk rows of one document, in index order (none for a source the index does not hold)."""
+        return self._source_rows.get(source, np.zeros(0, dtype=np.int64))
+
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The unit rows of the given chunk rows, in order."""
+        return unit_rows(self.unit_ptr, rows)
+
+    def scope(self, sources: Iterable[str] | None) -> Scope | None:
+        """The rows a search restricted to ``sources`` reads (None without a filter); made once per filter and
+        remembered (the last ``SCOPES_KEPT`` filters)."""
+        if not sources:
+            return None
+        key = frozenset(sources)
+        found = self._scopes.get(key)
+        if found is not None:
+            return found
+        parts = [self.rows_of(s) for s in key if s in self._source_rows]
+        rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        scope = Scope(self, key, rows, self.unit_rows(rows))
+        if len(self._scopes) >= SCOPES_KEPT:
+            self._scopes.clear()  # (atomic: safe with questions answered in other threads)
+        self._scopes[key] = scope
+        return scope
+
+    # ------------------------------------------------------------ documents
+
+    def section_at(self, source: str, offset: int) -> Section | None:
+        """The section of ``source`` around ``offset`` (the run of its chunks under the same heading trail), with
+        the page of the chunk at the offset; None when no chunk of it holds the offset."""
+        chunks = self.chunks
+        rows = [int(i) for i in self.rows_of(source) if chunks[i].start <= offset < chunks[i].end]
+        if not rows:
+            return None
+        i = j = rows[0]
+        trail = chunks[i].section
+        while i > 0 and chunks[i - 1].source == source and chunks[i - 1].section == trail:
+            i -= 1
+        while j + 1 < len(chunks) and chunks[j + 1].source == source and chunks[j + 1].section == trail:
+            j += 1
+        return Section(chunks[i].start, chunks[j].end, trail, chunks[rows[0]].page)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        """(source, extracted text) of every document, read from the index (not the corpus)."""
+        assert self.path is not None
+        return read_documents(self.path)
+
+    @functools.cached_property
+    def _document_lines(self) -> dict[str, tuple[int, int]]:
+        """(byte offset, length) of each document's line in documents.jsonl, read once per loaded index."""
+        assert self.path is not None
+        lines: dict[str, tuple[int, int]] = {}
+        with open(self.path / DOCUMENTS, "rb") as f:
+            offset = 0
+            for line in f:
+                lines.setdefault(str(json.loads(line)["source"]), (offset, len(line)))
+                offset += len(line)
+        return lines
+
+    def document_text(self, source: str) -> str | None:
+        """The extracted text of one document: one line of documents.jsonl, not a scan of the file."""
+        where = self._document_lines.get(source)
+        if where is None:
+            return None
+        assert self.path is not None
+        with open(self.path / DOCUMENTS, "rb") as f:
+            f.seek(where[0])
+            return str(json.loads(f.read(where[1]))["text"])
+
+
+@dataclass(eq=False)
+class Scope:
+    """Some documents of an index, as its rows: what a search restricted to them reads (``Index.scope``)."""
+
+    index: Index
+    sources: frozenset[str]
+    rows: np.ndarray  # chunk rows, in index order
+    unit_rows: np.ndarray  # the units of those chunks, in order
+
+    @property
+    def everything(self) -> bool:
+        """Whether the filter covers every chunk of the index."""
+        return len(self.rows) == len(self.index.chunks)
+
+    @functools.cached_property
+    def vocabulary(self) -> FilterVocabulary:
+        """What these documents say, for the abstention checks (``retrieval.filter_vocabulary``), computed once."""
+        from . import retrieval  # (retrieval reads indexes: imported here, where it is needed)
+
+        return retrieval.filter_vocabulary([self.index.chunks[int(i)].search_text for i in self.rows])
+
+
+def read_documents(gen: Path) -> Iterator[tuple[str, str]]:
+    """(source, extracted text) of every document of a generation folder, in order."""
+    with open(gen / DOCUMENTS, "rb") as f:
+        for line in f:
+            row = json.loads(line)
+            yield str(row["source"]), str(row["text"])

@@ -1,0 +1,97 @@
+"""The public surface evaluation and tools use: Assistant.search (the ranking ask answers from, deeper and without
+highlights), Assistant.documents, and the index's own lookups (rows of a source, the section around an offset)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tqa import Assistant, build_index
+from tqa.config import MAX_K, MAX_SEARCH_K, ChunkSettings
+from tqa.errors import BadQuestion
+from tqa.loaders import SUPPORTED
+
+from .conftest import CORPUS, FakeEmbedder
+
+QUESTION = "How do traffickers use social media to recruit victims?"
+
+
+@pytest.fixture(scope="module")
+def qa(tmp_path_factory) -> Assistant:
+    """The default corpus in small overlapping chunks, so that passages overlap and sections hold several."""
+    index = tmp_path_factory.mktemp("search") / "index"
+    build_index(CORPUS, index, embedder=FakeEmbedder(), chunking=ChunkSettings(400, 150))
+    return Assistant.load(index, embedder=FakeEmbedder())
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_search_ranks_as_ask_answers(qa, mode):
+    hits = qa.search(QUESTION, k=10, mode=mode)
+    passages = qa.ask(QUESTION, k=10, mode=mode).passages
+    assert [(h.source, h.start, h.end) for h in hits] == [(p.source, p.start, p.end) for p in passages]
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert [round(h.score, 6) for h in hits] == [p.score for p in passages]
+    for h, p in zip(hits, passages, strict=True):
+        assert (h.section, h.page, h.text) == (p.section, p.page, p.text)
+    if mode == "bm25":
+        assert all(h.relevance is None for h in hits)  # the question is not encoded for a keyword ranking
+    else:
+        assert [round(h.relevance, 4) for h in hits] == [p.relevance for p in passages]
+
+
+def test_hits_point_into_the_documents_the_assistant_holds(qa):
+    texts = dict(qa.documents())
+    assert sorted(texts) == qa.sources()
+    hits = qa.search(QUESTION, k=50, mode="hybrid")
+    assert hits and all(texts[h.source][h.start:h.end] == h.text for h in hits)
+    assert set(hits[0].to_dict()) == {"rank", "source", "start", "end", "section", "page", "score", "relevance",
+                                      "keyword_score", "text"}
+
+
+def test_search_reads_deeper_than_an_answer_and_may_keep_overlaps(qa):
+    with pytest.raises(BadQuestion, match=f"from 1 to {MAX_K}"):
+        qa.ask(QUESTION, k=MAX_K + 1)
+    deep = qa.search(QUESTION, k=MAX_K + 30, mode="bm25", dedupe=False)
+    assert len(deep) > MAX_K
+    kept = qa.search(QUESTION, k=MAX_K + 30, mode="bm25")
+    spans = [(h.source, h.start, h.end) for h in kept]
+    assert not any(s == t and a < d and c < b for i, (s, a, b) in enumerate(spans) for (t, c, d) in spans[i + 1:])
+    overlapping = [(h.source, h.start, h.end) for h in deep]
+    assert any(s == t and a < d and c < b for i, (s, a, b) in enumerate(overlapping)
+               for (t, c, d) in overlapping[i + 1:])  # without de-duplication, overlapping chunks both rank
+    with pytest.raises(BadQuestion, match=f"from 1 to {MAX_SEARCH_K}"):
+        qa.search(QUESTION, k=MAX_SEARCH_K + 1)
+
+
+def test_search_checks_its_request_as_ask_does(qa):
+    for bad in ({"question": "  "}, {"question": QUESTION, "mode": "magic"}, {"question": QUESTION, "k": True},
+                {"question": QUESTION, "sources": ["nowhere.txt"]}, {"question": QUESTION, "sources": [3]}):
+        with pytest.raises(BadQuestion) as from_search:
+            qa.search(**bad)
+        with pytest.raises(BadQuestion) as from_ask:
+            qa.ask(**bad)
+        assert str(from_search.value) == str(from_ask.value).replace(f"to {MAX_K}.", f"to {MAX_SEARCH_K}.")
+    source = qa.sources()[0]
+    assert {h.source for h in qa.search(QUESTION, k=5, sources=source)} == {source}
+
+
+def test_the_index_finds_a_documents_rows_and_the_section_around_an_offset(qa):
+    index = qa.index
+    source = index.sources[0]
+    rows = index.rows_of(source)
+    assert [index.chunks[int(i)].source for i in rows] == [source] * len(rows) == [
+        c.source for c in index.chunks if c.source == source]
+    assert len(index.rows_of("no such document")) == 0
+    chunk = index.chunks[int(rows[len(rows) // 2])]
+    section = index.section_at(source, chunk.start)
+    assert section is not None and section.trail == chunk.section
+    assert section.start <= chunk.start < chunk.end <= section.end
+    assert all(c.section == chunk.section for c in index.chunks if c.source == source
+               and section.start <= c.start < section.end)
+    assert index.section_at(source, 10**9) is None and index.section_at("no such document", 0) is None
+    assert index.folder == index.path.parent and index.threshold == qa.manifest.calibration.threshold
+
+
+def test_the_types_an_index_accepts_are_the_loaders(qa):
+    assert qa.document_types == tuple(sorted(SUPPORTED))
+    with pytest.raises(BadQuestion, match=".docx, .eml"):
+        qa.add_documents([("tool.exe", b"MZ")])
