@@ -100,6 +100,18 @@ def discover(
     also ends symlink cycles). Real paths are always preferred over paths through symlinks.
     Raises CorpusError if ``root`` is missing, not a folder, or unreadable.
     """
+    root_abs, root_real = _open_root(root)
+    walk = _Walk(root_real, max_bytes)
+    walk.tree(".", root_abs)
+    walk.follow_links()
+    walk.candidates.sort(key=lambda c: c[0])
+    walk.skipped.sort(key=lambda s: s.path)
+    return walk.candidates, walk.skipped
+
+
+def _open_root(root: str | Path) -> tuple[Path, Path]:
+    """The corpus folder as given (absolute) and resolved; raises CorpusError if it is missing, not a folder, or
+    unreadable."""
     root_path = Path(root)
     if not root_path.exists():
         raise CorpusError(
@@ -111,7 +123,6 @@ def discover(
             "tqa index PATH"
         )
     root_abs = root_path.absolute()
-    root_real = root_path.resolve()
     try:
         with os.scandir(root_abs):
             pass
@@ -120,29 +131,38 @@ def discover(
             f"Cannot read corpus folder '{shown(str(root))}': {shown(e.strerror or str(e))}. "
             "Check its permissions and try again."
         ) from e
+    return root_abs, root_path.resolve()
 
-    candidates: list[tuple[str, Path]] = []
-    skipped: list[Skipped] = []
-    seen_files: dict[Path, str] = {}  # real path -> relative path it was included under
-    seen_dirs: dict[Path, str] = {root_real: "."}
-    links: deque[tuple[str, Path]] = deque()  # symlinks found, handled after the real tree
 
-    def add_file(rel: str, path: Path, real: Path, st: os.stat_result) -> None:
-        if not _inside(real, root_real):  # a folder on the way was swapped for a symlink while listing
-            skipped.append(Skipped(rel, "symlink points outside the corpus"))
-        elif real in seen_files:
-            skipped.append(Skipped(rel, f"same file as {seen_files[real]} (via symlink)"))
+class _Walk:
+    """One discovery: the real tree first, breadth-first, then the symlinks found in it (so that real paths win
+    over linked ones)."""
+
+    def __init__(self, root_real: Path, max_bytes: int) -> None:
+        self.root_real = root_real
+        self.max_bytes = max_bytes
+        self.candidates: list[tuple[str, Path]] = []
+        self.skipped: list[Skipped] = []
+        self.seen_files: dict[Path, str] = {}  # real path -> relative path it was included under
+        self.seen_dirs: dict[Path, str] = {root_real: "."}
+        self.links: deque[tuple[str, Path]] = deque()  # symlinks found, handled after the real tree
+
+    def add_file(self, rel: str, path: Path, real: Path, st: os.stat_result) -> None:
+        if not _inside(real, self.root_real):  # a folder on the way was swapped for a symlink while listing
+            self.skipped.append(Skipped(rel, "symlink points outside the corpus"))
+        elif real in self.seen_files:
+            self.skipped.append(Skipped(rel, f"same file as {self.seen_files[real]} (via symlink)"))
         elif not stat.S_ISREG(st.st_mode):
-            skipped.append(Skipped(rel, "not a regular file"))
+            self.skipped.append(Skipped(rel, "not a regular file"))
         elif PurePosixPath(rel).suffix.lower() not in SUPPORTED:
-            skipped.append(Skipped(rel, _unsupported(rel)))
-        elif st.st_size > max_bytes:
-            skipped.append(Skipped(rel, f"larger than {size_text(max_bytes)}"))
+            self.skipped.append(Skipped(rel, _unsupported(rel)))
+        elif st.st_size > self.max_bytes:
+            self.skipped.append(Skipped(rel, f"larger than {size_text(self.max_bytes)}"))
         else:
-            seen_files[real] = rel
-            candidates.append((rel, path))
+            self.seen_files[real] = rel
+            self.candidates.append((rel, path))
 
-    def usable(entries: list[os.DirEntry[str]], rel_here: str) -> list[os.DirEntry[str]]:
+    def usable(self, entries: list[os.DirEntry[str]], rel_here: str) -> list[os.DirEntry[str]]:
         """The entries whose names can be sources; the others are listed as skipped."""
         nfc_owner: dict[str, str] = {}  # NFC form -> the name kept for it (its NFC spelling if present)
         for entry in entries:
@@ -163,11 +183,23 @@ def discover(
             if problem is None:
                 kept.append(entry)
             else:
-                skipped.append(Skipped(shown(rel), problem))
+                self.skipped.append(Skipped(shown(rel), problem))
         return kept
 
-    def walk(rel_dir: str, dir_path: Path) -> None:
-        # Breadth-first over real subfolders; symlinks are queued so real paths win over linked ones.
+    def folder(self, rel: str, path: Path) -> bool:
+        """Whether a real subfolder is new (to be walked); a folder outside the root or seen before is skipped."""
+        real = path.resolve()
+        if not _inside(real, self.root_real):  # as in add_file
+            self.skipped.append(Skipped(rel, "symlink points outside the corpus"))
+        elif real in self.seen_dirs:  # reachable only below a followed symlink
+            self.skipped.append(Skipped(rel, f"same folder as {self.seen_dirs[real]} (via symlink)"))
+        else:
+            self.seen_dirs[real] = rel
+            return True
+        return False
+
+    def tree(self, rel_dir: str, dir_path: Path) -> None:
+        """Breadth-first over real subfolders; symlinks are queued for ``follow_links``."""
         pending = deque([(rel_dir, dir_path)])
         while pending:
             rel_here, here = pending.popleft()
@@ -175,52 +207,43 @@ def discover(
                 with os.scandir(here) as it:
                     entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
             except OSError as e:
-                skipped.append(Skipped(rel_here, _unreadable(e)))
+                self.skipped.append(Skipped(rel_here, _unreadable(e)))
                 continue
-            for entry in usable(entries, rel_here):
+            for entry in self.usable(entries, rel_here):
                 rel = entry.name if rel_here == "." else f"{rel_here}/{entry.name}"
                 path = here / entry.name
                 try:
                     if entry.is_symlink():
-                        links.append((rel, path))
+                        self.links.append((rel, path))
                     elif entry.is_dir(follow_symlinks=False):
-                        real = path.resolve()
-                        if not _inside(real, root_real):  # as in add_file
-                            skipped.append(Skipped(rel, "symlink points outside the corpus"))
-                        elif real in seen_dirs:  # reachable only below a followed symlink
-                            skipped.append(Skipped(rel, f"same folder as {seen_dirs[real]} (via symlink)"))
-                        else:
-                            seen_dirs[real] = rel
+                        if self.folder(rel, path):
                             pending.append((rel, path))
                     else:
-                        add_file(rel, path, path.resolve(), entry.stat(follow_symlinks=False))
+                        self.add_file(rel, path, path.resolve(), entry.stat(follow_symlinks=False))
                 except OSError as e:
-                    skipped.append(Skipped(rel, _unreadable(e)))
+                    self.skipped.append(Skipped(rel, _unreadable(e)))
 
-    walk(".", root_abs)
-    while links:
-        rel, path = links.popleft()
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError):  # broken link, or a loop of links resolving to nothing
-            skipped.append(Skipped(rel, "broken symlink"))
-            continue
-        if not _inside(real, root_real):
-            skipped.append(Skipped(rel, "symlink points outside the corpus"))
-            continue
-        try:
-            st = real.stat()
-        except OSError as e:
-            skipped.append(Skipped(rel, _unreadable(e)))
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            add_file(rel, path, real, st)
-        elif real in seen_dirs:  # also what ends symlink cycles
-            skipped.append(Skipped(rel, f"same folder as {seen_dirs[real]} (via symlink)"))
-        else:
-            seen_dirs[real] = rel
-            walk(rel, path)
-
-    candidates.sort(key=lambda c: c[0])
-    skipped.sort(key=lambda s: s.path)
-    return candidates, skipped
+    def follow_links(self) -> None:
+        """The symlinks found, in order: a file is added, a new folder walked (which may queue more links)."""
+        while self.links:
+            rel, path = self.links.popleft()
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError):  # broken link, or a loop of links resolving to nothing
+                self.skipped.append(Skipped(rel, "broken symlink"))
+                continue
+            if not _inside(real, self.root_real):
+                self.skipped.append(Skipped(rel, "symlink points outside the corpus"))
+                continue
+            try:
+                st = real.stat()
+            except OSError as e:
+                self.skipped.append(Skipped(rel, _unreadable(e)))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                self.add_file(rel, path, real, st)
+            elif real in self.seen_dirs:  # also what ends symlink cycles
+                self.skipped.append(Skipped(rel, f"same folder as {self.seen_dirs[real]} (via symlink)"))
+            else:
+                self.seen_dirs[real] = rel
+                self.tree(rel, path)
