@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ..assistant import Assistant
@@ -46,8 +47,20 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
     import gradio as gr
 
     page = Page(assistant, max_upload_bytes or 0, None if examples is None else tuple(examples))
-    settings = assistant.settings
-    html_info, sources0 = page.panel()
+    with gr.Blocks(title="tqa \u2014 ask your documents", analytics_enabled=False) as app:
+        ui = _layout(page)
+        _wire(app, ui, _callbacks(page))
+    # Requests waiting beyond settings.queue_size are refused at once ("queue full") instead of piling up.
+    app.queue(max_size=assistant.settings.queue_size, default_concurrency_limit=CONCURRENCY)
+    app.tqa_page = page  # type: ignore[attr-defined]
+    return app
+
+
+def _callbacks(page: Page) -> SimpleNamespace:
+    """What each event does: Gradio's side of ``Page``'s calls (updates, skips, progress, errors)."""
+    import gradio as gr
+
+    settings = page.assistant.settings
 
     def on_ask(question: str, k: float, mode: str, sources: list[str] | None, turns: list[Turn] | None):
         conv, turns, status, box = page.ask(question, k, mode, sources, turns)
@@ -103,61 +116,75 @@ def build_app(assistant: Assistant, *, examples: Sequence[str] | None = None,
 
     api_ask.__annotations__ = {"question": str, "k": int, "mode": str, "sources": list[str] | None, "return": dict}
 
-    upload_label = (f"Add documents ({' '.join(UPLOAD_TYPES)}; up to {size_text(page.max_upload_bytes)} each)")
-    with gr.Blocks(title="tqa \u2014 ask your documents", analytics_enabled=False) as app:
-        turns = gr.State([])
-        gr.HTML(render_header(), js_on_load=None)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=420):
-                chat = gr.HTML(render_conversation([]), elem_id="tqa-chat",
-                               js_on_load=asset("copy.js") + asset("chat.js"))
-                status = gr.HTML("", elem_id="tqa-status", js_on_load=None)
-                with gr.Row(equal_height=True, elem_id="tqa-ask-row"):
-                    question = gr.Textbox(show_label=False, placeholder="Ask a question about the documents\u2026",
-                                          max_length=settings.max_question_chars, lines=1, max_lines=4, scale=6,
-                                          autofocus=True, elem_id="tqa-question", submit_btn=False)
-                    ask_btn = gr.Button("Ask", variant="primary", scale=0, min_width=100, elem_id="tqa-ask")
-                examples0 = page.examples
-                example_box = gr.HTML(render_examples(examples0), elem_id="tqa-examples",
-                                      js_on_load=asset("examples.js"), visible=bool(examples0))
-            with gr.Column(scale=2, min_width=320, elem_id="tqa-side"):
-                viewer = gr.HTML(render_empty_viewer(), elem_id="tqa-viewer",
-                                 js_on_load=asset("copy.js") + asset("viewer.js"))
-                with gr.Accordion("Search settings", open=True):
-                    k = gr.Slider(1, min(10, MAX_K), value=settings.k, step=1, label="Passages per answer")
-                    mode = gr.Radio(list(MODES), value=settings.mode, label="Search mode",
-                                    info="hybrid: meaning + keywords; dense: meaning; bm25: keywords")
-                    source_filter = gr.Dropdown(sources0, value=[], multiselect=True, label="Search only in",
-                                                info="leave empty to search every document",
-                                                elem_id="tqa-sources")
-                with gr.Accordion(page.panel_label(), open=False, elem_id="tqa-index") as index_panel:
-                    info = gr.HTML(html_info, js_on_load=None, elem_id="tqa-info")
-                    files = gr.File(file_count="multiple", file_types=list(UPLOAD_TYPES), type="filepath",
-                                    label=upload_label, elem_id="tqa-upload")
-                    add_btn = gr.Button("Add to the index", variant="primary", elem_id="tqa-add")
-                    upload_status = gr.HTML("", js_on_load=None, elem_id="tqa-upload-status")
+    return SimpleNamespace(on_ask=on_ask, on_cite=on_cite, on_example=on_example, on_clear=on_clear,
+                           on_load=on_load, on_upload=on_upload, api_ask=api_ask)
 
-        ask_io: dict[str, Any] = dict(inputs=[question, k, mode, source_filter, turns],
-                                      outputs=[chat, turns, status, question], api_visibility="private",
-                                      show_progress="minimal")
-        question.submit(on_ask, **ask_io)
-        ask_btn.click(on_ask, **ask_io)
-        example_box.example(on_example, inputs=[k, mode, source_filter, turns],
-                            outputs=[chat, turns, status, question], api_visibility="private",
-                            show_progress="hidden")
-        chat.cite(on_cite, inputs=[turns], outputs=[viewer], api_visibility="private", show_progress="hidden")
-        chat.newchat(on_clear, outputs=[chat, turns, status, viewer], api_visibility="private",
-                     show_progress="hidden")
-        add_btn.click(on_upload, inputs=[files], outputs=[upload_status, info, source_filter, files, index_panel,
-                                                           example_box],
-                      api_visibility="private", concurrency_limit=1, concurrency_id="index")
-        app.load(on_load, outputs=[info, source_filter, index_panel, example_box], api_visibility="private",
-                 show_progress="hidden")
-        gr.api(api_ask, api_name="ask")
-    # Requests waiting beyond settings.queue_size are refused at once ("queue full") instead of piling up.
-    app.queue(max_size=settings.queue_size, default_concurrency_limit=CONCURRENCY)
-    app.tqa_page = page  # type: ignore[attr-defined]
-    return app
+
+def _layout(page: Page) -> SimpleNamespace:
+    """The components, laid out (called inside the Blocks context)."""
+    import gradio as gr
+
+    settings = page.assistant.settings
+    html_info, sources0 = page.panel()
+    upload_label = (f"Add documents ({' '.join(UPLOAD_TYPES)}; up to {size_text(page.max_upload_bytes)} each)")
+    turns = gr.State([])
+    gr.HTML(render_header(), js_on_load=None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=420):
+            chat = gr.HTML(render_conversation([]), elem_id="tqa-chat",
+                           js_on_load=asset("copy.js") + asset("chat.js"))
+            status = gr.HTML("", elem_id="tqa-status", js_on_load=None)
+            with gr.Row(equal_height=True, elem_id="tqa-ask-row"):
+                question = gr.Textbox(show_label=False, placeholder="Ask a question about the documents\u2026",
+                                      max_length=settings.max_question_chars, lines=1, max_lines=4, scale=6,
+                                      autofocus=True, elem_id="tqa-question", submit_btn=False)
+                ask_btn = gr.Button("Ask", variant="primary", scale=0, min_width=100, elem_id="tqa-ask")
+            examples0 = page.examples
+            example_box = gr.HTML(render_examples(examples0), elem_id="tqa-examples",
+                                  js_on_load=asset("examples.js"), visible=bool(examples0))
+        with gr.Column(scale=2, min_width=320, elem_id="tqa-side"):
+            viewer = gr.HTML(render_empty_viewer(), elem_id="tqa-viewer",
+                             js_on_load=asset("copy.js") + asset("viewer.js"))
+            with gr.Accordion("Search settings", open=True):
+                k = gr.Slider(1, min(10, MAX_K), value=settings.k, step=1, label="Passages per answer")
+                mode = gr.Radio(list(MODES), value=settings.mode, label="Search mode",
+                                info="hybrid: meaning + keywords; dense: meaning; bm25: keywords")
+                source_filter = gr.Dropdown(sources0, value=[], multiselect=True, label="Search only in",
+                                            info="leave empty to search every document",
+                                            elem_id="tqa-sources")
+            with gr.Accordion(page.panel_label(), open=False, elem_id="tqa-index") as index_panel:
+                info = gr.HTML(html_info, js_on_load=None, elem_id="tqa-info")
+                files = gr.File(file_count="multiple", file_types=list(UPLOAD_TYPES), type="filepath",
+                                label=upload_label, elem_id="tqa-upload")
+                add_btn = gr.Button("Add to the index", variant="primary", elem_id="tqa-add")
+                upload_status = gr.HTML("", js_on_load=None, elem_id="tqa-upload-status")
+    return SimpleNamespace(turns=turns, chat=chat, status=status, question=question, ask_btn=ask_btn,
+                           example_box=example_box, viewer=viewer, k=k, mode=mode, source_filter=source_filter,
+                           index_panel=index_panel, info=info, files=files, add_btn=add_btn,
+                           upload_status=upload_status)
+
+
+def _wire(app: Any, ui: SimpleNamespace, cb: SimpleNamespace) -> None:
+    """Each event to its callback (called inside the Blocks context)."""
+    import gradio as gr
+
+    private: dict[str, Any] = dict(api_visibility="private")
+    answer_out = [ui.chat, ui.turns, ui.status, ui.question]
+    ui.question.submit(cb.on_ask, inputs=[ui.question, ui.k, ui.mode, ui.source_filter, ui.turns],
+                       outputs=answer_out, show_progress="minimal", **private)
+    ui.ask_btn.click(cb.on_ask, inputs=[ui.question, ui.k, ui.mode, ui.source_filter, ui.turns],
+                     outputs=answer_out, show_progress="minimal", **private)
+    ui.example_box.example(cb.on_example, inputs=[ui.k, ui.mode, ui.source_filter, ui.turns], outputs=answer_out,
+                           show_progress="hidden", **private)
+    ui.chat.cite(cb.on_cite, inputs=[ui.turns], outputs=[ui.viewer], show_progress="hidden", **private)
+    ui.chat.newchat(cb.on_clear, outputs=[ui.chat, ui.turns, ui.status, ui.viewer], show_progress="hidden",
+                    **private)
+    ui.add_btn.click(cb.on_upload, inputs=[ui.files],
+                     outputs=[ui.upload_status, ui.info, ui.source_filter, ui.files, ui.index_panel, ui.example_box],
+                     concurrency_limit=1, concurrency_id="index", **private)
+    app.load(cb.on_load, outputs=[ui.info, ui.source_filter, ui.index_panel, ui.example_box],
+             show_progress="hidden", **private)
+    gr.api(cb.api_ask, api_name="ask")
 
 
 def protected_paths(assistant: Assistant) -> list[str]:
