@@ -110,8 +110,11 @@ def test_missing_tesseract_is_reported_and_the_rest_is_read(monkeypatch: pytest.
     doc = extract("mixed.pdf", out.getvalue())
     assert doc.text == "The first page has a text layer of its own.\n\n"
     assert doc.ocr_pages == ()
-    assert doc.warnings == (
-        "page 2 is a scanned image and was not read: Tesseract is not installed (apt-get install tesseract-ocr)",)
+    # the unread page is a part of the file passed over: listed as skipped, with the command that fixes it
+    assert doc.warnings == () and doc.ocr_pending == (2,)
+    assert [(s.path, s.reason) for s in doc.skipped] == [(
+        "mixed.pdf",
+        "page 2 is a scanned image and was not read: Tesseract is not installed (apt-get install tesseract-ocr)")]
     with pytest.raises(SkipFile) as info:
         extract("scan.pdf", scan_pdf(pdf))
     assert str(info.value).startswith("PDF has no extractable text: page")
