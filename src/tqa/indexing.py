@@ -27,7 +27,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,19 @@ SOURCE_LINE_KEYS = ("from", "date")
 MAX_METADATA_CHARS = 300  # a value kept in the manifest, at most
 
 
-def family(sources: Iterator[str] | Sequence[str] | dict[str, Any], top: str) -> list[str]:
-    """``top`` and the documents found inside it (an e-mail's attachments, at every depth), in the order given.
-    A corpus file's name never holds the separator (discovery skips it), so no other file's name starts so."""
-    prefix = top + ATTACHMENT_SEPARATOR
-    return [s for s in sources if s == top or s.startswith(prefix)]
+def top_of(source: str) -> str:
+    """The corpus file a document comes from: itself, or the message an attachment was found in. A corpus file's
+    name never holds the separator (discovery skips such a name)."""
+    return source.split(ATTACHMENT_SEPARATOR, 1)[0]
+
+
+def families(sources: Iterable[str]) -> dict[str, list[str]]:
+    """Each corpus file's documents (its own, then those found inside it, at every depth), in the order given:
+    one pass, so that a corpus of many files costs no more to group than to list."""
+    out: dict[str, list[str]] = {}
+    for s in sources:
+        out.setdefault(top_of(s), []).append(s)
+    return out
 
 
 def _renamed(source: str, old_top: str, new_top: str) -> str:
@@ -255,11 +263,14 @@ def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]
     every = previous.files if previous else {}
     old_files = {src: meta for src, meta in every.items() if ATTACHMENT_SEPARATOR not in src}  # corpus files
     source_by_hash = {meta.sha256: src for src, meta in old_files.items() if meta.sha256}
-    old_skipped = previous.skipped if previous else ()
+    members = families(every)
+    old_skipped: dict[str, list[Skipped]] = {}
+    for x in previous.skipped if previous else ():
+        old_skipped.setdefault(top_of(x.path), []).append(x)
     ready: list[bool] = []  # whether OCR is available, asked once and only when it matters
 
     def pending(top: str) -> bool:
-        if not any(every[s].ocr_pending for s in family(every, top)):
+        if not any(every[s].ocr_pending for s in members.get(top, ())):
             return False
         if not ready:
             ready.append(ocr_ready())
@@ -278,8 +289,7 @@ def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]
             seen[digest] = source
             old = source if source in old_files and old_files[source].sha256 == digest else source_by_hash.get(digest)
             if old is not None and not pending(old):
-                parts = tuple(Skipped(_renamed(x.path, old, source), x.reason)
-                              for x in old_skipped if family([x.path], old))
+                parts = tuple(Skipped(_renamed(x.path, old, source), x.reason) for x in old_skipped.get(old, ()))
                 files.append(Reuse(source, old, old_files[old], parts))
             else:
                 files.append(FileTask(source, str(path), digest, chunking, max_bytes))
@@ -421,11 +431,12 @@ class _Part:
 
 def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) -> list[_Part]:
     parts = []
+    old = previous.manifest.files if previous is not None else {}
+    grouped = families(old)
     for f in plan.files:
         if isinstance(f, Reuse):
             assert previous is not None
-            old = previous.manifest.files
-            members = family(old, f.previous_source)
+            members = grouped[f.previous_source]
             rows = np.concatenate([previous.rows_of(m) for m in members]).astype(np.int64)
             chunks = [c if f.source == f.previous_source else
                       dataclasses.replace(c, source=_renamed(c.source, f.previous_source, f.source))
@@ -463,9 +474,10 @@ def _document_texts(plan: Plan, embedded: Sequence[Embedded], previous: Index | 
     by_file = {e.file.source: e.file for e in embedded}
     reused = any(isinstance(f, Reuse) for f in plan.files)
     old = dict(previous.documents()) if previous is not None and reused else {}  # (already loaded: ``previous``)
+    grouped = families(old)
     for f in plan.files:
         if isinstance(f, Reuse):
-            for m in family(old, f.previous_source):
+            for m in grouped[f.previous_source]:
                 yield _renamed(m, f.previous_source, f.source), old[m]
         elif isinstance(f, FileTask) and f.source in by_file:
             yield from ((d.source, d.text) for d in by_file[f.source].documents)
@@ -564,11 +576,11 @@ def _summary(plan: Plan, extracted: list[Extracted], skipped: list[Skipped]) -> 
     for e in extracted:
         (s.files_changed if e.source in plan.previous_sources else s.files_added).append(e.source)
         s.warnings.extend({"path": e.source, "warning": w} for d in e.documents for w in d.warnings)
-    previous = sorted(plan.previous_sources)
+    grouped = families(sorted(plan.previous_sources))
     kept = {_renamed(m, f.previous_source, f.source) for f in plan.files if isinstance(f, Reuse)
-            for m in family(previous, f.previous_source)} | {d.source for e in extracted for d in e.documents}
+            for m in grouped[f.previous_source]} | {d.source for e in extracted for d in e.documents}
     renamed_from = {m for f in plan.files if isinstance(f, Reuse) and f.source != f.previous_source
-                    for m in family(previous, f.previous_source)}
+                    for m in grouped[f.previous_source]}
     s.files_removed = sorted(src for src in plan.previous_sources if src not in kept and src not in renamed_from)
     return s
 
