@@ -79,3 +79,21 @@ def test_without_encoder_copies_an_index_as_an_older_tqa_built_it(tmp_path):
     assert not (current_generation(copy) / "encoder").exists()
     assert (current_generation(index) / "encoder" / "model.onnx").is_file()  # the original is untouched
     assert without_encoder(copy, tmp_path / "again") is None
+
+
+def test_the_ocr_benchmark_measures_every_configuration_against_its_baseline(tmp_path, monkeypatch):
+    from bench.ocr import measure, scanned_pdf, table
+    from tqa.loaders.ocr import OcrSettings
+
+    from .test_format_index import fake_tesseract, only_on_path
+
+    only_on_path(monkeypatch, fake_tesseract(tmp_path / "bin", "Read from the scan."))
+    data, pages = scanned_pdf(2)
+    assert pages == 2
+    configs = {"one": OcrSettings(workers=1, languages="eng", dpi=50),
+               "two": OcrSettings(workers=2, languages="eng", dpi=50)}
+    rows = measure(data, pages, configs, rounds=2)
+    assert [r["configuration"] for r in rows] == ["one", "two"] and rows[0]["ratio"] == 1.0
+    assert all(r["chars"] == len("Read from the scan.\n\nRead from the scan.") for r in rows)
+    out = table(rows, pages, 2, 2)
+    assert out.count("\n| ") == 3 and "| one | " in out

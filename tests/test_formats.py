@@ -301,3 +301,57 @@ def test_old_chunk_tables_without_the_new_fields_still_load() -> None:
     old_doc = {"source": "a.txt", "text": "x", "format": "txt", "sha256": "0", "pages": [], "headings": [],
                "warnings": []}
     assert Document.from_dict(old_doc) == Document("a.txt", "x", "txt", "0")
+
+
+# --- the same through a built index: what a reader is given
+
+
+@pytest.fixture(scope="module")
+def format_index(tmp_path_factory: pytest.TempPathFactory):
+    """Every format's file of the default document (and a PDF with a text layer) in one corpus, indexed."""
+    from tqa import Assistant, build_index
+
+    from .conftest import FakeEmbedder
+    from .format_writers import write_pdf_text
+
+    root = tmp_path_factory.mktemp("formats")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for source, write in WRITERS.items():
+        (corpus / source).write_bytes(write(SECTIONS))
+    pdf, page_texts = write_pdf_text(SECTIONS)
+    (corpus / "report.pdf").write_bytes(pdf)
+    summary = build_index(corpus, root / "index", embedder=FakeEmbedder(), progress=False)
+    assert summary.skipped == [] and len(summary.files_added) == len(WRITERS) + 1
+    return Assistant.load(root / "index", embedder=FakeEmbedder()), page_texts
+
+
+def test_every_passage_of_every_format_quotes_its_document_under_the_writers_heading(format_index) -> None:
+    qa, page_texts = format_index
+    texts = dict(qa.documents())
+    for source in [*WRITERS, "report.pdf"]:
+        hits = qa.search("governance trafficking partnership technology", k=200, mode="bm25", sources=[source],
+                         dedupe=False)
+        assert hits, source
+        for h in hits:
+            assert texts[source][h.start:h.end] == h.text  # the citation invariant
+            if source == "report.pdf":  # the page whose text holds the passage's first line
+                first = h.text.strip().splitlines()[0]
+                assert first in page_texts[h.page - 1], (h.page, first)
+                continue
+            chunk = Chunk(h.source, h.start, h.end, h.text, tuple(h.section.split(" > ")) if h.section else (),
+                          h.page, page_unit=h.page_unit)
+            i = section_of(chunk)
+            assert h.section == " > ".join(expected_trail(source, SECTIONS[i].title)), (source, h.text[:60])
+            if source.endswith(".pptx"):
+                assert (h.page_unit, h.page) == ("slide", i + 1)
+
+
+def test_the_same_question_cites_the_same_section_in_every_format_of_an_index(format_index) -> None:
+    qa, _ = format_index
+    txt = default_sections_source()[0]
+    base = {q: max(Chunker().chunk(txt), key=lambda c: score(q, c)).section[-1] for q in QUESTIONS}
+    for source in WRITERS:
+        for q in QUESTIONS:
+            best = qa.ask(q, k=1, mode="bm25", sources=[source]).passages[0]
+            assert best.section_path[-1] == base[q], (source, q, best.section)

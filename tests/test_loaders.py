@@ -337,7 +337,7 @@ def test_to_dict_is_json_ready_and_round_trips(html_doc: Document, pdf_doc: Docu
     for doc in (html_doc, pdf_doc, extract("a.txt", b"\xe9t\xe9")):
         d = json.loads(json.dumps(doc.to_dict()))
         assert set(d) == {"source", "text", "format", "sha256", "pages", "headings", "warnings", "page_unit",
-                          "ocr_pages", "metadata", "attachments", "skipped"}
+                          "ocr_pages", "ocr_pending", "metadata", "attachments", "skipped"}
         assert d["text"] == doc.text
         assert Document.from_dict(d) == doc
     assert Skipped("a/b.docx", "unsupported file type .docx").to_dict() == {

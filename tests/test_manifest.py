@@ -103,12 +103,12 @@ def test_the_oldest_manifest_tqa_wrote_still_loads(index, fake_embedder):
 @pytest.mark.parametrize("edit", [
     lambda m: m.update(ranking={"dense": 0.8, "keyword_weight": 0.2, "why": "learned"}),
     lambda m: m.update(tune={"model": "tuned/"}),
-    lambda m: m["files"]["sweden.md"].update(metadata={"from": "someone"}),
+    lambda m: m["files"]["sweden.md"].update(language="sv"),
     lambda m: m["model"].update(revision="abc"),
     lambda m: m["calibration"].update(method="other"),
     lambda m: m["vector_index"].update(codes=8),
     lambda m: m["counts"].update(pages=3),
-], ids=["ranking", "tune", "file metadata", "model revision", "calibration method", "vector codes", "counts"])
+], ids=["ranking", "tune", "file language", "model revision", "calibration method", "vector codes", "counts"])
 def test_a_section_this_tqa_does_not_know_is_refused_not_ignored(index, edit):
     rewrite(index, edit)
     for read in (load_index, read_manifest):
@@ -136,3 +136,17 @@ def test_a_manifest_is_a_value(index):
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.corpus = "elsewhere"  # type: ignore[misc]
     assert dataclasses.replace(m, corpus="elsewhere").corpus == "elsewhere" and m.corpus != "elsewhere"
+
+
+def test_a_files_sender_and_pending_ocr_read_back_and_are_checked(index):
+    """A document's metadata (an e-mail's sender and date) and its count of scanned pages left unread are kept when
+    present, left out when not, and a value of the wrong kind is refused like any other."""
+    rewrite(index, lambda m: m["files"]["sweden.md"].update(metadata={"from": "a@example.org"}, ocr_pending=2))
+    entry = read_manifest(index).files["sweden.md"]
+    assert entry.metadata == {"from": "a@example.org"} and entry.ocr_pending == 2
+    assert "metadata" not in written(index)["files"]["tech.txt"]
+    for bad in ({"metadata": {"from": 3}}, {"metadata": "a@example.org"}, {"ocr_pending": -1}):
+        rewrite(index, lambda m, bad=bad: m["files"]["sweden.md"].update(bad))
+        with pytest.raises(IndexCorrupt, match="sweden.md"):
+            read_manifest(index)
+        rewrite(index, lambda m: m["files"]["sweden.md"].update(metadata={}, ocr_pending=0))

@@ -33,7 +33,8 @@ def hostile_passage() -> Passage:
     text = f"{HOSTILE} passage {HOSTILE}"
     return Passage(text=text, source=HOSTILE, section=HOSTILE, page=3, start=10, end=10 + len(text), score=0.5,
                    highlight=HOSTILE, highlight_start=10, highlight_end=10 + len(HOSTILE), rank=1, relevance=0.4,
-                   keyword_score=2.0, section_path=(HOSTILE,))
+                   keyword_score=2.0, section_path=(HOSTILE,), ocr=True, page_unit=HOSTILE,
+                   metadata={"from": HOSTILE, "date": HOSTILE})
 
 
 def hostile_answer(abstained: bool = False) -> Answer:
@@ -50,7 +51,9 @@ def hostile_value(name: str) -> object:
         "a": hostile_answer(), "turns": [Turn(HOSTILE, HOSTILE, hostile_answer(), 1.0)],
         "v": Viewer(source=HOSTILE, section=HOSTILE, page=HOSTILE, start=HOSTILE, end=HOSTILE,
                     before=HOSTILE, passage=(HOSTILE, HOSTILE, HOSTILE), after=HOSTILE, elided_before=True,
-                    elided_after=True, rank=HOSTILE, quoted=hostile_passage()),
+                    elided_after=True, rank=HOSTILE, quoted=hostile_passage(), page_unit=HOSTILE, ocr=True,
+                    origin=HOSTILE),
+        "unit": HOSTILE, "ocr": True, "text": HOSTILE,
         "rows": [(HOSTILE, HOSTILE)], "sources": [HOSTILE], "skipped": [{"path": HOSTILE, "reason": HOSTILE}],
         "message": HOSTILE, "kind": HOSTILE, "questions": [HOSTILE, HOSTILE],
     }

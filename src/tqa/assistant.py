@@ -32,6 +32,8 @@ LOW_RELEVANCE = "no passage is relevant enough"
 # Control characters other than tab/newline (C0, DEL and C1, NUL bytes included) are replaced by spaces.
 _CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {c: " " for c in range(0x7F, 0xA0)}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# How a citation marks a passage read by OCR from a scanned page (its words may be misread).
+OCR_MARK = "read by OCR"
 SHOWN_NAMES = 10  # unknown document names listed in an error, at most
 NAME_CHARS = 120  # a document name in an error, at most
 
@@ -52,14 +54,25 @@ class Passage:
     relevance: float | None = None  # cosine similarity of question and passage (None if not measured)
     keyword_score: float | None = None
     section_path: tuple[str, ...] = ()
+    ocr: bool = False  # the text was read by OCR from a scanned page: a word may be misread
+    page_unit: str = "page"  # what ``page`` counts: "page", or "slide" for presentations
+    # The document's sender and date ("from", "date"): an e-mail's, or for an attachment its message's.
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def origin(self) -> str:
+        """What the source line shows besides the name: "from Anna <anna@example.org>, 2024-03-05 10:15"."""
+        return origin_line(self.metadata)
 
     def citation(self) -> str:
-        """A human reference: file, section, page."""
+        """A human reference: file, section, page (or slide), and whether the text was read by OCR."""
         parts = [self.source]
         if self.section:
             parts.append(f"§ {self.section}")
-        if self.page is not None:
-            parts.append(f"p. {self.page}")
+        where = page_label(self.page, self.page_unit)
+        if where:
+            parts.append(where)
+        if self.ocr:
+            parts.append(OCR_MARK)
         parts.append(f"chars {self.start}-{self.end}")
         return ", ".join(parts)
 
@@ -67,7 +80,29 @@ class Passage:
         d = asdict(self)
         d["section_path"] = list(self.section_path)
         d["citation"] = self.citation()
+        d["origin"] = self.origin()
         return d
+
+
+def origin_line(metadata: dict[str, str]) -> str:
+    """A document's sender and date for its source line ("" when it has neither). A date the loader could read is
+    ISO 8601, shown to the minute."""
+    parts = []
+    if metadata.get("from"):
+        parts.append(f"from {metadata['from']}")
+    date = metadata.get("date") or ""
+    if re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)?", date):
+        date = date[:10] + " " + date[11:16]
+    if date:
+        parts.append(date)
+    return ", ".join(parts)
+
+
+def page_label(page: int | None, unit: str = "page") -> str:
+    """"p. 3", "slide 3", or "" without a page."""
+    if page is None:
+        return ""
+    return f"slide {page}" if unit == "slide" else f"p. {page}"
 
 
 @dataclass(frozen=True)
@@ -114,6 +149,8 @@ class Hit:
     relevance: float | None  # cosine similarity of question and passage (None in bm25 mode: not computed)
     keyword_score: float | None
     text: str
+    ocr: bool = False  # read by OCR from a scanned page
+    page_unit: str = "page"  # "page", or "slide" for presentations
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -418,11 +455,15 @@ class Assistant:
             text = index.document_text(source)
             if text is None:
                 raise BadQuestion(f"{shown(source, NAME_CHARS)} is not in this index.")
+            at = index.chunk_at(source, start)
         a, b = section.start, section.end
         return {
             "source": source,
             "section": SECTION_SEPARATOR.join(section.trail),
             "page": section.page,
+            "page_unit": at.page_unit if at is not None else "page",
+            "ocr": bool(at is not None and at.ocr),
+            "origin": origin_line(_metadata(index, source)),
             "start": a,
             "end": b,
             "text": text[a:b],
@@ -596,7 +637,8 @@ def _save(target: Path, files: list[tuple[str, bytes]]) -> list[Path]:
 def _hit(index: Index, scored: Scored, rank: int) -> Hit:
     c = index.chunks[scored.row]
     return Hit(rank=rank, source=c.source, start=c.start, end=c.end, section=SECTION_SEPARATOR.join(c.section),
-               page=c.page, score=scored.score, relevance=scored.dense, keyword_score=scored.keyword, text=c.text)
+               page=c.page, score=scored.score, relevance=scored.dense, keyword_score=scored.keyword, text=c.text,
+               ocr=c.ocr, page_unit=c.page_unit)
 
 
 def _passage(index: Index, scored: Scored, rank: int, question: str) -> Passage:
@@ -617,4 +659,12 @@ def _passage(index: Index, scored: Scored, rank: int, question: str) -> Passage:
         relevance=None if scored.dense is None else round(scored.dense, 4),
         keyword_score=None if scored.keyword is None else round(scored.keyword, 4),
         section_path=c.section,
+        ocr=c.ocr,
+        page_unit=c.page_unit,
+        metadata=_metadata(index, c.source),
     )
+
+
+def _metadata(index: Index, source: str) -> dict[str, str]:
+    entry = index.manifest.files.get(source)
+    return dict(entry.metadata) if entry is not None else {}

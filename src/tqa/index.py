@@ -144,11 +144,20 @@ class Index:
 
     # ------------------------------------------------------------ documents
 
+    def chunk_at(self, source: str, offset: int) -> Chunk | None:
+        """The chunk of ``source`` that holds ``offset`` (the first one, where chunks overlap), or None."""
+        rows = self._rows_at(source, offset)
+        return self.chunks[rows[0]] if rows else None
+
+    def _rows_at(self, source: str, offset: int) -> list[int]:
+        chunks = self.chunks
+        return [int(i) for i in self.rows_of(source) if chunks[i].start <= offset < chunks[i].end]
+
     def section_at(self, source: str, offset: int) -> Section | None:
         """The section of ``source`` around ``offset`` (the run of its chunks under the same heading trail), with
         the page of the chunk at the offset; None when no chunk of it holds the offset."""
         chunks = self.chunks
-        rows = [int(i) for i in self.rows_of(source) if chunks[i].start <= offset < chunks[i].end]
+        rows = self._rows_at(source, offset)
         if not rows:
             return None
         i = j = rows[0]

@@ -14,8 +14,9 @@
 The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
 and ``Embedded`` also convert to and from JSON-able dicts), with nothing read from globals, so a runner may run
 stages 2 and 3 in other processes or on other machines and hand their results to ``assemble``. ``build_index``
-runs them all here, under the index's write lock. One file may yield several documents (an e-mail and its
-attachments): ``Extracted.documents`` holds them all; today each file yields its own document only.
+runs them all here, under the index's write lock. One file may yield several documents: an e-mail gives its own
+and one per attachment read (``message.eml › report.pdf``), all in ``Extracted.documents``, and the file is reused
+or read again as a whole, by the SHA-256 of its bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,18 @@ from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder,
 from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
 from .index import Index
 from .keywords import KeywordIndex, analyzer_settings
-from .loaders import SUPPORTED, NotReadable, SkipFile, Skipped, discover, extract, read_bounded
+from .loaders import (
+    ATTACHMENT_SEPARATOR,
+    SUPPORTED,
+    Document,
+    NotReadable,
+    SkipFile,
+    Skipped,
+    discover,
+    extract,
+    read_bounded,
+)
+from .loaders.ocr import ocr_ready
 from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo
 from .query_encoder import write_encoder
 from .retrieval import calibrate, name_prefixes
@@ -47,6 +59,30 @@ from .store import check_index_location, current_generation, load_index, publish
 from .vectors import FaissVectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+OcrProgress = Callable[[str, int, int], None]  # (source, pages read, pages to read)
+
+# What the source line shows of a document's metadata (the loaders find more: title, author, recipients...).
+SOURCE_LINE_KEYS = ("from", "date")
+MAX_METADATA_CHARS = 300  # a value kept in the manifest, at most
+
+
+def top_of(source: str) -> str:
+    """The corpus file a document comes from: itself, or the message an attachment was found in. A corpus file's
+    name never holds the separator (discovery skips such a name)."""
+    return source.split(ATTACHMENT_SEPARATOR, 1)[0]
+
+
+def families(sources: Iterable[str]) -> dict[str, list[str]]:
+    """Each corpus file's documents (its own, then those found inside it, at every depth), in the order given:
+    one pass, so that a corpus of many files costs no more to group than to list."""
+    out: dict[str, list[str]] = {}
+    for s in sources:
+        out.setdefault(top_of(s), []).append(s)
+    return out
+
+
+def _renamed(source: str, old_top: str, new_top: str) -> str:
+    return new_top + source[len(old_top):]
 
 
 @dataclass
@@ -123,6 +159,7 @@ class Reuse:
     source: str
     previous_source: str  # its name in the previous index (another one when the file was renamed)
     entry: FileEntry  # what the previous manifest records for it
+    skipped: tuple[Skipped, ...] = ()  # its parts the previous build passed over (attachments, scanned pages)
 
 
 @dataclass(frozen=True)
@@ -153,6 +190,9 @@ class ExtractedDocument:
     chunks: tuple[Chunk, ...]
     pages: int | None = None
     warnings: tuple[str, ...] = ()
+    sha256: str = ""  # of its own bytes (an attachment's); empty: the file's
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)  # what its source line shows
+    ocr_pending: int = 0  # scanned pages not read because OCR was not available
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "chunks": [c.to_dict() for c in self.chunks], "warnings": list(self.warnings)}
@@ -170,7 +210,8 @@ class Extracted:
     source: str
     sha256: str
     size: int  # bytes
-    documents: tuple[ExtractedDocument, ...]
+    documents: tuple[ExtractedDocument, ...]  # the file's own first, then its attachments (depth first)
+    skipped: tuple[Skipped, ...] = ()  # its parts not read (attachments, scanned pages), with the reason
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -178,11 +219,12 @@ class Extracted:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "size": self.size,
-                "documents": [d.to_dict() for d in self.documents]}
+                "documents": [d.to_dict() for d in self.documents], "skipped": [s.to_dict() for s in self.skipped]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Extracted:
-        return cls(d["source"], d["sha256"], d["size"], tuple(ExtractedDocument.from_dict(x) for x in d["documents"]))
+        return cls(d["source"], d["sha256"], d["size"], tuple(ExtractedDocument.from_dict(x) for x in d["documents"]),
+                   tuple(Skipped(s["path"], s["reason"]) for s in d.get("skipped") or ()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,10 +256,25 @@ def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]
                on_progress: Progress | None = None) -> Plan:
     """Read and hash every file ``discover`` found in ``corpus`` (``found``: candidates and what it passed over),
     within ``max_bytes``, and decide each one's fate against the previous index's manifest: unchanged or renamed
-    content is reused, the rest extracted; an unreadable file or the duplicate of an earlier one is skipped."""
+    content is reused (with the attachments read from it), the rest extracted; an unreadable file or the duplicate
+    of an earlier one is skipped. A file with scanned pages left unread for want of OCR is read again once OCR is
+    available."""
     candidates, unlisted = found
-    old_files = previous.files if previous else {}
+    every = previous.files if previous else {}
+    old_files = {src: meta for src, meta in every.items() if ATTACHMENT_SEPARATOR not in src}  # corpus files
     source_by_hash = {meta.sha256: src for src, meta in old_files.items() if meta.sha256}
+    members = families(every)
+    old_skipped: dict[str, list[Skipped]] = {}
+    for x in previous.skipped if previous else ():
+        old_skipped.setdefault(top_of(x.path), []).append(x)
+    ready: list[bool] = []  # whether OCR is available, asked once and only when it matters
+
+    def pending(top: str) -> bool:
+        if not any(every[s].ocr_pending for s in members.get(top, ())):
+            return False
+        if not ready:
+            ready.append(ocr_ready())
+        return ready[0]
     files: list[FileTask | Reuse | Skipped] = []
     seen: dict[str, str] = {}  # content hash -> the first source with it
     for n, (source, path) in enumerate(candidates):
@@ -231,9 +288,12 @@ def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]
         else:
             seen[digest] = source
             old = source if source in old_files and old_files[source].sha256 == digest else source_by_hash.get(digest)
-            files.append(Reuse(source, old, old_files[old]) if old is not None else
-                         FileTask(source, str(path), digest, chunking, max_bytes))
-    return Plan(corpus, index_dir, model, precision, chunking, tuple(files), tuple(unlisted), frozenset(old_files))
+            if old is not None and not pending(old):
+                parts = tuple(Skipped(_renamed(x.path, old, source), x.reason) for x in old_skipped.get(old, ()))
+                files.append(Reuse(source, old, old_files[old], parts))
+            else:
+                files.append(FileTask(source, str(path), digest, chunking, max_bytes))
+    return Plan(corpus, index_dir, model, precision, chunking, tuple(files), tuple(unlisted), frozenset(every))
 
 
 def _hash(source: str, path: Path, max_bytes: int) -> str | Skipped:
@@ -257,21 +317,48 @@ def _read(source: str, path: Path, max_bytes: int) -> bytes | Skipped:
 # ---------------------------------------------------------------- 2. extract and chunk
 
 
-def extract_and_chunk(task: FileTask) -> Extracted | Skipped:
-    """Read one file (within its cap), extract its text and cut it into chunks; or say why it has none."""
+def extract_and_chunk(task: FileTask, ocr_progress: OcrProgress | None = None) -> Extracted | Skipped:
+    """Read one file (within its cap), extract its text and cut it into chunks; or say why it has none. An
+    e-mail's attachments become documents of their own, after the message's; what was not read of the file
+    (an attachment, a scanned page) is listed with the reason. ``ocr_progress(source, done, total)`` is told of
+    scanned pages as they are read."""
     raw = _read(task.source, Path(task.path), task.max_bytes)
     if isinstance(raw, Skipped):
         return raw
+    report = None if ocr_progress is None else lambda done, total: ocr_progress(task.source, done, total)
     try:
-        doc = extract(task.source, raw)
+        doc = extract(task.source, raw, progress=report)
     except SkipFile as exc:
         return Skipped(task.source, str(exc))
-    chunks = Chunker(task.chunking).chunk(doc)
-    if not chunks:
+    chunker = Chunker(task.chunking)
+    documents: list[ExtractedDocument] = []
+    skipped: list[Skipped] = []
+    for d, meta in _documents(doc):
+        chunks = chunker.chunk(d)
+        if not chunks and d is not doc:
+            skipped.append(Skipped(d.source, "no text to index"))
+            continue
+        documents.append(ExtractedDocument(d.source, d.format, d.text, tuple(chunks), len(d.pages) or None,
+                                           tuple(d.warnings), d.sha256, meta, len(d.ocr_pending)))
+        skipped.extend(d.skipped)
+    if not any(d.chunks for d in documents):
         return Skipped(task.source, "no text to index")
-    document = ExtractedDocument(doc.source, doc.format, doc.text, tuple(chunks), len(doc.pages) or None,
-                                 tuple(doc.warnings))
-    return Extracted(task.source, doc.sha256, len(raw), (document,))
+    # (the file's own document stays first even without text of its own: the file is reused as a whole)
+    return Extracted(task.source, doc.sha256, len(raw), tuple(documents), tuple(skipped))
+
+
+def _documents(doc: Document, inherited: dict[str, str] | None = None) -> Iterator[tuple[Document, dict[str, str]]]:
+    """A document and those inside it (depth first), each with what its source line shows: its own sender and
+    date, or (an attachment that has none) those of the message it came with."""
+    own = {k: _bounded(doc.metadata[k]) for k in SOURCE_LINE_KEYS if doc.metadata.get(k)}
+    meta = own or dict(inherited or {})
+    yield doc, meta
+    for a in doc.attachments:
+        yield from _documents(a, meta)
+
+
+def _bounded(value: str) -> str:
+    return value if len(value) <= MAX_METADATA_CHARS else value[:MAX_METADATA_CHARS - 1] + "…"
 
 
 # ---------------------------------------------------------------- 3. embed
@@ -344,19 +431,25 @@ class _Part:
 
 def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) -> list[_Part]:
     parts = []
+    old = previous.manifest.files if previous is not None else {}
+    grouped = families(old)
     for f in plan.files:
         if isinstance(f, Reuse):
             assert previous is not None
-            rows = previous.rows_of(f.previous_source)
-            chunks = [c if c.source == f.source else dataclasses.replace(c, source=f.source)
+            members = grouped[f.previous_source]
+            rows = np.concatenate([previous.rows_of(m) for m in members]).astype(np.int64)
+            chunks = [c if f.source == f.previous_source else
+                      dataclasses.replace(c, source=_renamed(c.source, f.previous_source, f.source))
                       for c in (previous.chunks[int(r)] for r in rows)]
             parts.append(_Part(chunks, previous.vectors.take(rows), previous.units.take(previous.unit_rows(rows)),
-                               [(f.source, f.entry)]))
+                               [(_renamed(m, f.previous_source, f.source), old[m]) for m in members]))
         elif isinstance(f, FileTask) and f.source in embedded:
             e = embedded[f.source]
-            entries = [(d.source, FileEntry(sha256=e.file.sha256, size=e.file.size, format=d.format,
-                                            chars=len(d.text), chunks=len(d.chunks), pages=d.pages,
-                                            warnings=d.warnings)) for d in e.file.documents]
+            entries = [(d.source, FileEntry(sha256=d.sha256 or e.file.sha256,
+                                            size=e.file.size if d.source == e.file.source else None,
+                                            format=d.format, chars=len(d.text), chunks=len(d.chunks), pages=d.pages,
+                                            warnings=d.warnings, metadata=dict(d.metadata),
+                                            ocr_pending=d.ocr_pending or None)) for d in e.file.documents]
             parts.append(_Part(e.file.chunks, e.vectors, e.units, entries))
     return parts
 
@@ -381,9 +474,11 @@ def _document_texts(plan: Plan, embedded: Sequence[Embedded], previous: Index | 
     by_file = {e.file.source: e.file for e in embedded}
     reused = any(isinstance(f, Reuse) for f in plan.files)
     old = dict(previous.documents()) if previous is not None and reused else {}  # (already loaded: ``previous``)
+    grouped = families(old)
     for f in plan.files:
         if isinstance(f, Reuse):
-            yield f.source, old[f.previous_source]
+            for m in grouped[f.previous_source]:
+                yield _renamed(m, f.previous_source, f.source), old[m]
         elif isinstance(f, FileTask) and f.source in by_file:
             yield from ((d.source, d.text) for d in by_file[f.source].documents)
 
@@ -422,7 +517,7 @@ def build_index(
         name, chunks, precision = _settle(old, corpus, index_dir, model, chunking, embedder, settings)
         plan = plan_build(corpus, index_dir, found, old, model=name, precision=precision, chunking=chunks,
                           max_bytes=settings.max_file_bytes, on_progress=on_progress)
-        extracted, skipped = _extract_all(plan, on_progress)
+        extracted, skipped = _extract_all(plan, on_progress, _ocr_bar(progress))
         summary = _summary(plan, extracted, skipped)
         if old and not summary.changed and [s.to_dict() for s in old.skipped] == summary.skipped:
             tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
@@ -439,9 +534,10 @@ def build_index(
     return summary
 
 
-def _extract_all(plan: Plan, on_progress: Progress | None) -> tuple[list[Extracted], list[Skipped]]:
-    """Stage 2 for every task of the plan, here; and every file the build passes over, in corpus order (after
-    those discovery passed over). Refuses a corpus that leaves nothing to index."""
+def _extract_all(plan: Plan, on_progress: Progress | None,
+                 ocr_progress: OcrProgress | None = None) -> tuple[list[Extracted], list[Skipped]]:
+    """Stage 2 for every task of the plan, here; and every file (or part of one) the build passes over, in corpus
+    order (after those discovery passed over). Refuses a corpus that leaves nothing to index."""
     total = len(plan.tasks)
     extracted: list[Extracted] = []
     skipped = list(plan.unlisted)
@@ -451,11 +547,14 @@ def _extract_all(plan: Plan, on_progress: Progress | None) -> tuple[list[Extract
             if on_progress:
                 on_progress("extracting", done, total)
             done += 1
-            result = extract_and_chunk(f)
+            result = extract_and_chunk(f, ocr_progress)
             if isinstance(result, Skipped):
                 skipped.append(result)
             else:
                 extracted.append(result)
+                skipped.extend(result.skipped)
+        elif isinstance(f, Reuse):
+            skipped.extend(f.skipped)
         elif isinstance(f, Skipped):
             skipped.append(f)
     if not extracted and not any(isinstance(f, Reuse) for f in plan.files):
@@ -477,10 +576,35 @@ def _summary(plan: Plan, extracted: list[Extracted], skipped: list[Skipped]) -> 
     for e in extracted:
         (s.files_changed if e.source in plan.previous_sources else s.files_added).append(e.source)
         s.warnings.extend({"path": e.source, "warning": w} for d in e.documents for w in d.warnings)
-    kept = {f.source for f in plan.files if isinstance(f, Reuse)} | {e.source for e in extracted}
-    renamed_from = {r["from"] for r in s.files_renamed}
+    grouped = families(sorted(plan.previous_sources))
+    kept = {_renamed(m, f.previous_source, f.source) for f in plan.files if isinstance(f, Reuse)
+            for m in grouped[f.previous_source]} | {d.source for e in extracted for d in e.documents}
+    renamed_from = {m for f in plan.files if isinstance(f, Reuse) and f.source != f.previous_source
+                    for m in grouped[f.previous_source]}
     s.files_removed = sorted(src for src in plan.previous_sources if src not in kept and src not in renamed_from)
     return s
+
+
+def _ocr_bar(progress: bool | None) -> OcrProgress | None:
+    """A progress bar on stderr for the scanned pages of each file read by OCR (as the embedding pass has one), or
+    None when no bar is wanted (``progress`` False, or None and stderr is not a terminal)."""
+    if not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    bars: dict[str, Any] = {}
+
+    def update(source: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(source)
+        if bar is None:
+            bar = bars[source] = tqdm(total=total, desc=f"OCR {shown(source)[-40:]}", unit="page", file=sys.stderr,
+                                      leave=True, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            bars.pop(source, None)
+
+    return update
 
 
 def _previous(index_dir: Path, rebuild: bool) -> Any:

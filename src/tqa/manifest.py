@@ -120,12 +120,23 @@ class FileEntry:
     chunks: int | None = None
     pages: int | None = None
     warnings: tuple[str, ...] = ()
+    # What the source line shows besides the name (an e-mail's "from" and "date"; an attachment's are its
+    # message's). Left out of the JSON when empty.
+    metadata: dict[str, str] = field(default_factory=dict, hash=False)
+    # Scanned pages not read because OCR was not available (Tesseract or its language data missing): the next
+    # build reads the file again once it is. Left out of the JSON when None.
+    ocr_pending: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"sha256": self.sha256, "bytes": self.size, "format": self.format, "chars": self.chars,
                              "chunks": self.chunks}
         d = {k: v for k, v in d.items() if v is not None}
-        return {**d, "pages": self.pages, "warnings": list(self.warnings)}
+        d = {**d, "pages": self.pages, "warnings": list(self.warnings)}
+        if self.metadata:
+            d["metadata"] = dict(self.metadata)
+        if self.ocr_pending is not None:
+            d["ocr_pending"] = self.ocr_pending
+        return d
 
 
 @dataclass(frozen=True)
@@ -431,9 +442,17 @@ def _file(meta: Any, source: str) -> FileEntry:
     entry = FileEntry(sha256=f("sha256", "sha256", optional=True), size=f("bytes", "count", optional=True),
                       format=f("format", "text", optional=True), chars=f("chars", "count", optional=True),
                       chunks=f("chunks", "count", optional=True), pages=f("pages", "count", "null", optional=True),
-                      warnings=f.texts("warnings", optional=True))
+                      warnings=f.texts("warnings", optional=True), metadata=_metadata(f),
+                      ocr_pending=f("ocr_pending", "count", optional=True))
     f.done()
     return entry
+
+
+def _metadata(f: _Fields) -> dict[str, str]:
+    meta = f("metadata", "object", optional=True) or {}
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise _Invalid(f"{f.at}metadata holds something other than text")
+    return dict(meta)
 
 
 def _skipped(entry: Any) -> Skipped:

@@ -86,11 +86,14 @@ class Document:
     warnings: tuple[str, ...] = ()
     page_unit: str = "page"  # what a page is called in a citation: "page", or "slide" for presentations
     ocr_pages: tuple[int, ...] = ()  # 1-based pages whose text was read by OCR from an image
+    # 1-based scanned pages not read because OCR was not available (Tesseract or its language data missing); they
+    # are also in ``skipped``, with the reason and the command that installs what is missing
+    ocr_pending: tuple[int, ...] = ()
     # What a source line can show besides the file name: "title", "author", "from", "to", "date", "subject"
     # (dates ISO 8601 when they could be parsed). Never part of ``text``.
     metadata: dict[str, str] = field(default_factory=dict, hash=False)
     attachments: tuple[Document, ...] = ()  # documents found inside this one (e-mail attachments), each complete
-    skipped: tuple[Skipped, ...] = ()  # parts that were not read (attachments), with the reason
+    skipped: tuple[Skipped, ...] = ()  # parts that were not read (attachments, scanned pages), with the reason
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class Document:
             "warnings": list(self.warnings),
             "page_unit": self.page_unit,
             "ocr_pages": list(self.ocr_pages),
+            "ocr_pending": list(self.ocr_pending),
             "metadata": dict(self.metadata),
             "attachments": [a.to_dict() for a in self.attachments],
             "skipped": [s.to_dict() for s in self.skipped],
@@ -121,6 +125,7 @@ class Document:
             warnings=tuple(d.get("warnings", ())),
             page_unit=d.get("page_unit") or "page",
             ocr_pages=tuple(int(p) for p in d.get("ocr_pages") or ()),
+            ocr_pending=tuple(int(p) for p in d.get("ocr_pending") or ()),
             metadata={str(k): str(v) for k, v in (d.get("metadata") or {}).items()},
             attachments=tuple(cls.from_dict(a) for a in d.get("attachments") or ()),
             skipped=tuple(Skipped(s["path"], s["reason"]) for s in d.get("skipped") or ()),

@@ -10,7 +10,17 @@ from pathlib import Path, PurePosixPath
 
 from tqa.errors import CorpusError
 
-from .base import DEFAULT_MAX_BYTES, SUPPORTED, UNSAFE_NAME_CHARS, NotReadable, Skipped, nfc, shown, size_text
+from .base import (
+    ATTACHMENT_SEPARATOR,
+    DEFAULT_MAX_BYTES,
+    SUPPORTED,
+    UNSAFE_NAME_CHARS,
+    NotReadable,
+    Skipped,
+    nfc,
+    shown,
+    size_text,
+)
 
 
 def read_bounded(path: str | Path, max_bytes: int, *, follow_symlinks: bool = True) -> bytes:
@@ -72,6 +82,9 @@ def _name_problem(name: str, kind: str) -> str | None:
         return f"{kind} name is not valid UTF-8; rename it"
     if UNSAFE_NAME_CHARS.search(name):
         return f"{kind} name contains control characters; rename it"
+    if ATTACHMENT_SEPARATOR in name:  # kept for the documents inside a file: "message.eml › report.pdf"
+        mark = ATTACHMENT_SEPARATOR.strip()
+        return f"{kind} name contains ' {mark} ', which tqa keeps for e-mail attachments; rename it"
     return None
 
 

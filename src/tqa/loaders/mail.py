@@ -10,7 +10,9 @@ like any other. Attachments inside attachments are read to ``Limits.max_attachme
 
 from __future__ import annotations
 
+import binascii
 import mimetypes
+import quopri
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -150,9 +152,22 @@ def _payload(part: Message) -> bytes:
         msg = inner[0] if isinstance(inner, list) and inner else None
         if not isinstance(msg, Message):
             return b""
+        encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
+        if encoding in ("base64", "quoted-printable") and not msg.keys():
+            # A forwarded message sent encoded (the standard says not to, some mailers do): the parser read the
+            # encoded text as a message without headers. Decode it, and read that.
+            return _decoded(str(msg.get_payload()), encoding)
         return msg.as_bytes(policy=policy.compat32.clone(linesep="\n"))
     raw = part.get_payload(decode=True)
     return raw if isinstance(raw, bytes) else b""
+
+
+def _decoded(text: str, encoding: str) -> bytes:
+    try:
+        raw = text.encode("ascii", "replace")
+        return binascii.a2b_base64(raw) if encoding == "base64" else quopri.decodestring(raw)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def extract_eml(source: str, data: bytes, digest: str, limits: Limits, child: ExtractChild, depth: int,

@@ -48,6 +48,7 @@ class OcrResult:
     texts: dict[int, str] = field(default_factory=dict)  # 0-based page index -> text read
     warnings: list[str] = field(default_factory=list)
     unread: list[int] = field(default_factory=list)  # 0-based pages that needed OCR and were not read
+    pending: list[int] = field(default_factory=list)  # those of them not read because OCR was not available
 
 
 def available_cores() -> int:
@@ -70,6 +71,13 @@ def _installed_languages(exe: str) -> tuple[str, ...]:
 def tesseract() -> str | None:
     """Path of the tesseract program, or None."""
     return shutil.which("tesseract")
+
+
+def ocr_ready(languages: str | None = None) -> bool:
+    """Whether scanned pages can be read now: Tesseract is installed, with the language data asked for (None: the
+    defaults). A build reads again the files whose scanned pages were left for want of it."""
+    exe = tesseract()
+    return exe is not None and resolve_languages(exe, languages)[0] is not None
 
 
 def resolve_languages(exe: str, wanted: str | None) -> tuple[str | None, str | None]:
@@ -201,6 +209,7 @@ def ocr_pdf_pages(data: bytes, candidates: list[int], settings: OcrSettings,
         if exe is None or langs is None:
             reason = why or f"Tesseract is not installed ({INSTALL_TESSERACT})"
             result.unread = scans
+            result.pending = list(scans)
             result.warnings.append(f"{_scanned(scans)} not read: {reason}")
             return result
         if len(scans) > settings.max_pages:

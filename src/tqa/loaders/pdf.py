@@ -9,7 +9,7 @@ import io
 import logging
 import warnings
 
-from .base import VISIBLE, Document, Limits, SkipFile, nfc, short_error
+from .base import VISIBLE, Document, Limits, SkipFile, Skipped, nfc, short_error
 from .ocr import MIN_TEXT_LAYER_CHARS, OcrSettings, Progress, ocr_pdf_pages
 from .zipped import not_this_format, sniff
 
@@ -63,6 +63,7 @@ def extract_pdf(source: str, data: bytes, digest: str, limits: Limits, ocr: OcrS
     empty = [i for i, t in enumerate(texts) if _visible_chars(t) < MIN_TEXT_LAYER_CHARS]
     notes: list[str] = []
     ocr_pages: list[int] = []
+    pending: tuple[int, ...] = ()
     if empty and ocr.enabled:
         result = ocr_pdf_pages(data, empty, ocr, progress)
         total = sum(len(t) for t in texts)
@@ -73,6 +74,7 @@ def extract_pdf(source: str, data: bytes, digest: str, limits: Limits, ocr: OcrS
             texts[i] = text
             ocr_pages.append(i + 1)
         notes = result.warnings
+        pending = tuple(i + 1 for i in sorted(result.pending))
     if not any(VISIBLE.search(t) for t in texts):
         if notes:
             raise SkipFile("PDF has no extractable text: " + "; ".join(notes))
@@ -82,5 +84,6 @@ def extract_pdf(source: str, data: bytes, digest: str, limits: Limits, ocr: OcrS
     for t in texts:
         pages.append(offset)
         offset += len(t) + 2  # "\n\n" separator
-    return Document(source, "\n\n".join(texts), "pdf", digest, pages=tuple(pages), warnings=tuple(notes),
-                    ocr_pages=tuple(ocr_pages))
+    # Scanned pages that were not read are parts of the file passed over: listed as skipped, with the reason.
+    return Document(source, "\n\n".join(texts), "pdf", digest, pages=tuple(pages), ocr_pages=tuple(ocr_pages),
+                    ocr_pending=pending, skipped=tuple(Skipped(source, note) for note in notes))

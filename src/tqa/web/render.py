@@ -129,6 +129,9 @@ class Viewer:
     elided_after: bool
     rank: int | None
     quoted: Passage | None  # the passage whose quotes are offered
+    page_unit: str = "page"  # "page", or "slide" for presentations
+    ocr: bool = False  # the passage was read by OCR from a scanned page
+    origin: str = ""  # the document's sender and date (an e-mail's, or its attachment's)
 
 
 def viewer(ctx: dict[str, Any], p: Passage | None = None, rank: int | None = None) -> Viewer:
@@ -148,6 +151,9 @@ def viewer(ctx: dict[str, Any], p: Passage | None = None, rank: int | None = Non
         start=int(ctx["start"]) + a, end=int(ctx["start"]) + b,
         before=text[lo:a], passage=marked(text[a:b], ha - a, hb - a), after=text[b:hi],
         elided_before=lo > 0, elided_after=hi < len(text), rank=None if rank is None else int(rank), quoted=p,
+        page_unit="slide" if ctx.get("page_unit") == "slide" else "page",
+        ocr=bool(ctx.get("ocr")) or bool(p is not None and p.ocr),
+        origin=str(ctx.get("origin") or (p.origin() if p is not None else "")),
     )
 
 
