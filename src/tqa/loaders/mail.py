@@ -184,13 +184,7 @@ def extract_eml(source: str, data: bytes, digest: str, limits: Limits, child: Ex
     b = TextBuilder(limits)
     if meta.get("subject"):
         b.block(meta["subject"], heading=1)
-    body = None
-    try:
-        body = msg.get_body(preferencelist=("plain", "html")) if isinstance(msg, EmailMessage) else None
-    except Exception:
-        body = None
-    if body is None and msg.get_content_maintype() == "text":
-        body = msg
+    body = _body(msg)
     if body is not None:
         text = _part_text(body)
         if body.get_content_subtype() == "html":
@@ -209,30 +203,13 @@ def extract_eml(source: str, data: bytes, digest: str, limits: Limits, child: Ex
             continue
         budget.attachments -= 1
         name = _name(part, n, taken)
-        child_source = f"{source}{ATTACHMENT_SEPARATOR}{name}"
-        ext = PurePosixPath(name).suffix.lower()
-        if ext not in SUPPORTED:
-            skipped.append(Skipped(child_source, f"unsupported file type {ext}" if ext else
-                                   "unsupported file type (no extension)"))
-            continue
-        if depth + 1 > limits.max_attachment_depth:
-            skipped.append(Skipped(child_source, f"attachment nested more than {limits.max_attachment_depth} "
-                                                 "levels deep, not read"))
-            continue
-        if budget.chars <= 0:
-            skipped.append(Skipped(child_source, f"the file's text passed {limits.max_text_chars:,} characters"))
-            continue
-        try:
-            payload = _payload(part)
-            doc = child(child_source, payload, replace(limits, max_text_chars=budget.chars), depth + 1)
-        except SkipFile as e:
-            skipped.append(Skipped(child_source, e.reason))
-            continue
-        except Exception as e:  # never let one attachment stop the message
-            skipped.append(Skipped(child_source, f"could not read attachment: {short_error(e)}"))
-            continue
-        budget.chars -= sum(len(d.text) for d in doc.walk())
-        attachments.append(doc)
+        found = _attachment(f"{source}{ATTACHMENT_SEPARATOR}{name}", PurePosixPath(name).suffix.lower(), part,
+                            limits, child, depth, budget)
+        if isinstance(found, Skipped):
+            skipped.append(found)
+        else:
+            budget.chars -= sum(len(d.text) for d in found.walk())
+            attachments.append(found)
     if depth == 0 and budget.over:
         s = "" if budget.over == 1 else "s"
         skipped.append(Skipped(f"{source}{ATTACHMENT_SEPARATOR}…", f"{budget.over:,} more attachment{s} not read "
@@ -243,3 +220,34 @@ def extract_eml(source: str, data: bytes, digest: str, limits: Limits, child: Ex
                                                         else ""))
     return Document(source, b.text(), "eml", digest, headings=tuple(b.headings), metadata=meta,
                     attachments=tuple(attachments), skipped=tuple(skipped))
+
+
+def _body(msg: Message) -> Message | None:
+    """The message's text part (plain preferred over HTML), or None."""
+    body: Message | None = None
+    try:
+        body = msg.get_body(preferencelist=("plain", "html")) if isinstance(msg, EmailMessage) else None
+    except Exception:
+        body = None
+    if body is None and msg.get_content_maintype() == "text":
+        body = msg
+    return body
+
+
+def _attachment(child_source: str, ext: str, part: Message, limits: Limits, child: ExtractChild, depth: int,
+                budget: Budget) -> Document | Skipped:
+    """One attachment (its extension ``ext``) read as a document of its own, or why it was not."""
+    if ext not in SUPPORTED:
+        return Skipped(child_source, f"unsupported file type {ext}" if ext else "unsupported file type (no extension)")
+    if depth + 1 > limits.max_attachment_depth:
+        return Skipped(child_source, f"attachment nested more than {limits.max_attachment_depth} levels deep, "
+                                     "not read")
+    if budget.chars <= 0:
+        return Skipped(child_source, f"the file's text passed {limits.max_text_chars:,} characters")
+    try:
+        payload = _payload(part)
+        return child(child_source, payload, replace(limits, max_text_chars=budget.chars), depth + 1)
+    except SkipFile as e:
+        return Skipped(child_source, e.reason)
+    except Exception as e:  # never let one attachment stop the message
+        return Skipped(child_source, f"could not read attachment: {short_error(e)}")
