@@ -7,6 +7,7 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,6 +195,18 @@ def short_error(e: BaseException) -> str:
     return msg if len(msg) <= 120 else msg[:117] + "..."
 
 
+@contextmanager
+def read_errors(what: str) -> Iterator[None]:
+    """Within it, any error of a format's library becomes SkipFile("could not read <what>: <error>") (those
+    libraries raise many types on damaged files; none may escape); a SkipFile passes as it is."""
+    try:
+        yield
+    except SkipFile:
+        raise
+    except Exception as e:
+        raise SkipFile(f"could not read {what}: {short_error(e)}") from e
+
+
 # Characters a name may not hold: a source is printed as one line of a terminal and must not break the line,
 # move the cursor or recolour the screen (C0 and C1 controls other than tab, DEL, the Unicode line and
 # paragraph separators), nor reorder what is shown around it (bidirectional embeddings, overrides, isolates).
@@ -245,9 +258,22 @@ class TextBuilder:
         text = clean_block(text)
         if not VISIBLE.search(text):
             return None
+        start = self._append(text, "\n\n" if self._page_pending else sep)
+        if heading is not None:
+            self.headings.append(Heading(start, self.length, heading))
+        return start, self.length
+
+    def add_text(self, text: str, headings: tuple[Heading, ...] = (), *, level_shift: int = 0) -> None:
+        """Append text already made (an HTML chapter, a plain-text body) as it is, with its heading spans."""
+        if not VISIBLE.search(text):
+            return
+        start = self._append(text, "\n\n")
+        self.headings.extend(Heading(start + h.start, start + h.end, min(h.level + level_shift, 9)) for h in headings)
+
+    def _append(self, text: str, sep: str) -> int:
+        """Append ``text`` after ``sep`` (none at the start), opening a pending page there; returns where it
+        starts. Raises SkipFile past the limit."""
         if self.length:
-            if self._page_pending:
-                sep = "\n\n"
             self.parts.append(sep)
             self.length += len(sep)
         if self._page_pending:
@@ -258,26 +284,7 @@ class TextBuilder:
         self.length += len(text)
         if self.length > self._limit:
             raise SkipFile(f"{self._what} longer than {self._limit:,} characters once extracted")
-        if heading is not None:
-            self.headings.append(Heading(start, self.length, heading))
-        return start, self.length
-
-    def add_text(self, text: str, headings: tuple[Heading, ...] = (), *, level_shift: int = 0) -> None:
-        """Append text already made (an HTML chapter, a plain-text body) as it is, with its heading spans."""
-        if not VISIBLE.search(text):
-            return
-        if self.length:
-            self.parts.append("\n\n")
-            self.length += 2
-        if self._page_pending:
-            self.pages[-1] = self.length
-            self._page_pending = False
-        start = self.length
-        self.parts.append(text)
-        self.length += len(text)
-        if self.length > self._limit:
-            raise SkipFile(f"{self._what} longer than {self._limit:,} characters once extracted")
-        self.headings.extend(Heading(start + h.start, start + h.end, min(h.level + level_shift, 9)) for h in headings)
+        return start
 
     def new_page(self) -> None:
         """The next block starts a new page (a slide); a page without text starts where the next one does."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import xml.etree.ElementTree as ET
+import zipfile
 from urllib.parse import unquote
 
 from .base import Document, Heading, Limits, SkipFile, TextBuilder, clean_block, short_error
@@ -101,18 +102,7 @@ def extract_epub(source: str, data: bytes, digest: str, limits: Limits) -> Docum
             key = {"creator": "author"}.get(name, name)
             meta.setdefault(key, " ".join(el.text.split()))
 
-    encrypted = read_member(zf, "META-INF/encryption.xml")
-    locked: set[str] = set()
-    if encrypted:
-        enc = _xml(encrypted, "META-INF/encryption.xml")
-        for data_el in enc.iter():
-            if _local(data_el.tag) != "EncryptedData":
-                continue
-            method = next((m.get("Algorithm", "") for m in data_el.iter() if _local(m.tag) == "EncryptionMethod"), "")
-            ref = next((r.get("URI", "") for r in data_el.iter() if _local(r.tag) == "CipherReference"), "")
-            if ref and method not in _FONT_OBFUSCATION:
-                locked.add(posixpath.normpath(unquote(ref)))
-
+    locked = _locked(zf)
     labels = _toc_labels(zf, opf_dir, manifest, spine_toc)
     b = TextBuilder(limits)
     chapters = 0
@@ -143,6 +133,22 @@ def extract_epub(source: str, data: bytes, digest: str, limits: Limits) -> Docum
     if not chapters:
         raise SkipFile(".epub has no readable text")
     return Document(source, b.text(), "epub", digest, headings=tuple(_sorted(b.headings)), metadata=meta)
+
+
+def _locked(zf: zipfile.ZipFile) -> set[str]:
+    """The members encrypted by DRM (font obfuscation, which only scrambles fonts, does not count)."""
+    encrypted = read_member(zf, "META-INF/encryption.xml")
+    locked: set[str] = set()
+    if encrypted:
+        enc = _xml(encrypted, "META-INF/encryption.xml")
+        for data_el in enc.iter():
+            if _local(data_el.tag) != "EncryptedData":
+                continue
+            method = next((m.get("Algorithm", "") for m in data_el.iter() if _local(m.tag) == "EncryptionMethod"), "")
+            ref = next((r.get("URI", "") for r in data_el.iter() if _local(r.tag) == "CipherReference"), "")
+            if ref and method not in _FONT_OBFUSCATION:
+                locked.add(posixpath.normpath(unquote(ref)))
+    return locked
 
 
 def _sorted(headings: list[Heading]) -> list[Heading]:

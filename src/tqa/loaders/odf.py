@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Document, Limits, SkipFile, TextBuilder, short_error
+from .base import Document, Limits, SkipFile, TextBuilder, read_errors
 from .office import CELL_SEPARATOR
 from .zipped import check_kind, open_zip, read_member
 
@@ -131,23 +131,16 @@ def extract_odt(source: str, data: bytes, digest: str, limits: Limits) -> Docume
     if b"encryption-data" in manifest:
         raise SkipFile("encrypted .odt (needs a password)")
     check_kind(zf, ".odt", "an OpenDocument text (.odt)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from odfdo import Document as OdfDocument
+    with read_errors(".odt"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from odfdo import Document as OdfDocument
 
-            doc = OdfDocument(io.BytesIO(data))
-            body = doc.body
-    except Exception as e:
-        raise SkipFile(f"could not read .odt: {short_error(e)}") from e
+        doc = OdfDocument(io.BytesIO(data))
+        body = doc.body
     b = TextBuilder(limits)
-    try:
+    with read_errors(".odt"):
         for kind, text, level in _blocks(body):
             b.block(text, heading=level, sep="\n" if kind == "row" else "\n\n")
-    except SkipFile:
-        raise
-    except Exception as e:
-        raise SkipFile(f"could not read .odt: {short_error(e)}") from e
     if not b.length:
         raise SkipFile(".odt has no readable text")
     return Document(source, b.text(), "odt", digest, headings=tuple(b.headings), metadata=_metadata(doc))

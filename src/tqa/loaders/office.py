@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Document, Limits, SkipFile, TextBuilder, short_error
+from .base import Document, Limits, SkipFile, TextBuilder, read_errors
 from .zipped import check_kind, open_zip
 
 CELL_SEPARATOR = " | "  # as HTML tables are read: a row reads as one line, "Spain | 340 | 88%"
@@ -43,20 +43,16 @@ _INLINE_SKIP = frozenset({_w("del"), _w("moveFrom"), _w("delText"), _w("instrTex
 def _open(kind: str, data: bytes, limits: Limits) -> Any:
     zf = open_zip(data, kind, limits)  # bounds every member before the library reads them all
     check_kind(zf, kind, "a Word document (.docx)" if kind == ".docx" else "a PowerPoint presentation (.pptx)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if kind == ".docx":
-                import docx
+    # a zip that is not a Word/PowerPoint package, or one that is broken inside
+    with read_errors(kind), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == ".docx":
+            import docx
 
-                return docx.Document(io.BytesIO(data))
-            import pptx
+            return docx.Document(io.BytesIO(data))
+        import pptx
 
-            return pptx.Presentation(io.BytesIO(data))
-    except SkipFile:
-        raise
-    except Exception as e:  # a zip that is not a Word/PowerPoint package, or one that is broken inside
-        raise SkipFile(f"could not read {kind}: {short_error(e)}") from e
+        return pptx.Presentation(io.BytesIO(data))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -161,31 +157,22 @@ def _word_blocks(container: Any, styles: _WordStyles) -> Iterator[tuple[str, str
                 yield from _word_blocks(inner, styles)
 
 
-def _cells(tr: Any) -> Iterator[Any]:
-    for child in tr:
-        if child.tag == _TC:
+def _children(parent: Any, tag: str) -> Iterator[Any]:
+    """The ``tag`` children of a table or row, including those wrapped in content controls or custom XML."""
+    for child in parent:
+        if child.tag == tag:
             yield child
         elif child.tag in (_SDT, _CUSTOM_XML):
             inner = child.find(_SDT_CONTENT) if child.tag == _SDT else child
             if inner is not None:
-                yield from _cells(inner)
-
-
-def _rows(tbl: Any) -> Iterator[Any]:
-    for child in tbl:
-        if child.tag == _TR:
-            yield child
-        elif child.tag in (_SDT, _CUSTOM_XML):
-            inner = child.find(_SDT_CONTENT) if child.tag == _SDT else child
-            if inner is not None:
-                yield from _rows(inner)
+                yield from _children(inner, tag)
 
 
 def _word_table(tbl: Any, styles: _WordStyles) -> Iterator[tuple[str, str, int | None]]:
     first = True
-    for tr in _rows(tbl):
+    for tr in _children(tbl, _TR):
         cells = []
-        for tc in _cells(tr):
+        for tc in _children(tr, _TC):
             text = " ".join(" ".join(t.split()) for _, t, _ in _word_blocks(tc, styles) if t.strip())
             if text:
                 cells.append(text)
@@ -194,35 +181,34 @@ def _word_table(tbl: Any, styles: _WordStyles) -> Iterator[tuple[str, str, int |
             first = False
 
 
-def _core_metadata(props: Any) -> dict[str, str]:
+def _core_metadata(package: Any) -> dict[str, str]:
+    """Title, author, subject and date from the package's core properties; {} when they cannot be read (never a
+    reason to skip the file)."""
     meta: dict[str, str] = {}
-    for key, attr in (("title", "title"), ("author", "author"), ("subject", "subject")):
-        value = getattr(props, attr, None)
-        if isinstance(value, str) and value.strip():
-            meta[key] = " ".join(value.split())
-    for attr in ("modified", "created"):
-        value = getattr(props, attr, None)
-        if value is not None and hasattr(value, "isoformat"):
-            meta["date"] = value.isoformat()
-            break
+    try:
+        props = package.core_properties
+        for key, attr in (("title", "title"), ("author", "author"), ("subject", "subject")):
+            value = getattr(props, attr, None)
+            if isinstance(value, str) and value.strip():
+                meta[key] = " ".join(value.split())
+        for attr in ("modified", "created"):
+            value = getattr(props, attr, None)
+            if value is not None and hasattr(value, "isoformat"):
+                meta["date"] = value.isoformat()
+                break
+    except Exception:
+        return {}
     return meta
 
 
 def extract_docx(source: str, data: bytes, digest: str, limits: Limits) -> Document:
     doc = _open(".docx", data, limits)
     b = TextBuilder(limits)
-    try:
+    with read_errors(".docx"):
         styles = _WordStyles(doc)
         for kind, text, level in _word_blocks(doc.element.body, styles):
             b.block(text, heading=level, sep="\n" if kind == "row" else "\n\n")
-        try:
-            meta = _core_metadata(doc.core_properties)
-        except Exception:
-            meta = {}
-    except SkipFile:
-        raise
-    except Exception as e:
-        raise SkipFile(f"could not read .docx: {short_error(e)}") from e
+    meta = _core_metadata(doc)
     if not b.length:
         raise SkipFile(".docx has no readable text")
     return Document(source, b.text(), "docx", digest, headings=tuple(b.headings), metadata=meta)
@@ -261,7 +247,7 @@ def _table_rows(table: Any) -> Iterator[str]:
 def extract_pptx(source: str, data: bytes, digest: str, limits: Limits) -> Document:
     prs = _open(".pptx", data, limits)
     b = TextBuilder(limits)
-    try:
+    with read_errors(".pptx"):
         for slide in prs.slides:
             b.new_page()
             title = slide.shapes.title
@@ -280,14 +266,7 @@ def extract_pptx(source: str, data: bytes, digest: str, limits: Limits) -> Docum
                 notes = _frame_text(frame).strip() if frame is not None else ""
                 if notes:
                     b.block(f"{NOTES_MARK}\n{notes}")
-        try:
-            meta = _core_metadata(prs.core_properties)
-        except Exception:
-            meta = {}
-    except SkipFile:
-        raise
-    except Exception as e:
-        raise SkipFile(f"could not read .pptx: {short_error(e)}") from e
+    meta = _core_metadata(prs)
     if not b.length:
         raise SkipFile(".pptx has no readable text")
     return Document(source, b.text(), "pptx", digest, pages=b.page_starts(), headings=tuple(b.headings),
