@@ -154,7 +154,7 @@ class LocalRayCluster:
             for pid in mine:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + (10 if sig == signal.SIGTERM else 5)
+            deadline = time.monotonic() + (3 if sig == signal.SIGTERM else 5)
             while time.monotonic() < deadline and any(_running(p) for p in mine):
                 time.sleep(0.2)
         self.ended |= mine
