@@ -244,7 +244,7 @@ def test_auto_starts_a_private_local_cluster_and_stops_it(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.model
 def test_a_worker_killed_mid_build_is_restarted_and_the_index_is_the_local_one(cluster, default_index,
-                                                                               real_embedder, tmp_path):
+                                                                               real_embedder, tmp_path, capfd):
     """The acceptance test: the real model on a head and a worker node, one worker process SIGKILLed after the
     first call of the build has finished; Ray restarts it and runs its calls again; the index has the local build's
     chunk table, vectors within bf16 tolerance, and gives the same answers to the project's questions."""
@@ -263,6 +263,8 @@ def test_a_worker_killed_mid_build_is_restarted_and_the_index_is_the_local_one(c
         after = pool.worker_pids()
     assert summary.published and killed
     assert killed[0] not in after and len(after) == 2  # the killed worker was restarted in a new process
+    out, err = capfd.readouterr()
+    assert "raylet" not in out and "died" in err  # Ray's report of the lost worker, on stderr (stdout: the summary)
 
     (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(default_index), _index(
         tmp_path / "index")

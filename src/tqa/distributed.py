@@ -202,6 +202,22 @@ class _Worker:
         return out
 
 
+def _cluster_messages_to_stderr(ray: Any) -> None:
+    """Ray's driver prints the cluster's messages (a worker died, a call is retried) to stdout; a build's stdout is
+    its summary (``tqa index --json``), so they go to stderr. Ray offers no setting for it: its printing function is
+    wrapped, when it is there to wrap."""
+    worker: Any = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if worker is None or original is None or getattr(original, "_tqa_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr._tqa_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
     """Fail at once, in one line, when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for minutes)."""
     import socket
@@ -313,8 +329,6 @@ class RayPool:
                          **kwargs)
             else:
                 ray.init(address=self.address, **kwargs)
-        except TqaError:
-            raise
         except Exception as exc:
             if self.address == LOCAL:
                 raise DistributedError(f"Could not start a local Ray cluster: {_first_line(exc)}") from None
@@ -323,6 +337,7 @@ class RayPool:
                 "`ray start --head`, pass the address it prints, or use --ray auto for a local cluster."
             ) from None
         self._owned = True
+        _cluster_messages_to_stderr(ray)
 
     def _describe(self, timeout: float) -> list[dict[str, Any]]:
         ray = self._ray
