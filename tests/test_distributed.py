@@ -65,7 +65,7 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
 
 @pytest.mark.parametrize("kwargs", [
     {"address": ""}, {"address": "   "}, {"cpus_per_worker": 0}, {"workers": 0}, {"workers": True},
-    {"call_texts": 0}, {"call_files": -1}, {"call_bytes": 1.5},
+    {"call_texts": 0}, {"call_files": -1}, {"call_bytes": 1.5}, {"max_restarts": -1},
 ])
 def test_bad_arguments_are_refused_before_anything_starts(kwargs):
     with pytest.raises(DistributedError) as err:
@@ -194,6 +194,10 @@ def test_errors_on_workers_are_one_line(cluster):
     with pytest.raises(DistributedError) as err:
         RayPool(cluster.address, embedder=broken_model)
     assert "could not load the embedding model" in one_line(err.value) and "'missing'" in str(err.value)
+    assert not ray.is_initialized()
+    with pytest.raises(DistributedError) as err:
+        RayPool(cluster.address, embedder=hash_embedder, workers=3)  # the cluster has 2 CPUs
+    assert "need 3 CPUs" in one_line(err.value)
     assert not ray.is_initialized()
     with RayPool(cluster.address, embedder=hash_embedder) as pool:
         with pytest.raises(DistributedError) as err:

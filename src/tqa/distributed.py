@@ -256,8 +256,9 @@ class RayPool:
     anything else is passed to ``ray.init`` (``HOST:PORT`` of a running cluster's head). When Ray is already
     initialised in this process, that session is used as it is and left running.
     ``workers``: how many (default: the cluster's CPUs // ``cpus_per_worker``). ``embedder``: a picklable factory
-    run once on each worker (default ``ModelFactory(model, precision)``); ``precision`` should be resolved by the
-    driver (the index records it), so that workers on other CPUs encode at the same one.
+    run once on each worker (default ``ModelFactory(model, precision)``, with ``precision`` resolved on the driver:
+    ``TQA_PRECISION`` or ``auto`` for this CPU; a build passes the index's own), so that every worker encodes at the
+    same one.
     ``call_texts``, ``call_files``, ``call_bytes``: how much one call carries (texts for ``encode``; files and their
     bytes for ``process``). ``on_call(done_calls)``: called on the driver after each finished call (progress; tests
     use it to act mid-build).
@@ -275,6 +276,8 @@ class RayPool:
             raise DistributedError(f"cpus_per_worker must be a whole number of at least 1, not {cpus_per_worker!r}.")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise DistributedError(f"workers must be a whole number of at least 1, not {workers!r}.")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise DistributedError(f"max_restarts must be a whole number of at least 0, not {max_restarts!r}.")
         for label, value in (("call_texts", call_texts), ("call_files", call_files), ("call_bytes", call_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DistributedError(f"{label} must be a whole number of at least 1, not {value!r}.")
@@ -287,7 +290,12 @@ class RayPool:
         self._owned = False
         self._actors: list[Any] = []
         self.default_model = embedder is None
-        factory = embedder or ModelFactory(model, precision)
+        if embedder is None:
+            from .embedding import resolve_precision
+
+            # resolved here, once: workers on CPUs without native bfloat16 must still encode as the index records
+            embedder = ModelFactory(model, resolve_precision(precision))
+        factory = embedder
         self._connect(local_cpus)
         try:
             total = float(ray.cluster_resources().get("CPU", 0))
@@ -297,6 +305,11 @@ class RayPool:
                     "Add a node (`ray start --address HEAD:PORT`) or lower the CPUs per worker."
                 )
             n = workers or max(1, int(total // cpus_per_worker))
+            if n * cpus_per_worker > total:
+                raise DistributedError(
+                    f"{n} Ray workers of {cpus_per_worker} CPU need {n * cpus_per_worker} CPUs; the cluster at "
+                    f"{self.address} has {total:g}. Ask for fewer workers, or add nodes."
+                )
             remote = ray.remote(_Worker).options(
                 num_cpus=cpus_per_worker,
                 max_restarts=max_restarts,
