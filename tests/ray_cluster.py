@@ -8,6 +8,7 @@ other Ray processes on the machine (``ray stop`` would end every Ray on the mach
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -28,23 +29,27 @@ ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
 
 
-def _token_file() -> Path:
-    """One token for every cluster this process starts or joins (Ray's token loader keeps the first one it reads)."""
-    folder = Path(tempfile.mkdtemp(prefix="tqa-ray-token-"))
-    path = folder / "auth_token"
-    path.write_text(secrets.token_hex(32), encoding="ascii")
-    path.chmod(0o600)
-    return path
+_TOKEN: list[Path] = []
 
 
-TOKEN = _token_file()
+def token_file() -> Path:
+    """One token for every cluster this process starts or joins (Ray's token loader keeps the first one it reads),
+    made on first use (workers import this module too, and need none) and removed when the process ends."""
+    if not _TOKEN:
+        folder = Path(tempfile.mkdtemp(prefix="tqa-ray-token-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / "auth_token"
+        path.write_text(secrets.token_hex(32), encoding="ascii")
+        path.chmod(0o600)
+        _TOKEN.append(path)
+    return _TOKEN[0]
 
 
 def ray_environment() -> dict[str, str]:
     """What the cluster's processes and the driver need: token authentication with a token of this process's own
     (Ray's servers listen on every interface; without it, and since a local ``ray.init`` writes a token to
     ~/.ray/auth_token by default, the nodes of two clusters would disagree), and no usage statistics."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(TOKEN), "RAY_USAGE_STATS_ENABLED": "0"}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file()), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def _free_port() -> int:
