@@ -169,6 +169,10 @@ class LocalRayCluster:
         """Processes ``stop`` ended that still run (none, unless stopping failed)."""
         return {p for p in self.ended if _running(p)}
 
+    def workers_running(self, call: str = "") -> set[int]:
+        """The processes of this cluster's tqa workers (``_Worker`` actors); with ``call``, only those running it."""
+        return {p for p in self.processes() if title(p).startswith(f"ray::_Worker{'.' + call if call else ''}")}
+
     def processes(self) -> set[int]:
         """The processes of this cluster that are still running (zombies awaiting their parent excluded)."""
         return {p for p in _started_by(self.groups) if _running(p)}
@@ -208,11 +212,19 @@ def hash_embedder() -> HashEmbedder:
     return HashEmbedder()
 
 
-def broken_model() -> HashEmbedder:
-    from tqa.errors import ModelError
+class PoisonEmbedder(HashEmbedder):
+    """Fails on a worker for any text that holds the word "poison": a build that breaks mid-way."""
 
-    raise ModelError("Could not load the embedding model 'missing': no such folder. Pass --model with a folder.")
+    def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        if any("poison" in t.lower() for t in texts):
+            raise ValueError("poisoned text\nsecond line")
+        return super().encode(texts, batch_size=batch_size, progress=progress)
 
 
-def crashing_extract(source: str, data: bytes) -> object:
-    raise ValueError(f"cannot read {source}\nsecond line")
+def title(pid: int) -> str:
+    """A process's title (Ray names a worker ``ray::CLASS.METHOD`` while it runs a call, ``ray::CLASS`` idle)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,6 +1,7 @@
-"""The Ray runner (distributed.py): what it promises without a cluster (light imports, one-line errors, the same
-per-file stage as a local build), and on a real local cluster of separate node processes (the same index as a local
-build, a worker killed mid-build, errors on workers, nothing published when workers are lost for good)."""
+"""Building on Ray (``tqa index --ray``, ``build_index(ray=...)``, distributed.py): what it promises without a cluster
+(light imports, one-line errors before anything is read, the workers' call is the build's own stages), and on a real
+local cluster of separate node processes (the same index as a local build, a worker killed mid-build, errors on
+workers, nothing published when a build fails mid-way)."""
 
 from __future__ import annotations
 
@@ -11,36 +12,44 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tqa.config import ChunkSettings
+from tqa import build_index
+from tqa.cli import main
 from tqa.errors import DistributedError
 
-from .conftest import CORPUS, ROOT
-from .ray_cluster import LocalRayCluster, broken_model, crashing_extract, hash_embedder, ray_environment
+from .conftest import CORPUS, ROOT, free_port
+from .ray_cluster import LocalRayCluster, PoisonEmbedder, hash_embedder, ray_environment, title
 
 # Ray reads its authentication mode once, when it is imported: the driver side of these tests (this process) uses
 # the same token as the clusters they start.
 os.environ.update(ray_environment())
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 
-from tqa.distributed import (  # noqa: E402
-    Extracted,
-    FileJob,
-    RayEmbedder,
-    RayPool,
-    _batches,
-    extract_and_chunk,
-)
+from tqa import distributed  # noqa: E402
+from tqa.distributed import RayPool, SameEmbedder, check_ray  # noqa: E402
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc)
+def one_line(text: object) -> str:
+    text = str(text).strip()
     assert text and "\n" not in text and "Traceback" not in text, text
     return text
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def listing(index: Path) -> tuple[bytes, list[str]]:
+    """What a reader sees of an index folder: the live generation and every entry (temporary folders included)."""
+    return (index / "CURRENT").read_bytes(), sorted(p.name for p in index.iterdir())
 
 
 # ---------------------------------------------------------------- without a cluster
@@ -48,78 +57,123 @@ def one_line(exc: BaseException) -> str:
 
 def test_import_and_help_do_not_load_ray():
     code = (
-        "import sys, tqa.distributed\nfrom tqa.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print([m for m in ('ray', 'torch', 'numpy') if m in sys.modules])"
+        "import sys, tqa.distributed, tqa.indexing\nfrom tqa.cli import main\n"
+        "for argv in (['--help'], ['index', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print([m for m in ('ray', 'torch') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("[]"), out
+    assert "--ray ADDRESS" in out and out.strip().endswith("[]"), out
 
 
-def test_without_ray_the_error_says_how_to_install(monkeypatch):
+def test_without_the_extra_the_cli_says_how_to_install(monkeypatch, small_corpus, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(DistributedError) as err:
-        RayPool("auto")
-    assert "pip install 'tqa[ray]'" in one_line(err.value)
+    code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", "auto"], capsys)
+    assert code == 1 and not out
+    assert "pip install 'tqa[ray]'" in one_line(err)
+    assert not (tmp_path / "index").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray", "nohost"], "HOST:PORT"), (["--ray", "host:99999"], "HOST:PORT"), (["--ray", ":6379"], "HOST:PORT"),
+    (["--ray", " "], "HOST:PORT"), (["--ray", "auto", "--ray-workers", "0"], "at least 1"),
+    (["--ray-workers", "2"], "needs --ray"),
+])
+def test_bad_ray_options_are_refused_in_one_line_before_anything_is_read(args, message, small_corpus, tmp_path,
+                                                                         capsys):
+    code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), *args], capsys)
+    assert code == 1 and not out
+    assert message in one_line(err)
+    assert not (tmp_path / "index").exists()
+    assert not ray.is_initialized()
+
+
+def test_an_address_where_nothing_answers_fails_at_once_in_one_line(small_corpus, tmp_path, capsys):
+    address = f"127.0.0.1:{free_port()}"  # nothing listens: ray.init itself would retry for minutes
+    t0 = time.monotonic()
+    code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", address], capsys)
+    assert code == 1 and "No Ray cluster answers at " + address in one_line(err)
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "index").exists() and not ray.is_initialized()
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"address": ""}, {"address": "   "}, {"cpus_per_worker": 0}, {"workers": 0}, {"workers": True},
-    {"call_texts": 0}, {"call_files": -1}, {"call_bytes": 1.5}, {"max_restarts": -1},
+    {"address": ""}, {"cpus_per_worker": 0}, {"workers": 0}, {"workers": True}, {"call_files": -1},
+    {"call_bytes": 1.5}, {"max_restarts": -1},
 ])
-def test_bad_arguments_are_refused_before_anything_starts(kwargs):
+def test_bad_pool_arguments_are_refused_before_anything_starts(kwargs):
     with pytest.raises(DistributedError) as err:
         RayPool(**kwargs)
     one_line(err.value)
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("address", ["nohost", "host:", ":6379", "host:99999", "host:port"])
-def test_an_address_that_is_not_host_port_is_refused(address):
+@pytest.mark.parametrize("address, workers", [("", None), (None, None), ("auto", 0), ("auto", 2.0), ("auto", False),
+                                              ("a:b", None)])
+def test_check_ray_refuses_what_it_can_before_a_build(address, workers):
     with pytest.raises(DistributedError) as err:
-        RayPool(address)
-    assert "HOST:PORT" in one_line(err.value)
+        check_ray(address, workers)
+    one_line(err.value)
     assert not ray.is_initialized()
 
 
-def test_no_cluster_at_the_address_fails_at_once_in_one_line():
-    from .conftest import free_port
-
-    with pytest.raises(DistributedError) as err:
-        RayPool(f"127.0.0.1:{free_port()}")  # nothing listens: ray.init itself would retry for minutes
-    assert "No Ray cluster answers" in one_line(err.value)
-    assert not ray.is_initialized()
-
-
-def _local_stage(corpus: Path, chunking: ChunkSettings) -> dict[str, Extracted]:
-    return {p.name: extract_and_chunk(p.name, p.read_bytes(), chunking) for p in sorted(corpus.iterdir())}
-
-
-def test_the_file_stage_gives_what_a_local_build_indexes(small_corpus, fake_embedder, tmp_path):
-    from tqa import build_index
+def test_a_worker_call_is_the_builds_own_stages_2_and_3(small_corpus, tmp_path, fake_embedder):
+    """What a worker runs for a batch of files (in this process, without Ray) is what the local build indexes."""
+    from tqa.indexing import Embedded, extract_and_chunk, read_task
+    from tqa.loaders import Skipped
     from tqa.store import load_index
+
+    from .test_build_stages import plan_for
 
     (small_corpus / "empty.md").write_text("   \n\n", encoding="utf-8")
     (small_corpus / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
-    summary = build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
-    stage = _local_stage(small_corpus, ChunkSettings())
-    with load_index(tmp_path / "index") as data:
-        for source, result in stage.items():
-            assert result.source == source
-            assert list(result.chunks) == [c for c in data.chunks if c.source == source]
-            if result.chunks:
-                assert result.document is not None and result.document.text == data.document_text(source)
-                assert result.texts()[:len(result.chunks)] == [c.search_text for c in result.chunks]
-                assert result.texts()[len(result.chunks):] == [t for c in result.chunks for t in c.unit_search_texts()]
-    skipped = {s["path"]: s["reason"] for s in summary.skipped}
-    assert skipped and {s: r.skipped for s, r in stage.items() if r.skipped} == skipped
+    build_index(small_corpus, tmp_path / "index", embedder=fake_embedder)
+    plan = plan_for(small_corpus, tmp_path / "plan")
+    worker = distributed._Worker(SameEmbedder(fake_embedder), 0)
+    results = worker.stages([(t, read_task(t)) for t in plan.tasks], batch_size=32)
+    assert len(results) == len(plan.tasks)
+    with load_index(tmp_path / "index") as index:
+        for task, result in zip(plan.tasks, results, strict=True):
+            local = extract_and_chunk(task)
+            if isinstance(local, Skipped):
+                assert result == local
+                continue
+            assert isinstance(result, Embedded) and result.file == local
+            rows = index.rows_of(task.source)
+            assert [index.chunks[int(r)] for r in rows] == result.file.chunks
+            np.testing.assert_allclose(result.vectors, index.vectors.take(rows), atol=1e-6)
+            np.testing.assert_allclose(result.units, index.units.take(index.unit_rows(rows)), atol=1e-6)
+    assert any(isinstance(r, Skipped) for r in results) and any(isinstance(r, Embedded) for r in results)
 
 
-def test_files_are_cut_into_calls_by_count_and_bytes():
-    jobs = [FileJob(i, f"f{i}", b"x" * n) for i, n in enumerate([10, 10, 10, 500, 10, 10, 10, 10])]
-    batches = list(_batches(jobs, files=3, size_cap=100))
-    assert [[j.key for j in b] for b in batches] == [[0, 1, 2], [3], [4, 5, 6], [7]]
-    assert list(_batches([], 3, 100)) == []
+def test_the_driver_sends_bytes_and_never_a_file_unread(small_corpus, tmp_path, monkeypatch):
+    """Files are read on the driver, cut into calls by count and bytes, and one gone since planning comes back
+    skipped without travelling."""
+    from tqa.loaders import Skipped
+
+    from .test_build_stages import plan_for
+
+    for i in range(5):
+        (small_corpus / f"n{i}.md").write_text(f"# N{i}\n\n" + "word " * (40 * (i + 1)), encoding="utf-8")
+    plan = plan_for(small_corpus, tmp_path / "plan")
+    Path(plan.tasks[1].path).unlink()
+    sent: list[list[str]] = []
+
+    class Pool(RayPool):
+        def __init__(self) -> None:
+            self.call_files, self.call_bytes = 2, 500
+
+        def _run(self, calls):
+            for sources, method, (batch, _size) in calls:
+                assert method == "stages" and all(isinstance(raw, bytes) for _, raw in batch)
+                sent.append(sources)
+                yield sources, [Skipped(t.source, "stand-in") for t, _ in batch]
+
+    results = dict(Pool().stages(plan.tasks))
+    assert set(results) == {t.source for t in plan.tasks}
+    assert results[plan.tasks[1].source].reason == "vanished during indexing"
+    assert plan.tasks[1].source not in [s for call in sent for s in call]
+    assert all(len(call) <= 2 for call in sent) and len(sent) >= 3
 
 
 # ---------------------------------------------------------------- on a real cluster
@@ -145,100 +199,104 @@ def _index(path: Path) -> tuple[list[dict], np.ndarray, np.ndarray, dict]:
     from tqa.store import load_index
 
     with load_index(path) as data:
-        return ([c.to_dict() for c in data.chunks], data.vectors.vectors(), data.units.vectors(), data.manifest)
+        m = data.manifest.to_dict()
+        return ([c.to_dict() for c in data.chunks], data.vectors.vectors(), data.units.vectors(), m)
+
+
+def _more_files(corpus: Path, n: int = 8) -> None:
+    for i in range(n):
+        (corpus / f"note{i}.md").write_text(f"# Note {i}\n\nShelters need funding {i}.\n\nSecond paragraph {i}.\n",
+                                            encoding="utf-8")
+    (corpus / "empty.md").write_text("\n", encoding="utf-8")
 
 
 @pytest.mark.slow
-def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_path):
-    from tqa import build_index
-
+def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "CALL_FILES", 2)  # several calls, on both workers
+    _more_files(small_corpus)
+    seen: list[tuple[str, int, int]] = []
     local = build_index(small_corpus, tmp_path / "local", embedder=hash_embedder())
-    with RayPool(cluster.address, embedder=hash_embedder, call_texts=2) as pool:
-        assert len(pool.workers) == 2 and len({w["node"] for w in pool.workers}) == 2  # one on each node
-        on_ray = build_index(small_corpus, tmp_path / "ray", embedder=RayEmbedder(pool))
-        assert pool.calls_done > 2
-    assert not ray.is_initialized()
-    assert on_ray.chunks_total == local.chunks_total and on_ray.skipped == local.skipped
+    on_ray = build_index(small_corpus, tmp_path / "ray", embedder=hash_embedder(), ray=cluster.address,
+                         on_progress=lambda *a: seen.append(a))
+    assert not ray.is_initialized()  # the build's connection is closed
+    files = len(list(small_corpus.iterdir()))
+    assert [s for s in seen if s[0] == "embedding on Ray"][-1][1:] == (files, files)
+    assert on_ray.published and on_ray.chunks_total == local.chunks_total and on_ray.skipped == local.skipped
+    assert on_ray.files_added == local.files_added
     (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(tmp_path / "local"), _index(
         tmp_path / "ray")
     assert a_chunks == b_chunks
     np.testing.assert_allclose(a_vec, b_vec, atol=1e-6)
     np.testing.assert_allclose(a_units, b_units, atol=1e-6)
-    assert a_man["files"] == b_man["files"] and a_man["model"] == b_man["model"]
+    for key in ("files", "skipped", "model", "counts", "calibration", "precision"):
+        assert a_man[key] == b_man[key], key
+
+    # an update on the cluster embeds only what changed, and nothing reaches the cluster when nothing did
+    (small_corpus / "note3.md").write_text("# Note 3\n\nChanged text about shelters.\n", encoding="utf-8")
+    again = build_index(small_corpus, tmp_path / "ray", embedder=hash_embedder(), ray=cluster.address)
+    assert again.files_changed == ["note3.md"] and again.chunks_embedded == 1
+    still = build_index(small_corpus, tmp_path / "ray", embedder=hash_embedder(), ray=cluster.address)
+    assert not still.published
 
 
 @pytest.mark.slow
-def test_files_processed_on_the_cluster_match_the_local_stage(cluster, small_corpus):
-    (small_corpus / "empty.md").write_text("\n", encoding="utf-8")
-    for i in range(6):
-        (small_corpus / f"note{i}.md").write_text(f"# Note {i}\n\nShelters need funding {i}.\n\nSecond {i}.\n",
-                                                   encoding="utf-8")
-    files = sorted(small_corpus.iterdir())
-    jobs = [FileJob(i, p.name, p.read_bytes()) for i, p in enumerate(files)]
-    local = _local_stage(small_corpus, ChunkSettings())
-    with RayPool(cluster.address, embedder=hash_embedder, call_files=2) as pool:
-        results = list(pool.process(iter(jobs), chunking=ChunkSettings()))
-    assert sorted(r.key for r in results) == list(range(len(files)))
-    for r in results:
-        expected = local[files[r.key].name]
-        assert r.extracted == expected
-        texts = expected.texts()
-        assert r.vectors.shape == (len(texts), 64) and r.vectors.dtype == np.float32
-        np.testing.assert_allclose(r.vectors, hash_embedder().encode(texts), atol=1e-6)
-    empty = next(r for r in results if files[r.key].name == "empty.md").extracted
-    assert empty.skipped and not empty.chunks and not len(empty.texts())
-
-
-@pytest.mark.slow
-def test_errors_on_workers_are_one_line(cluster):
-    with pytest.raises(DistributedError) as err:
-        RayPool(cluster.address, embedder=broken_model)
-    assert "could not load the embedding model" in one_line(err.value) and "'missing'" in str(err.value)
+def test_more_workers_than_cpus_is_one_line_through_the_cli(cluster, small_corpus, tmp_path, capsys):
+    code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", cluster.address,
+                          "--ray-workers", "3"], capsys)  # the cluster has 2 CPUs
+    assert code == 1 and not out
+    assert "need 3 CPUs" in one_line(err) and "--ray-workers" in err
     assert not ray.is_initialized()
-    with pytest.raises(DistributedError) as err:
-        RayPool(cluster.address, embedder=hash_embedder, workers=3)  # the cluster has 2 CPUs
-    assert "need 3 CPUs" in one_line(err.value)
-    assert not ray.is_initialized()
-    with RayPool(cluster.address, embedder=hash_embedder) as pool:
-        with pytest.raises(DistributedError) as err:
-            list(pool.process([FileJob(0, "a.txt", b"text")], extract=crashing_extract))
-        assert "A Ray worker failed: ValueError: cannot read a.txt" == one_line(err.value)
+    assert not [p for p in (tmp_path / "index").glob("*") if p.name.startswith(("g-", ".tmp"))]
 
 
 @pytest.mark.slow
-def test_workers_lost_for_good_fail_in_one_line_and_publish_nothing(cluster, small_corpus, tmp_path):
-    from tqa import build_index
+def test_a_build_failing_mid_way_leaves_the_previous_index_served(cluster, small_corpus, tmp_path, monkeypatch,
+                                                                  capsys):
+    """An error on a worker, and workers lost beyond Ray's restarts: one line, the previous index still live and
+    answering, no temporary folder."""
+    from tqa import Assistant
 
+    monkeypatch.setattr(distributed, "CALL_FILES", 1)
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=hash_embedder())
-    before = ((index / "CURRENT").read_bytes(), sorted(p.name for p in index.iterdir()))
-    (small_corpus / "more.md").write_text("# More\n\n" + "Another paragraph of text.\n\n" * 30, encoding="utf-8")
+    before, served = listing(index), {p.name for p in small_corpus.iterdir()}
+    _more_files(small_corpus)
+    (small_corpus / "note5.md").write_text("# Note 5\n\nA poison paragraph.\n", encoding="utf-8")
+    with pytest.raises(DistributedError) as err:
+        build_index(small_corpus, index, embedder=PoisonEmbedder(), ray=cluster.address)
+    assert one_line(err.value) == "A Ray worker failed: ValueError: poisoned text. Nothing was published."
+    assert listing(index) == before and not ray.is_initialized()
+
+    # workers lost for good: no restarts, one worker SIGKILLed after the first call has come back
+    monkeypatch.setattr(distributed, "MAX_RESTARTS", 0)
+    (small_corpus / "note5.md").write_text("# Note 5\n\nA harmless paragraph.\n", encoding="utf-8")
     killed: list[int] = []
 
-    def kill_once(done: int) -> None:
-        if not killed:
-            killed.append(pool.workers[0]["pid"])
+    def kill_once(stage: str, done: int, total: int) -> None:
+        if stage == "embedding on Ray" and not killed:
+            killed.append(sorted(cluster.workers_running())[0])
             os.kill(killed[0], signal.SIGKILL)
 
-    with RayPool(cluster.address, embedder=hash_embedder, max_restarts=0, call_texts=1, on_call=kill_once) as pool:
-        with pytest.raises(DistributedError) as err:
-            build_index(small_corpus, index, embedder=RayEmbedder(pool))
+    with pytest.raises(DistributedError) as err:
+        build_index(small_corpus, index, embedder=hash_embedder(), ray=cluster.address, on_progress=kill_once)
     assert killed and "lost" in one_line(err.value) and "Nothing was published" in str(err.value)
-    assert ((index / "CURRENT").read_bytes(), sorted(p.name for p in index.iterdir())) == before
+    assert listing(index) == before and not ray.is_initialized()
+    answer = Assistant.load(index, embedder=hash_embedder()).ask("Which law did Sweden pass?")
+    assert answer.passages and {p.source for p in answer.passages} <= served
 
 
 @pytest.mark.slow
-def test_auto_starts_a_private_local_cluster_and_stops_it(monkeypatch):
+def test_auto_starts_a_private_local_cluster_and_stops_it(monkeypatch, small_corpus, tmp_path):
     temp = tempfile.mkdtemp(prefix="tqa-ray-", dir="/tmp")  # short: Ray's sockets live under it
     try:
         for key, value in ray_environment().items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("RAY_TMPDIR", temp)
         monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        with RayPool("auto", local_cpus=1, embedder=hash_embedder) as pool:
-            assert len(pool.workers) == 1
-            vectors = pool.encode(["one text", "another, longer text"], batch_size=1)
-            np.testing.assert_allclose(vectors, hash_embedder().encode(["one text", "another, longer text"]))
+        local = build_index(small_corpus, tmp_path / "local", embedder=hash_embedder())
+        on_ray = build_index(small_corpus, tmp_path / "ray", embedder=hash_embedder(), ray="auto", ray_workers=1)
+        assert on_ray.published and on_ray.chunks_total == local.chunks_total
+        assert _index(tmp_path / "local")[0] == _index(tmp_path / "ray")[0]
         assert not ray.is_initialized()
     finally:
         ray.shutdown()
@@ -247,28 +305,42 @@ def test_auto_starts_a_private_local_cluster_and_stops_it(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_worker_killed_mid_build_is_restarted_and_the_index_is_the_local_one(cluster, default_index,
-                                                                               real_embedder, tmp_path, capfd):
-    """The acceptance test: the real model on a head and a worker node, one worker process SIGKILLed after the
-    first call of the build has finished; Ray restarts it and runs its calls again; the index has the local build's
-    chunk table, vectors within bf16 tolerance, and gives the same answers to the project's questions."""
-    from tqa import Assistant, build_index
-    from tqa.embedding import precision_of
+def test_tqa_index_ray_with_a_worker_killed_mid_build_gives_the_local_index(cluster, default_index, tmp_path):
+    """The acceptance test, through the command line: `tqa index CORPUS --ray ADDRESS` with the real model on a head
+    and a worker node; the worker running the build's call is SIGKILLed while it runs it; Ray restarts it and runs
+    the call again; the index has the local build's chunk table, vectors within bf16 tolerance, and gives the same
+    answers to the project's questions."""
+    from tqa import Assistant
 
     killed: list[int] = []
+    stop = threading.Event()
 
-    def kill_once(done: int) -> None:
-        if not killed:
-            killed.append(pool.workers[0]["pid"])
-            os.kill(killed[0], signal.SIGKILL)
+    def kill_while_running() -> None:
+        while not stop.is_set() and not killed:
+            running = cluster.workers_running("stages")
+            if running:
+                pid = min(running)
+                time.sleep(0.5)  # inside the call: extracting or embedding
+                if title(pid).startswith("ray::_Worker.stages"):  # still in it
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
 
-    with RayPool(cluster.address, precision=precision_of(real_embedder), call_texts=8, on_call=kill_once) as pool:
-        summary = build_index(CORPUS, tmp_path / "index", embedder=RayEmbedder(pool))
-        after = pool.worker_pids()
-    assert summary.published and killed
-    assert killed[0] not in after and len(after) == 2  # the killed worker was restarted in a new process
-    out, err = capfd.readouterr()
-    assert "raylet" not in out and "died" in err  # Ray's report of the lost worker, on stderr (stdout: the summary)
+    watcher = threading.Thread(target=kill_while_running, daemon=True)
+    watcher.start()
+    env = {**os.environ, **ray_environment(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    try:
+        run = subprocess.run([sys.executable, "-m", "tqa", "index", str(CORPUS), "--index", str(tmp_path / "index"),
+                              "--ray", cluster.address, "--json"], capture_output=True, text=True, env=env,
+                             timeout=1200)
+    finally:
+        stop.set()
+        watcher.join()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "_Worker.stages" in run.stderr and "retried" in run.stderr  # Ray's report of the call it ran again
+    summary = json.loads(run.stdout)  # stdout is the summary alone (Ray's messages go to stderr)
+    assert summary["published"] and killed
+    assert killed[0] not in cluster.workers_running()  # restarted in a new process
 
     (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(default_index), _index(
         tmp_path / "index")
@@ -286,4 +358,3 @@ def test_a_worker_killed_mid_build_is_restarted_and_the_index_is_the_local_one(c
         a, b = local.ask(q), on_ray.ask(q)
         assert a.abstained == b.abstained, q
         assert [(p.source, p.start, p.end) for p in a.passages] == [(p.source, p.start, p.end) for p in b.passages], q
-

@@ -1,65 +1,53 @@
-"""Building on a Ray cluster: extraction, chunking and embedding run on Ray workers; the driver assembles and publishes.
+"""Building on a Ray cluster: the build's stages 2 and 3 (extract and chunk, embed: indexing.py) run on Ray workers;
+the driver plans, assembles and publishes, as a local build does. ``build_index(..., ray=ADDRESS)`` and
+``tqa index --ray ADDRESS`` use it; there is one pipeline, and this module holds none of its logic, only the running.
 
-Install with ``pip install 'tqa[ray]'``. Ray is imported only when a ``RayPool`` is made, so ``import tqa`` and
-``tqa --help`` never load it.
+Install with ``pip install 'tqa[ray]'`` (on the driver and on every node). Ray is imported only when a build asks for
+it, so ``import tqa`` and ``tqa --help`` never load it.
 
-Why Ray Core (a pool of actors) and not Ray Data. Each worker is an actor that loads the model once and then
-takes calls: ``encode`` (a slice of texts in, float32 vectors out) and ``process`` (a batch of files as bytes in;
-each file extracted and chunked, then all of the batch's texts embedded in one pass; documents, chunks and vectors
-out). Extraction and chunking run in the same call as embedding, in the worker that holds the model, rather than as
-tasks of their own, because on CPU workers a separate extraction task would compete with the embedding actors for
-the same CPUs (each actor reserves its CPUs for as long as it lives, so on a 2-CPU cluster with 2 actors there is
-no CPU left for a task) and would send every text through the object store twice; extraction of text formats is
-a few percent of embedding time, and files are independent, so fusing costs nothing in parallelism. Ray Data
-(``map_batches`` over an actor pool) would do the same with more machinery: it needs the ``ray[data]`` extra
-(pyarrow, pandas), turns our dataclasses into Arrow rows, runs its own streaming scheduler and resource reservation
-on top of Ray Core, and hides the retry of one call behind it. Plain actor calls keep the results keyed by file
-and streamed back in the order they finish, bounded in flight, and retried by Ray itself: a worker process that
-dies is restarted (``max_restarts``: the model is loaded again) and the calls it held are run again
-(``max_task_retries``); each call is a pure function of its input, so running it twice is safe. When Ray cannot
-restart a worker any more, the build stops with one line (``DistributedError``) before anything is published:
-workers never write the index folder; the driver holds its write lock and publishes as a local build does.
+Who does what. The driver runs stage 1 (``plan_build``: which files changed), reads each file to extract (within its
+size cap) and sends its bytes with its ``FileTask``: workers need no shared file system and never write the index
+folder. Each worker is a Ray actor that loads the model once and then takes calls: a batch of ``(FileTask, bytes)``
+in; ``indexing.extract_and_chunk`` on each file and ``indexing.embed`` on the batch's extracted files (one batched
+pass of the model); an ``Embedded`` or ``Skipped`` per file out. Results stream back as calls finish (at most
+``IN_FLIGHT`` queued per worker, so the driver holds the bytes of those calls only) and are put back in corpus order
+by the build, which then assembles the index (calibrating it with the model loaded on the driver) and publishes it
+under its write lock, atomically.
 
-The interface is deliberately narrow so that the staged build (plan, extract and chunk, embed, assemble, publish)
-can hand its per-file stage to the workers:
-
-- ``RayPool(address, model=..., precision=...)``: connects to a cluster (``"auto"`` starts a private local one) and
-  starts one worker per ``cpus_per_worker`` CPUs of the cluster.
-- ``RayPool.encode(texts, batch_size)``: vectors in the order of ``texts`` (sorted by length and cut into slices
-  aligned with the model's batches, so that each batch pads as it would in one local pass).
-- ``RayPool.process(jobs, extract=..., texts_of=...)``: ``FileJob(key, source, data)`` in, ``FileResult(key,
-  extracted, vectors)`` out as calls finish. ``extract(source, data)`` is any picklable function whose result is
-  picklable (by default ``extract_and_chunk`` with the index's chunk settings); ``texts_of(result)`` says what to
-  embed for it (by default ``Extracted.texts``: the chunks' search texts, then their units').
-- ``RayEmbedder(pool)``: the ``Embedder`` protocol over the pool, so that ``build_index(embedder=RayEmbedder(pool))``
-  builds a complete index whose embedding ran on the cluster.
+Why Ray Core (a pool of actors) and not Ray Data. Extraction and chunking run in the same call as embedding, in the
+worker that holds the model, rather than as tasks of their own: on CPU workers a separate extraction task would
+compete with the embedding actors for the same CPUs (each actor reserves its CPUs for as long as it lives) and would
+send every text through the object store twice; extraction of text formats is a few percent of embedding time, and
+files are independent. Ray Data (``map_batches`` over an actor pool) would do the same with more machinery: the
+``ray[data]`` extra (pyarrow, pandas), our dataclasses turned into Arrow rows, its own streaming scheduler, and the
+retry of one call hidden behind it. Plain actor calls keep the results keyed by file, streamed, bounded in flight,
+and retried by Ray itself: a worker process that dies is restarted (``max_restarts``: the model is loaded again) and
+the calls it held are run again (``max_task_retries``); each call is a pure function of its input, so running it
+twice is safe. When Ray cannot restart a worker any more, the build stops with one line (``DistributedError``)
+before anything is published.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import DEFAULT_MODEL, ChunkSettings
+from .config import DEFAULT_MODEL
 from .errors import DistributedError, TqaError
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from .chunking import Chunk
-    from .loaders import Document
+    from .indexing import Embedded, FileTask, Plan, Progress, Skipped
 
 log = logging.getLogger("tqa")
 
 LOCAL = "auto"  # the address that starts a private local cluster
 MAX_RESTARTS = 3  # times Ray restarts a lost worker (and runs again the calls it held) before the build gives up
-CALL_TEXTS = 512  # texts per encode call (16 model batches of 32): a call costs about a millisecond of overhead
-CALL_FILES = 256  # files per process call at most
+CALL_FILES = 256  # files per call at most
 CALL_BYTES = 1 << 20  # and at most this many bytes of file data per call (one large file is a call of its own)
 IN_FLIGHT = 2  # calls queued per worker: the next call's input reaches the worker while it runs the current one
 START_SECONDS = 600.0  # workers must have loaded the model within this
@@ -77,64 +65,23 @@ def ray_module() -> Any:
     return ray
 
 
-# ---------------------------------------------------------------- the per-file stage (runs on a worker)
+def check_ray(address: object, workers: object = None) -> None:
+    """What can be refused before a build reads anything: no ray extra, an address that is not ``auto`` nor
+    ``HOST:PORT``, or one where nothing answers, and a worker count that is not a whole number of at least 1."""
+    if not isinstance(address, str) or not address.strip():
+        raise DistributedError("The Ray address must be HOST:PORT of a running cluster's head, or auto.")
+    _check_workers(workers)
+    ray_module()
+    if address.strip() != LOCAL:
+        _check_reachable(address.strip())
 
 
-@dataclass(frozen=True)
-class FileJob:
-    """One file for a worker: ``key`` is the driver's handle for it (its place in the plan)."""
-
-    key: int
-    source: str
-    data: bytes
+def _check_workers(workers: object) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DistributedError(f"The number of Ray workers must be a whole number of at least 1, not {workers!r}.")
 
 
-@dataclass(frozen=True)
-class Extracted:
-    """What extracting and chunking one file gives: its document and chunks, or the reason it is skipped."""
-
-    source: str
-    document: Document | None
-    chunks: tuple[Chunk, ...] = ()
-    skipped: str | None = None
-
-    def texts(self) -> list[str]:
-        """What is embedded for this file, in the order a local build embeds it: every chunk's search text, then
-        every chunk's units'. The first ``len(chunks)`` vectors are the chunks', the rest the units'."""
-        return [c.search_text for c in self.chunks] + [t for c in self.chunks for t in c.unit_search_texts()]
-
-
-@functools.lru_cache(maxsize=8)
-def _chunker(settings: ChunkSettings) -> Any:
-    from .chunking import Chunker
-
-    return Chunker(settings)
-
-
-def extract_and_chunk(source: str, data: bytes, chunking: ChunkSettings) -> Extracted:
-    """Extract one file's text and chunk it, as a local build does; a file that cannot be read, or has no text,
-    comes back with the reason it is skipped."""
-    from .loaders import SkipFile, extract
-
-    try:
-        doc = extract(source, data)
-    except SkipFile as exc:
-        return Extracted(source, None, skipped=str(exc))
-    chunks = _chunker(chunking).chunk(doc)
-    if not chunks:
-        return Extracted(source, None, skipped="no text to index")
-    return Extracted(source, doc, tuple(chunks))
-
-
-def texts_of_extracted(result: Extracted) -> list[str]:
-    return result.texts()
-
-
-@dataclass(frozen=True)
-class FileResult:
-    key: int
-    extracted: Any  # what ``extract`` returned (an ``Extracted`` by default)
-    vectors: np.ndarray  # (len(texts_of(extracted)), dim) float32, L2-normalised, in that order
+# ---------------------------------------------------------------- the worker
 
 
 @dataclass(frozen=True)
@@ -150,9 +97,19 @@ class ModelFactory:
         return load_embedder(self.name, self.precision)
 
 
+@dataclass(frozen=True)
+class SameEmbedder:
+    """Gives a worker the embedder the driver was given (pickled with its state: a test's fake, a custom model)."""
+
+    embedder: Any
+
+    def __call__(self) -> Any:
+        return self.embedder
+
+
 class _Worker:
-    """A Ray actor: the model, loaded once, and the calls that use it. An error while loading is kept and reported
-    by ``describe`` (a failed ``__init__`` would only surface as a dead actor)."""
+    """A Ray actor: the model, loaded once, and the build's stages 2 and 3 that use it. An error while loading is
+    kept and reported by ``describe`` (a failed ``__init__`` would only surface as a dead actor)."""
 
     def __init__(self, factory: Callable[[], Any], threads: int) -> None:
         self.error: tuple[str, str, bool] | None = None
@@ -171,35 +128,25 @@ class _Worker:
     def describe(self) -> dict[str, Any]:
         import ray
 
+        from .embedding import precision_of
+
         if self.error is not None:
             return {"error": self.error}
         e = self.embedder
         return {
             "name": e.name, "dim": int(e.dim), "max_tokens": int(e.max_tokens),
-            "precision": getattr(e, "precision", None), "tqa": __version__, "pid": os.getpid(),
+            "precision": precision_of(e), "tqa": __version__, "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
         }
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        return self.embedder.encode(texts, batch_size=batch_size)
+    def stages(self, batch: list[tuple[FileTask, bytes]], batch_size: int) -> list[Embedded | Skipped]:
+        """Stages 2 and 3 of the build for a batch of files: each extracted and chunked, then all of them embedded
+        in one pass; an ``Embedded`` or ``Skipped`` per file, in the batch's order."""
+        from .indexing import Extracted, embed, extract_and_chunk
 
-    def process(self, jobs: list[FileJob], extract: Callable[[str, bytes], Any], texts_of: Callable[[Any], list[str]],
-                batch_size: int) -> list[FileResult]:
-        results = [extract(job.source, job.data) for job in jobs]
-        texts = [texts_of(r) for r in results]
-        flat = [t for ts in texts for t in ts]
-        vectors = self.embedder.encode(flat, batch_size=batch_size) if flat else None
-        out, at = [], 0
-        for job, result, ts in zip(jobs, results, texts, strict=True):
-            if vectors is None:
-                import numpy as np
-
-                part = np.zeros((0, int(self.embedder.dim)), dtype=np.float32)
-            else:
-                part = vectors[at:at + len(ts)]
-            out.append(FileResult(job.key, result, part))
-            at += len(ts)
-        return out
+        results = [extract_and_chunk(task, raw) for task, raw in batch]
+        embedded = iter(embed([r for r in results if isinstance(r, Extracted)], self.embedder, batch_size=batch_size))
+        return [next(embedded) if isinstance(r, Extracted) else r for r in results]
 
 
 def _cluster_messages_to_stderr(ray: Any) -> None:
@@ -240,9 +187,6 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ---------------------------------------------------------------- the driver side
@@ -259,29 +203,30 @@ class RayPool:
     run once on each worker (default ``ModelFactory(model, precision)``, with ``precision`` resolved on the driver:
     ``TQA_PRECISION`` or ``auto`` for this CPU; a build passes the index's own), so that every worker encodes at the
     same one.
-    ``call_texts``, ``call_files``, ``call_bytes``: how much one call carries (texts for ``encode``; files and their
-    bytes for ``process``). ``on_call(done_calls)``: called on the driver after each finished call (progress; tests
-    use it to act mid-build).
+    ``call_files``, ``call_bytes``: how much one call carries at most (default: ``CALL_FILES`` files, ``CALL_BYTES``
+    bytes of them). ``on_call(done_calls)``: called on the driver after each finished call.
     """
 
     def __init__(self, address: str = LOCAL, *, model: str = DEFAULT_MODEL, precision: str | None = None,
                  workers: int | None = None, cpus_per_worker: int = 1, local_cpus: int | None = None,
-                 max_restarts: int = MAX_RESTARTS, embedder: Callable[[], Any] | None = None,
+                 max_restarts: int | None = None, embedder: Callable[[], Any] | None = None,
                  start_seconds: float = START_SECONDS, stall_seconds: float = STALL_SECONDS,
-                 call_texts: int = CALL_TEXTS, call_files: int = CALL_FILES, call_bytes: int = CALL_BYTES,
+                 call_files: int | None = None, call_bytes: int | None = None,
                  on_call: Callable[[int], None] | None = None) -> None:
         if not isinstance(address, str) or not address.strip():
             raise DistributedError("The Ray address must be HOST:PORT of a running cluster's head, or auto.")
         if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
             raise DistributedError(f"cpus_per_worker must be a whole number of at least 1, not {cpus_per_worker!r}.")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise DistributedError(f"workers must be a whole number of at least 1, not {workers!r}.")
+        _check_workers(workers)
+        max_restarts = MAX_RESTARTS if max_restarts is None else max_restarts
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise DistributedError(f"max_restarts must be a whole number of at least 0, not {max_restarts!r}.")
-        for label, value in (("call_texts", call_texts), ("call_files", call_files), ("call_bytes", call_bytes)):
+        call_files = CALL_FILES if call_files is None else call_files
+        call_bytes = CALL_BYTES if call_bytes is None else call_bytes
+        for label, value in (("call_files", call_files), ("call_bytes", call_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise DistributedError(f"{label} must be a whole number of at least 1, not {value!r}.")
-        self.call_texts, self.call_files, self.call_bytes = call_texts, call_files, call_bytes
+        self.call_files, self.call_bytes = call_files, call_bytes
         self.address = address.strip()
         self.stall_seconds = stall_seconds
         self.on_call = on_call
@@ -289,7 +234,6 @@ class RayPool:
         self._ray = ray = ray_module()
         self._owned = False
         self._actors: list[Any] = []
-        self.default_model = embedder is None
         if embedder is None:
             from .embedding import resolve_precision
 
@@ -308,7 +252,7 @@ class RayPool:
             if n * cpus_per_worker > total:
                 raise DistributedError(
                     f"{n} Ray workers of {cpus_per_worker} CPU need {n * cpus_per_worker} CPUs; the cluster at "
-                    f"{self.address} has {total:g}. Ask for fewer workers, or add nodes."
+                    f"{self.address} has {total:g}. Ask for fewer workers (--ray-workers), or add nodes."
                 )
             remote = ray.remote(_Worker).options(
                 num_cpus=cpus_per_worker,
@@ -316,7 +260,10 @@ class RayPool:
                 max_task_retries=max_restarts,
                 scheduling_strategy="SPREAD",  # one worker per node first, so that a lost node costs the fewest
             )
-            self._actors = [remote.remote(factory, cpus_per_worker) for _ in range(n)]
+            try:
+                self._actors = [remote.remote(factory, cpus_per_worker) for _ in range(n)]
+            except Exception as exc:  # the embedder given cannot be sent (it does not pickle)
+                raise DistributedError(f"The embedder cannot be sent to the Ray workers: {_first_line(exc)}") from None
             self.workers = self._describe(start_seconds)
         except BaseException:
             self.close()
@@ -324,6 +271,14 @@ class RayPool:
         first = self.workers[0]
         self.name, self.dim, self.max_tokens = first["name"], first["dim"], first["max_tokens"]
         self.precision = first["precision"]
+
+    def check_model(self, name: str, precision: str | None) -> None:
+        """Refuse workers that loaded another model or precision than the index is built with."""
+        if self.name != name or (precision is not None and self.precision != precision):
+            raise DistributedError(
+                f"The Ray workers loaded {self.name!r} at {self.precision}, the index is built with {name!r} at "
+                f"{precision}: install the same model on every node."
+            )
 
     # -- connection
 
@@ -415,7 +370,7 @@ class RayPool:
             if isinstance(cause, TqaError):
                 raise cause from None
             what = f"{type(cause).__name__}: {_first_line(cause)}" if cause is not None else _first_line(exc)
-            raise DistributedError(f"A Ray worker failed: {what}") from None
+            raise DistributedError(f"A Ray worker failed: {what}. Nothing was published.") from None
         except ray.exceptions.RayActorError as exc:
             raise DistributedError(
                 "A Ray worker was lost more often than Ray restarts it "
@@ -475,89 +430,69 @@ class RayPool:
                 except Exception:
                     pass
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Vectors for ``texts``, in their order. Texts are sorted longest first (as sentence-transformers sorts
-        within one call) and cut into slices of whole batches, so that each batch holds the texts a local pass
-        would put together."""
-        import numpy as np
+    def stages(self, tasks: Iterable[FileTask], batch_size: int = 32) -> Iterator[tuple[str, Embedded | Skipped]]:
+        """Stages 2 and 3 of the build for each task, on the workers: ``(source, result)`` per task as calls finish
+        (in no particular order). ``tasks`` is read lazily and each file read here only when its
+        call is about to be sent, so the driver holds the bytes of the calls in flight only. A file that cannot be
+        read here comes back ``Skipped`` without travelling."""
+        from .indexing import Embedded, Skipped, read_task
 
-        out = np.zeros((len(texts), int(self.dim)), dtype=np.float32)
-        if not texts:
-            return out
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        c = self.call_texts
-        step = c if c < batch_size else c // batch_size * batch_size
-        slices = [order[a:a + step] for a in range(0, len(order), step)]
-        bar = _bar(len(texts)) if progress else None
-        calls = ((rows, "encode", ([texts[i] for i in rows], batch_size)) for rows in slices)
-        for rows, vectors in self._run(calls):
-            out[rows] = vectors
-            if bar is not None:
-                bar.update(len(rows))
-        if bar is not None:
-            bar.close()
-        return out
+        unread: list[tuple[str, Skipped]] = []
 
-    def process(self, jobs: Iterable[FileJob], *, chunking: ChunkSettings | None = None,
-                extract: Callable[[str, bytes], Any] | None = None,
-                texts_of: Callable[[Any], list[str]] | None = None, batch_size: int = 32) -> Iterator[FileResult]:
-        """Extract, chunk and embed each file on the workers; yield a ``FileResult`` per file as calls finish (in no
-        particular order: ``key`` says which file). ``jobs`` is read lazily, so the driver holds the bytes of only
-        the calls in flight. ``extract`` defaults to ``extract_and_chunk`` with ``chunking``."""
-        if extract is None:
-            extract = functools.partial(extract_and_chunk, chunking=chunking or ChunkSettings())
-        texts_of = texts_of or texts_of_extracted
-        calls = ((None, "process", (batch, extract, texts_of, batch_size)) for batch in
-                 _batches(jobs, self.call_files, self.call_bytes))
-        for _, results in self._run(calls):
-            yield from results
+        def batches() -> Iterator[tuple[list[str], str, tuple[Any, ...]]]:
+            batch: list[tuple[FileTask, bytes]] = []
+            size = 0
+            for task in tasks:
+                raw = read_task(task)
+                if isinstance(raw, Skipped):
+                    unread.append((task.source, raw))
+                    continue
+                if batch and (len(batch) >= self.call_files or size + len(raw) > self.call_bytes):
+                    yield [t.source for t, _ in batch], "stages", (batch, batch_size)
+                    batch, size = [], 0
+                batch.append((task, raw))
+                size += len(raw)
+            if batch:
+                yield [t.source for t, _ in batch], "stages", (batch, batch_size)
+
+        for sources, results in self._run(batches()):
+            yield from unread
+            unread.clear()
+            for source, r in zip(sources, results, strict=True):
+                # own copies: what ray.get returns may point into the object store, which ends with the pool
+                yield source, (dataclasses.replace(r, vectors=r.vectors.copy(), units=r.units.copy())
+                               if isinstance(r, Embedded) else r)
+        yield from unread
 
 
-def _batches(jobs: Iterable[FileJob], files: int, size_cap: int) -> Iterator[list[FileJob]]:
-    batch: list[FileJob] = []
-    size = 0
-    for job in jobs:
-        if batch and (len(batch) >= files or size + len(job.data) > size_cap):
-            yield batch
-            batch, size = [], 0
-        batch.append(job)
-        size += len(job.data)
-    if batch:
-        yield batch
+def run_stages(plan: Plan, address: str, *, workers: int | None = None, embedder: Any = None, batch_size: int = 32,
+               on_progress: Progress | None = None, **pool_options: Any) -> dict[str, Embedded | Skipped]:
+    """Stages 2 and 3 of ``plan``'s tasks on the Ray cluster at ``address``: ``Embedded`` or ``Skipped`` by source.
+    The workers load ``plan.model`` at ``plan.precision`` (or are sent ``embedder``); no cluster is reached when
+    the plan has no task. ``pool_options`` go to ``RayPool``."""
+    from .embedding import SentenceTransformerEmbedder, precision_of
+
+    tasks = plan.tasks
+    if not tasks:
+        return {}
+    if embedder is None or isinstance(embedder, SentenceTransformerEmbedder):  # loaded on each worker, not sent
+        factory: Callable[[], Any] = ModelFactory(plan.model, plan.precision)
+        precision: str | None = plan.precision
+    else:
+        factory, precision = SameEmbedder(embedder), precision_of(embedder)
+    done: dict[str, Embedded | Skipped] = {}
+    with RayPool(address, workers=workers, embedder=factory, **pool_options) as pool:
+        pool.check_model(plan.model, precision)
+        for source, result in pool.stages(tasks, batch_size):
+            done[source] = result
+            if on_progress:
+                on_progress("embedding on Ray", len(done), len(tasks))
+    return done
 
 
-def _bar(total: int) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="Embedding on Ray", unit="text")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-class RayEmbedder:
-    """The ``Embedder`` protocol over a ``RayPool``: ``build_index(embedder=RayEmbedder(pool))`` embeds on the
-    cluster and publishes on the driver. ``inner`` is the same model loaded on the driver, only when something asks
-    for it: the build exports it for questions (query_encoder.py). With a custom worker factory there is none."""
-
-    def __init__(self, pool: RayPool) -> None:
-        self.pool = pool
-        self.name, self.dim, self.max_tokens = pool.name, pool.dim, pool.max_tokens
-        self.precision = pool.precision
-        self._inner: Any = None
-
-    @property
-    def inner(self) -> Any:
-        if self._inner is None and self.pool.default_model:
-            from .embedding import load_embedder
-
-            self._inner = load_embedder(self.name, self.precision)
-        return self._inner
-
-    def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        return self.pool.encode(texts, batch_size=batch_size, progress=progress)
-
-
-__all__ = [
-    "LOCAL", "Extracted", "FileJob", "FileResult", "ModelFactory", "RayEmbedder", "RayPool", "extract_and_chunk",
-    "ray_module",
-]
+__all__ = ["LOCAL", "ModelFactory", "RayPool", "SameEmbedder", "check_ray", "ray_module", "run_stages"]
