@@ -77,7 +77,8 @@ def test_without_the_extra_the_cli_says_how_to_install(monkeypatch, small_corpus
 @pytest.mark.parametrize("args, message", [
     (["--ray", "nohost"], "HOST:PORT"), (["--ray", "host:99999"], "HOST:PORT"), (["--ray", ":6379"], "HOST:PORT"),
     (["--ray", " "], "HOST:PORT"), (["--ray", "auto", "--ray-workers", "0"], "at least 1"),
-    (["--ray-workers", "2"], "needs --ray"),
+    (["--ray-workers", "2"], "needs --ray"), (["--ray", "auto", "--ray-workers", str((os.cpu_count() or 1) + 1)],
+                                               "this machine has"),
 ])
 def test_bad_ray_options_are_refused_in_one_line_before_anything_is_read(args, message, small_corpus, tmp_path,
                                                                          capsys):
@@ -358,3 +359,28 @@ def test_tqa_index_ray_with_a_worker_killed_mid_build_gives_the_local_index(clus
         a, b = local.ask(q), on_ray.ask(q)
         assert a.abstained == b.abstained, q
         assert [(p.source, p.start, p.end) for p in a.passages] == [(p.source, p.start, p.end) for p in b.passages], q
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_tqa_index_ray_auto_builds_on_a_private_local_cluster(small_corpus, tmp_path):
+    """`tqa index --ray auto`, the real model: a local cluster is started for the build and stopped after it (no Ray
+    process of it is left), and the index has the local build's chunk table and vectors."""
+    temp = tempfile.mkdtemp(prefix="tqa-ray-", dir="/tmp")  # short: Ray's sockets live under it
+    env = {**os.environ, "RAY_TMPDIR": temp, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    try:
+        runs = [subprocess.run([sys.executable, "-m", "tqa", "index", str(small_corpus), "--index",
+                                str(tmp_path / name), *extra], capture_output=True, text=True, env=env, timeout=900)
+                for name, extra in (("local", []), ("ray", ["--ray", "auto", "--ray-workers", "1"]))]
+        for run in runs:
+            assert run.returncode == 0, run.stderr[-3000:]
+        assert runs[0].stdout.splitlines()[1:2] == runs[1].stdout.splitlines()[1:2]  # the files line
+        leftover = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout.split()
+        assert not leftover, "processes of the local cluster still run"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(tmp_path / "local"), _index(
+        tmp_path / "ray")
+    assert a_chunks == b_chunks and a_man["files"] == b_man["files"] and a_man["precision"] == b_man["precision"]
+    for a, b in ((a_vec, b_vec), (a_units, b_units)):
+        assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1), initial=1.0)) > 1 - 1e-3

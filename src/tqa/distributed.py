@@ -67,10 +67,17 @@ def ray_module() -> Any:
 
 def check_ray(address: object, workers: object = None) -> None:
     """What can be refused before a build reads anything: no ray extra, an address that is not ``auto`` nor
-    ``HOST:PORT``, or one where nothing answers, and a worker count that is not a whole number of at least 1."""
+    ``HOST:PORT``, or one where nothing answers, a worker count that is not a whole number of at least 1, or more
+    workers than this machine has CPUs for a local cluster."""
     if not isinstance(address, str) or not address.strip():
         raise DistributedError("The Ray address must be HOST:PORT of a running cluster's head, or auto.")
     _check_workers(workers)
+    cpus = os.cpu_count() or 1
+    if address.strip() == LOCAL and isinstance(workers, int) and workers > cpus:
+        raise DistributedError(
+            f"{workers} Ray workers of 1 CPU need {workers} CPUs; this machine has {cpus}. Ask for fewer workers "
+            "(--ray-workers), or pass the address of a larger cluster."
+        )
     ray_module()
     if address.strip() != LOCAL:
         _check_reachable(address.strip())
