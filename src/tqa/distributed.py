@@ -194,8 +194,6 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-
-
 # ---------------------------------------------------------------- the driver side
 
 
