@@ -66,6 +66,16 @@ def test_import_and_help_do_not_load_ray():
     assert "--ray ADDRESS" in out and out.strip().endswith("[]"), out
 
 
+def test_a_local_build_does_not_load_ray(small_corpus, tmp_path):
+    code = (
+        "import sys\nfrom tqa import build_index\nfrom tests.ray_cluster import hash_embedder\n"
+        f"build_index({str(small_corpus)!r}, {str(tmp_path / 'index')!r}, embedder=hash_embedder())\n"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip().splitlines()[-1] == "False", out
+
+
 def test_without_the_extra_the_cli_says_how_to_install(monkeypatch, small_corpus, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", "auto"], capsys)
