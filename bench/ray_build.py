@@ -154,7 +154,7 @@ def render(R: dict[str, Any]) -> str:
         f"| `import ray` in a fresh process (median of 3) | {R['import_ray_s']:.2f} |",
         f"| cluster start (`ray start --head`, then `ray start --address` for the worker node) | "
         f"{R['cluster_start_s']:.1f} |",
-        f"| pool start (connect, 2 workers each loading the model) | {R['pool_start_s']:.1f} |",
+        f"| pool start (connect, 2 workers each loading the model; the last round's) | {R['pool_start_s']:.1f} |",
         "",
         f"Installed size of the ray package: {R['ray_installed_mb']:.0f} MB.",
         "",
