@@ -469,10 +469,10 @@ def build_index(
     return summary
 
 
-def _extract_here(plan: Plan, on_progress: Progress | None) -> dict[str, Extracted | Embedded | Skipped]:
+def _extract_here(plan: Plan, on_progress: Progress | None) -> dict[str, Extracted | Skipped]:
     """Stage 2 for every task of the plan, in this process."""
     total = len(plan.tasks)
-    done: dict[str, Extracted | Embedded | Skipped] = {}
+    done: dict[str, Extracted | Skipped] = {}
     for n, task in enumerate(plan.tasks):
         if on_progress:
             on_progress("extracting", n, total)
