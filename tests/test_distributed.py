@@ -222,14 +222,16 @@ def _more_files(corpus: Path, n: int = 8) -> None:
 
 
 @pytest.mark.slow
-def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_path, monkeypatch):
+def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(distributed, "CALL_FILES", 2)  # several calls, on both workers
     _more_files(small_corpus)
     seen: list[tuple[str, int, int]] = []
     local = build_index(small_corpus, tmp_path / "local", embedder=hash_embedder())
+    capsys.readouterr()
     on_ray = build_index(small_corpus, tmp_path / "ray", embedder=hash_embedder(), ray=cluster.address,
-                         on_progress=lambda *a: seen.append(a))
+                         on_progress=lambda *a: seen.append(a), progress=True)
     assert not ray.is_initialized()  # the build's connection is closed
+    assert "Extracting and embedding on Ray" in capsys.readouterr().err  # the progress bar, on stderr
     files = len(list(small_corpus.iterdir()))
     assert [s for s in seen if s[0] == "embedding on Ray"][-1][1:] == (files, files)
     assert on_ray.published and on_ray.chunks_total == local.chunks_total and on_ray.skipped == local.skipped

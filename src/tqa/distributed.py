@@ -471,10 +471,11 @@ class RayPool:
 
 
 def run_stages(plan: Plan, address: str, *, workers: int | None = None, embedder: Any = None, batch_size: int = 32,
-               on_progress: Progress | None = None, **pool_options: Any) -> dict[str, Embedded | Skipped]:
+               on_progress: Progress | None = None, progress: bool = False,
+               **pool_options: Any) -> dict[str, Embedded | Skipped]:
     """Stages 2 and 3 of ``plan``'s tasks on the Ray cluster at ``address``: ``Embedded`` or ``Skipped`` by source.
     The workers load ``plan.model`` at ``plan.precision`` (or are sent ``embedder``); no cluster is reached when
-    the plan has no task. ``pool_options`` go to ``RayPool``."""
+    the plan has no task. ``progress``: a progress bar of files on stderr. ``pool_options`` go to ``RayPool``."""
     from .embedding import SentenceTransformerEmbedder, precision_of
 
     tasks = plan.tasks
@@ -488,11 +489,24 @@ def run_stages(plan: Plan, address: str, *, workers: int | None = None, embedder
     done: dict[str, Embedded | Skipped] = {}
     with RayPool(address, workers=workers, embedder=factory, **pool_options) as pool:
         pool.check_model(plan.model, precision)
+        bar = _bar(len(tasks)) if progress else None
         for source, result in pool.stages(tasks, batch_size):
             done[source] = result
+            if bar is not None:
+                bar.update(1)
             if on_progress:
                 on_progress("embedding on Ray", len(done), len(tasks))
+        if bar is not None:
+            bar.close()
     return done
+
+
+def _bar(total: int) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="Extracting and embedding on Ray", unit="file")
 
 
 def _first_line(exc: BaseException) -> str:

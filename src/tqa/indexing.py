@@ -448,7 +448,7 @@ def build_index(
             from .distributed import run_stages
 
             done = run_stages(plan, ray, workers=ray_workers, embedder=embedder, batch_size=settings.batch_size,
-                              on_progress=on_progress)
+                              on_progress=on_progress, progress=sys.stderr.isatty() if progress is None else progress)
         extracted, skipped = _in_plan_order(plan, done)
         summary = _summary(plan, extracted, skipped)
         if old and not summary.changed and [s.to_dict() for s in old.skipped] == summary.skipped:
