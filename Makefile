@@ -41,7 +41,12 @@ tesseract:
 	{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx nld; } || \
 		{ apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-nld >/dev/null; }
 
-test: $(VENV)/.installed chromium tesseract
+# the Ray build's tests start a real local cluster: they need the ray extra
+$(VENV)/.installed-ray: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,ray]'
+	touch $@
+
+test: $(VENV)/.installed $(VENV)/.installed-ray chromium tesseract
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy

@@ -81,6 +81,11 @@ def _declare_index(sub: Any) -> None:
     p.add_argument("--model", metavar="M", default=None,
                    help="sentence-transformers model name or folder (default: the bundled all-MiniLM-L6-v2, "
                         "or $TQA_MODEL)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="extract, chunk and embed on a Ray cluster: HOST:PORT of its head, or auto for a local one "
+                        "(needs `pip install 'tqa[ray]'`); planning and publishing stay here")
+    p.add_argument("--ray-workers", metavar="N", type=int, default=None,
+                   help="Ray workers to start, one CPU each (default: one per CPU of the cluster)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
@@ -183,7 +188,10 @@ def _flat(text: str) -> str:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .indexing import build_index
 
-    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force)
+    if args.ray_workers is not None and args.ray is None:
+        raise TqaError("--ray-workers needs --ray ADDRESS (or --ray auto).")
+    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
+                          ray=args.ray, ray_workers=args.ray_workers)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:

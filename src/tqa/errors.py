@@ -73,3 +73,8 @@ class AuthError(TqaError):
 
 class AuthRequired(TqaError):
     """Serving on a non-local address was asked for without a login."""
+
+
+class DistributedError(TqaError):
+    """A build on a Ray cluster cannot go on: Ray is missing, the cluster cannot be reached, or its workers were lost
+    beyond what Ray retries. Nothing is published."""

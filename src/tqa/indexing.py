@@ -14,9 +14,10 @@
 The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
 and ``Embedded`` also convert to and from JSON-able dicts), with nothing read from globals, so a runner may run
 stages 2 and 3 in other processes or on other machines and hand their results to ``assemble``. ``build_index``
-runs them all here, under the index's write lock. One file may yield several documents: an e-mail gives its own
-and one per attachment read (``message.eml › report.pdf``), all in ``Extracted.documents``, and the file is reused
-or read again as a whole, by the SHA-256 of its bytes.
+runs them all here, under the index's write lock; with ``ray=ADDRESS`` it runs stages 2 and 3 on the workers of a Ray
+cluster instead (distributed.py: the same two functions, fed the bytes the driver read) and the rest here. One file
+may yield several documents: an e-mail gives its own and one per attachment read (``message.eml › report.pdf``), all
+in ``Extracted.documents``, and the file is reused or read again as a whole, by the SHA-256 of its bytes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,17 +318,24 @@ def _read(source: str, path: Path, max_bytes: int) -> bytes | Skipped:
 # ---------------------------------------------------------------- 2. extract and chunk
 
 
-def extract_and_chunk(task: FileTask, ocr_progress: OcrProgress | None = None) -> Extracted | Skipped:
+def read_task(task: FileTask) -> bytes | Skipped:
+    """A task's file as bytes (within its cap), or why it cannot be read."""
+    return _read(task.source, Path(task.path), task.max_bytes)
+
+
+def extract_and_chunk(task: FileTask, raw: bytes | None = None,
+                      ocr_progress: OcrProgress | None = None) -> Extracted | Skipped:
     """Read one file (within its cap), extract its text and cut it into chunks; or say why it has none. An
     e-mail's attachments become documents of their own, after the message's; what was not read of the file
-    (an attachment, a scanned page) is listed with the reason. ``ocr_progress(source, done, total)`` is told of
-    scanned pages as they are read."""
-    raw = _read(task.source, Path(task.path), task.max_bytes)
-    if isinstance(raw, Skipped):
-        return raw
+    (an attachment, a scanned page) is listed with the reason. ``raw``: the file's bytes as ``read_task`` gave
+    them elsewhere (a runner whose workers do not see the corpus folder). ``ocr_progress(source, done, total)`` is
+    told of scanned pages as they are read."""
+    read = read_task(task) if raw is None else raw
+    if isinstance(read, Skipped):
+        return read
     report = None if ocr_progress is None else lambda done, total: ocr_progress(task.source, done, total)
     try:
-        doc = extract(task.source, raw, progress=report)
+        doc = extract(task.source, read, progress=report)
     except SkipFile as exc:
         return Skipped(task.source, str(exc))
     chunker = Chunker(task.chunking)
@@ -344,7 +352,7 @@ def extract_and_chunk(task: FileTask, ocr_progress: OcrProgress | None = None) -
     if not any(d.chunks for d in documents):
         return Skipped(task.source, "no text to index")
     # (the file's own document stays first even without text of its own: the file is reused as a whole)
-    return Extracted(task.source, doc.sha256, len(raw), tuple(documents), tuple(skipped))
+    return Extracted(task.source, doc.sha256, len(read), tuple(documents), tuple(skipped))
 
 
 def _documents(doc: Document, inherited: dict[str, str] | None = None) -> Iterator[tuple[Document, dict[str, str]]]:
@@ -498,6 +506,8 @@ def build_index(
     settings: Settings | None = None,
     progress: bool | None = None,
     on_progress: Progress | None = None,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> IndexSummary:
     """Index ``corpus`` into ``index``, embedding only what changed since the last run.
 
@@ -505,27 +515,47 @@ def build_index(
     one); asking for different ones, or another corpus folder, without ``rebuild`` raises ``IndexMismatch``.
     ``index`` must be a new folder, a tqa index, or a folder empty but for README files and dotfiles; ``force``
     allows any other folder outside the corpus (nothing tqa did not write is ever deleted or replaced there).
-    ``on_progress(stage, done, total)`` is told of each file read ("reading") and extracted ("extracting").
+    ``on_progress(stage, done, total)`` is told of each file read ("reading") and extracted ("extracting"; on Ray,
+    "embedding on Ray": extracted and embedded).
+
+    ``ray``: run stages 2 and 3 (extract and chunk, embed) on a Ray cluster: ``HOST:PORT`` of its head, or ``"auto"``
+    for a private local one (needs ``pip install 'tqa[ray]'``); ``ray_workers`` workers (default: one per CPU of the
+    cluster). Plan, assemble and publish run here, as in a local build, and the index is the same. ``embedder``, when
+    given, is sent to every worker as it is (it must pickle); otherwise each worker loads ``model``.
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
     corpus, index_dir = Path(corpus), Path(index)
     check_index_location(corpus, index_dir)
+    if ray is not None:  # a missing extra or a cluster that does not answer is refused before anything is read
+        from .distributed import check_ray
+
+        check_ray(ray, ray_workers)
     found = discover(corpus, max_bytes=settings.max_file_bytes)  # (a missing corpus is refused before the lock)
     with write_lock(index_dir, force=force), _previous(index_dir, rebuild) as previous:
         old = previous.manifest if previous else None
         name, chunks, precision = _settle(old, corpus, index_dir, model, chunking, embedder, settings)
         plan = plan_build(corpus, index_dir, found, old, model=name, precision=precision, chunking=chunks,
                           max_bytes=settings.max_file_bytes, on_progress=on_progress)
-        extracted, skipped = _extract_all(plan, on_progress, _ocr_bar(progress))
+        if ray is None:
+            done: Mapping[str, Extracted | Embedded | Skipped] = _extract_here(plan, on_progress, _ocr_bar(progress))
+        else:
+            from .distributed import run_stages
+
+            done = run_stages(plan, ray, workers=ray_workers, embedder=embedder, batch_size=settings.batch_size,
+                              on_progress=on_progress, progress=sys.stderr.isatty() if progress is None else progress)
+        extracted, skipped = _in_plan_order(plan, done)
         summary = _summary(plan, extracted, skipped)
         if old and not summary.changed and [s.to_dict() for s in old.skipped] == summary.skipped:
             tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
             summary.chunks_total = len(previous.chunks) if previous else 0
         else:
             emb = embedder or load_embedder(name, precision)
-            embedded = embed(extracted, emb, batch_size=settings.batch_size,
-                             progress=sys.stderr.isatty() if progress is None else progress)
+            if ray is None:
+                embedded = embed(extracted, emb, batch_size=settings.batch_size,
+                                 progress=sys.stderr.isatty() if progress is None else progress)
+            else:  # embedded on the workers
+                embedded = [e for e in (done[f.source] for f in extracted) if isinstance(e, Embedded)]
             new = assemble(plan, embedded, skipped, previous, emb)
             publish_index(plan, new, embedded, previous, emb)
             summary.published, summary.chunks_total = True, len(new.chunks)
@@ -534,29 +564,36 @@ def build_index(
     return summary
 
 
-def _extract_all(plan: Plan, on_progress: Progress | None,
-                 ocr_progress: OcrProgress | None = None) -> tuple[list[Extracted], list[Skipped]]:
-    """Stage 2 for every task of the plan, here; and every file (or part of one) the build passes over, in corpus
-    order (after those discovery passed over). Refuses a corpus that leaves nothing to index."""
+def _extract_here(plan: Plan, on_progress: Progress | None,
+                  ocr_progress: OcrProgress | None = None) -> dict[str, Extracted | Skipped]:
+    """Stage 2 for every task of the plan, in this process."""
     total = len(plan.tasks)
+    done: dict[str, Extracted | Skipped] = {}
+    for n, task in enumerate(plan.tasks):
+        if on_progress:
+            on_progress("extracting", n, total)
+        done[task.source] = extract_and_chunk(task, None, ocr_progress)
+    return done
+
+
+def _in_plan_order(plan: Plan, done: Mapping[str, Extracted | Embedded | Skipped]) -> tuple[list[Extracted],
+                                                                                     list[Skipped]]:
+    """The extracted files, in corpus order, from what stage 2 (or 2 and 3) gave for each task; and every file the
+    build passes over, in corpus order (after those discovery passed over). Refuses a corpus that leaves nothing to
+    index."""
     extracted: list[Extracted] = []
     skipped = list(plan.unlisted)
-    done = 0
     for f in plan.files:
-        if isinstance(f, FileTask):
-            if on_progress:
-                on_progress("extracting", done, total)
-            done += 1
-            result = extract_and_chunk(f, ocr_progress)
-            if isinstance(result, Skipped):
-                skipped.append(result)
-            else:
-                extracted.append(result)
-                skipped.extend(result.skipped)
-        elif isinstance(f, Reuse):
-            skipped.extend(f.skipped)
-        elif isinstance(f, Skipped):
-            skipped.append(f)
+        result = done[f.source] if isinstance(f, FileTask) else f
+        if isinstance(result, Embedded):
+            result = result.file
+        if isinstance(result, Skipped):
+            skipped.append(result)
+        elif isinstance(result, Extracted):
+            extracted.append(result)
+            skipped.extend(result.skipped)  # what was not read of it (an attachment, a scanned page)
+        elif isinstance(result, Reuse):
+            skipped.extend(result.skipped)
     if not extracted and not any(isinstance(f, Reuse) for f in plan.files):
         example = f"{len(skipped)} file(s) skipped, for example {skipped[0].path}: {skipped[0].reason}." \
             if skipped else "The folder is empty."
@@ -698,4 +735,4 @@ def _check_compatible(manifest: Manifest, model: str, chunking: ChunkSettings, i
 
 
 __all__ = ["Embedded", "Extracted", "ExtractedDocument", "FileTask", "IndexSummary", "Plan", "Reuse", "assemble",
-           "build_index", "embed", "extract_and_chunk", "plan_build", "publish_index", "same_corpus"]
+           "build_index", "embed", "extract_and_chunk", "plan_build", "publish_index", "read_task", "same_corpus"]
