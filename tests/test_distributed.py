@@ -223,8 +223,12 @@ def _more_files(corpus: Path, n: int = 8) -> None:
 
 @pytest.mark.slow
 def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_path, monkeypatch, capsys):
+    from .test_format_index import figures_pdf, message
+
     monkeypatch.setattr(distributed, "CALL_FILES", 2)  # several calls, on both workers
     _more_files(small_corpus)
+    # an e-mail whose attachments are documents of their own (a PDF, text files, hostile ones skipped with reasons)
+    (small_corpus / "message.eml").write_bytes(message(figures_pdf()))
     seen: list[tuple[str, int, int]] = []
     local = build_index(small_corpus, tmp_path / "local", embedder=hash_embedder())
     capsys.readouterr()
