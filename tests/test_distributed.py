@@ -243,6 +243,7 @@ def test_a_build_on_the_cluster_is_the_local_build(cluster, small_corpus, tmp_pa
     (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(tmp_path / "local"), _index(
         tmp_path / "ray")
     assert a_chunks == b_chunks
+    assert any(c["source"] == "message.eml › figures.pdf" and c["page"] == 2 for c in b_chunks)
     np.testing.assert_allclose(a_vec, b_vec, atol=1e-6)
     np.testing.assert_allclose(a_units, b_units, atol=1e-6)
     for key in ("files", "skipped", "model", "counts", "calibration", "precision"):
