@@ -118,7 +118,8 @@ def test_the_pool_bm25_scores_the_target_without_its_sentence() -> None:
 def _corpus(n: int = 40) -> list[Passage]:
     topics = ["sweden law purchase sex", "canada shelters survivors help", "labour recruitment debt bondage",
               "online recruitment social media", "border control smuggling boats", "child marriage age limits",
-              "domestic workers wages pay", "forced labour prison camps", "organ removal illegal clinics", "fishing vessels crews sea"]
+              "domestic workers wages pay", "forced labour prison camps", "organ removal illegal clinics",
+              "fishing vessels crews sea"]
     out = []
     for i in range(n):
         t = topics[i % len(topics)].split()

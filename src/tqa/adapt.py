@@ -136,7 +136,7 @@ class PseudoQuery:
     unit_without: str | None  # that unit's embedded text without the sentence (None: the unit was the sentence)
 
 
-def draw(passages: Sequence[Passage], pool: Sequence[int], n: int, rng: np.random.Generator,
+def draw(passages: Sequence[Passage], pool: Sequence[int] | np.ndarray, n: int, rng: np.random.Generator,
          query_form: str = "sentence") -> list[PseudoQuery]:
     """Up to ``n`` pseudo-queries from the passages of ``pool``, passages in random order, as many sentences of
     each as it takes to reach ``n`` (one each when the pool is large). Only sentences that lie inside one unit
@@ -165,6 +165,11 @@ def _pseudo(p: Passage, pos: int, a: int, b: int, rng: np.random.Generator, form
     if len(_WORD.findall(rest)) < MIN_WORDS:
         return None
     query = p.text[a:b].strip()
+    if form == "window":  # a question's length: ten consecutive words of the sentence
+        words = query.split()
+        if len(words) > 10:
+            s = int(rng.integers(len(words) - 9))
+            query = " ".join(words[s:s + 10])
     if form == "paraphrase":
         shared = {w.lower() for w in _WORD.findall(rest)}
         words = query.split()
