@@ -62,6 +62,10 @@ SETS: dict[str, dict[str, Any]] = {
                  "questions": ROOT / "eval" / "treaties" / "questions.jsonl", "proxy": True},
 }
 
+# an index of the same set built with a tuned model (eval/tune_trial.py --units --tag tuned-units)
+for _name in ("own", "treaties"):
+    SETS[f"{_name}-tuned"] = {**SETS[_name], "index": WORK / f"{_name}-tuned-units" / "index"}
+
 
 def _safe_name(doc_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", doc_id)[:80] + ".txt"
@@ -131,7 +135,7 @@ class Loaded:
 
         self.name = name
         self.spec = SETS[name]
-        self.data = load_index(WORK / name / "index")
+        self.data = load_index(self.spec.get("index", WORK / name / "index"))
         self.embedder = embedder
         self.chunk_matrix = self.data.vectors.vectors()
         self.unit_matrix = self.data.units.vectors()
@@ -149,7 +153,12 @@ class Loaded:
             self.questions = [q for q in qs if q.answerable]
             self.texts = [q.question for q in self.questions]
             self.evidence = locate_evidence(self.questions, docs)
-        if hasattr(embedder, "seed"):  # the index's own vectors: the recipe's identical passages are not encoded again
+        if "index" in self.spec:  # questions encoded by the index's own (tuned) model
+            from tqa.embedding import load_embedder
+            from tqa.evaluation import CachingEmbedder
+
+            self.embedder = embedder = CachingEmbedder(load_embedder(self.data.manifest["model"]["name"]))
+        elif hasattr(embedder, "seed"):  # the index's own vectors: the recipe's same passages are not encoded again
             embedder.seed([c.search_text for c in self.data.chunks], self.chunk_matrix)
         self.qvecs = embedder.encode(self.texts)
         self.features = [self._features(t, v) for t, v in zip(self.texts, self.qvecs, strict=True)]
@@ -214,6 +223,7 @@ class Loaded:
     def recipe(self) -> dict[str, float]:
         """The standard recipe on this set (cached in build/trials/NAME/recipe.json)."""
         cache = WORK / self.name / "recipe.json"
+        cache.parent.mkdir(parents=True, exist_ok=True)
         if cache.is_file():
             return json.loads(cache.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
         docs = list(self.data.documents())
@@ -286,10 +296,11 @@ def run(names: list[str], learn: bool = True) -> None:
     if learn:
         for n, s in loaded.items():
             t0 = time.perf_counter()
-            learned[n] = adapt.learn(adapt.passages_of(s.data.chunks), s.chunk_matrix, s.unit_matrix, emb,
+            learned[n] = adapt.learn(adapt.passages_of(s.data.chunks), s.chunk_matrix, s.unit_matrix, s.embedder,
                                      s.data.keywords.analyze)
             learned[n]["seconds"] = round(time.perf_counter() - t0, 2)
             print(f"learned on {n}: {json.dumps(learned[n])}", flush=True)
+            (WORK / n).mkdir(parents=True, exist_ok=True)
             (WORK / n / "learned.json").write_text(json.dumps(learned[n], indent=1), encoding="utf-8")
     for mode, label in (("dense", "dense (shipped)"), ("bm25", "bm25")):
         rows.append((label, {n: s.measure(FIXED["shipped: units 0.5, BM25 0.2"], mode) for n, s in loaded.items()}))
