@@ -308,10 +308,14 @@ def run(names: list[str], learn: bool = True) -> None:
     for label, settings in FIXED.items():
         rows.append((label, {n: s.measure(settings) for n, s in loaded.items()}))
     if learn:
-        rows.append(("learned (all three), hybrid", {n: s.measure(learned[n]) for n, s in loaded.items()}))
-        unit_only = {n: {**adapt.SHIPPED, "unit_weight": learned[n]["unit_weight"]} for n in loaded}
-        rows.append(("learned unit weight, BM25 0.2, hybrid", {n: s.measure(unit_only[n]) for n, s in loaded.items()}))
-        rows.append(("learned unit weight, dense", {n: s.measure(unit_only[n], "dense") for n, s in loaded.items()}))
+        grid_best = {n: {k: learned[n]["grid_best"][k] for k in adapt.SHIPPED} if "grid_best" in learned[n]
+                     else learned[n] for n in loaded}
+        rows.append(("pseudo-queries' best of the whole grid, hybrid",
+                     {n: s.measure(grid_best[n]) for n, s in loaded.items()}))
+        rows.append(("**learned (tqa.adapt: unit weight), hybrid**",
+                     {n: s.measure(learned[n]) for n, s in loaded.items()}))
+        rows.append(("learned (tqa.adapt: unit weight), dense", {n: s.measure(learned[n], "dense")
+                                                                 for n, s in loaded.items()}))
     print(table(rows, names))
 
 

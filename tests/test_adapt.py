@@ -141,6 +141,9 @@ def test_learn_returns_a_setting_from_the_grid_with_its_reason() -> None:
     assert got["queries"] == 40
     assert got["unit_weight"] == 0.0  # no passage has units: there is no paragraph to weigh
     assert "sentences drawn from the corpus" in got["why"]
+    # BM25's weight and the fusion form are not decided from pseudo-queries (only reported)
+    assert (got["keyword_weight"], got["fusion"]) == (adapt.SHIPPED["keyword_weight"], adapt.SHIPPED["fusion"])
+    assert {k: got["grid_best"][k] for k in ("unit_weight", "keyword_weight", "fusion")} in adapt._grid()
     assert 0 <= got["mrr"] <= 1
     assert set(got["baseline"]) == {"chunk", "unit", "bm25", "shipped"}
     # the pseudo-queries cost three short encodings each at most

@@ -5,13 +5,20 @@ its own passage being the answer. So that exact match doesn't decide, the senten
 first: the passage, and the paragraph (unit) that held the sentence, are embedded again without it, and their
 keyword counts are taken without it; any other passage that contains the sentence verbatim (an overlap, a
 duplicate) is left out of that query's ranking. Every candidate setting of the ranking is then scored by how
-high it ranks the answers (MRR@10), and the best one is kept:
+high it ranks the answers (MRR@10):
 
 - ``unit_weight``: the dense score is ``(1 - u) * chunk cosine + u * best unit cosine``: whole passages, their
   best paragraph, or both;
 - ``keyword_weight``: how much BM25 earns beside the dense score;
 - ``fusion``: ``scores`` (a convex mix of the dense score and BM25 over the question's best BM25) or ``rrf``
   (a weighted mix of reciprocal ranks).
+
+What is decided is the dense signal, ``unit_weight`` (the best one, or among near-equals the one nearest the
+shipped setting); BM25 keeps its shipped weight and form, and the best of the whole grid is only reported
+(``grid_best``): measured against hand-written questions, sentences from the text favoured keyword matching on one
+corpus and disfavoured it on another, both wrongly, while on whole passages against paragraphs they agreed with
+the questions on every set (eval/README.md, "Corpus-adaptive ranking: trials"). In one sentence: *tqa weighs a
+passage's best paragraph as much as sentences taken out of this corpus are found by it.*
 
 It costs three short encodings per pseudo-query (the sentence, its passage and its paragraph without it), a
 few hundred in all whatever the corpus size (a large corpus is sampled), and a few milliseconds of arithmetic
@@ -306,17 +313,26 @@ def learn(passages: Sequence[Passage], chunk_vectors: np.ndarray, unit_vectors: 
         rr[len(grid) + 2, j] = _rr(kw[keep], int(np.sum(keep[:q.target])))
 
     mrr = rr.mean(axis=1)
-    best = choose(grid, mrr[:len(grid)])
+    # What is decided: the dense signal (the unit weight), with BM25 at its fixed weight. The whole grid is
+    # measured and reported, but BM25's weight and the fusion form are not taken from it: sentences taken from
+    # the text misjudge what keyword matching earns for a reader's questions, in both directions (eval/README.md,
+    # "Corpus-adaptive ranking: trials"), while their verdict on whole passages against paragraphs agreed with
+    # the real questions on every set measured.
+    decidable = [i for i, g in enumerate(grid) if g["keyword_weight"] == SHIPPED["keyword_weight"]
+                 and g["fusion"] == SHIPPED["fusion"]]
+    best = decidable[choose([grid[i] for i in decidable], mrr[decidable])]
     chosen = grid[best]
+    everything = choose(grid, mrr[:len(grid)])
     # (without units the shipped setting ranks as its unit weight 0 twin)
     same = {**SHIPPED, "unit_weight": SHIPPED["unit_weight"] if pool_units is not None else 0.0}
     shipped = next(i for i, g in enumerate(grid) if g == same)
     baseline = {"chunk": round(float(mrr[len(grid)]), 4), "unit": round(float(mrr[len(grid) + 1]), 4),
                 "bm25": round(float(mrr[len(grid) + 2]), 4), "shipped": round(float(mrr[shipped]), 4)}
-    why = (f"{len(queries)} sentences drawn from the corpus, each searched for as a question with it removed from "
-           f"its own passage, found that passage best (MRR@10 {mrr[best]:.2f}; shipped setting "
-           f"{baseline['shipped']:.2f}) with {describe(chosen)}")
-    return {**chosen, "why": why, "queries": len(queries), "mrr": round(float(mrr[best]), 4), "baseline": baseline}
+    why = (f"{len(queries)} sentences drawn from the corpus, each searched for as a question with it taken out of "
+           f"its passage, found that passage best with {describe(chosen)} (MRR@10 {mrr[best]:.2f}; whole passages "
+           f"alone {baseline['chunk']:.2f}, best paragraph alone {baseline['unit']:.2f})")
+    return {**chosen, "why": why, "queries": len(queries), "mrr": round(float(mrr[best]), 4), "baseline": baseline,
+            "grid_best": {**grid[everything], "mrr": round(float(mrr[everything]), 4)}}
 
 
 def _rr(score: np.ndarray, target: int) -> float:
