@@ -328,9 +328,10 @@ def learn(passages: Sequence[Passage], chunk_vectors: np.ndarray, unit_vectors: 
     shipped = next(i for i, g in enumerate(grid) if g == same)
     baseline = {"chunk": round(float(mrr[len(grid)]), 4), "unit": round(float(mrr[len(grid) + 1]), 4),
                 "bm25": round(float(mrr[len(grid) + 2]), 4), "shipped": round(float(mrr[shipped]), 4)}
+    at = {grid[i]["unit_weight"]: float(mrr[i]) for i in decidable}
     why = (f"{len(queries)} sentences drawn from the corpus, each searched for as a question with it taken out of "
-           f"its passage, found that passage best with {describe(chosen)} (MRR@10 {mrr[best]:.2f}; whole passages "
-           f"alone {baseline['chunk']:.2f}, best paragraph alone {baseline['unit']:.2f})")
+           f"its passage, found that passage best with {describe(chosen)} (MRR@10 {mrr[best]:.2f}; with whole "
+           f"passages only {at[0.0]:.2f}" + (f", with the best paragraph only {at[1.0]:.2f})" if 1.0 in at else ")"))
     return {**chosen, "why": why, "queries": len(queries), "mrr": round(float(mrr[best]), 4), "baseline": baseline,
             "grid_best": {**grid[everything], "mrr": round(float(mrr[everything]), 4)}}
 
