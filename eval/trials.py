@@ -157,7 +157,7 @@ class Loaded:
             from tqa.embedding import load_embedder
             from tqa.evaluation import CachingEmbedder
 
-            self.embedder = embedder = CachingEmbedder(load_embedder(self.data.manifest["model"]["name"]))
+            self.embedder = embedder = CachingEmbedder(load_embedder(self.data.manifest.model.name))
         elif hasattr(embedder, "seed"):  # the index's own vectors: the recipe's same passages are not encoded again
             embedder.seed([c.search_text for c in self.data.chunks], self.chunk_matrix)
         self.qvecs = embedder.encode(self.texts)

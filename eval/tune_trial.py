@@ -46,7 +46,7 @@ def main() -> None:
         passages = [t for c in data.chunks for t in (c.unit_search_texts() or [c.search_text])]
     else:
         passages = [c.search_text for c in data.chunks]
-    base = data.manifest["model"]["name"]
+    base = data.manifest.model.name
     data.close()
     folder = WORK / f"{a.set}-{a.tag}"
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""What tqa.adapt learns differs with the shape of the corpus (the real model): long sectioned documents
-against short title-and-paragraph ones made of the same text."""
+"""What a build learns (tqa.adapt) differs with the shape of the corpus and is recorded in its manifest (the real
+model): long sectioned documents against short title-and-paragraph ones made of the same text."""
 
 from __future__ import annotations
 
@@ -40,12 +40,31 @@ def _short_documents(path: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_sectioned_and_short_documents_learn_different_settings(real_embedder) -> None:
+def _build(tmp: Path, docs: list[tuple[str, bytes]], embedder) -> dict:
+    """What a build of ``docs`` learned, as its manifest records it."""
+    from tqa import build_index
+    from tqa.store import read_manifest
+
+    (tmp / "corpus").mkdir()
+    for name, raw in docs:
+        (tmp / "corpus" / name).write_bytes(raw)
+    build_index(tmp / "corpus", tmp / "index", embedder=embedder)
+    ranking = read_manifest(tmp / "index").ranking
+    assert ranking is not None
+    return ranking.to_dict()
+
+
+def test_sectioned_and_short_documents_learn_different_settings(real_embedder, tmp_path) -> None:
     path = next(CORPUS.glob("*.txt"))
-    long = _learn([(path.name, path.read_bytes())], real_embedder)
-    short = _learn(_short_documents(path), real_embedder)
+    (tmp_path / "long").mkdir()
+    (tmp_path / "short").mkdir()
+    long = _build(tmp_path / "long", [(path.name, path.read_bytes())], real_embedder)
+    short = _build(tmp_path / "short", _short_documents(path), real_embedder)
+    # the build learns what adapt.learn learns from the same chunks
+    assert {k: long[k] for k in ("unit_weight", "keyword_weight")} == \
+        {k: _learn([(path.name, path.read_bytes())], real_embedder)[k] for k in ("unit_weight", "keyword_weight")}
     assert long["queries"] >= adapt.MIN_QUERIES and short["queries"] >= adapt.MIN_QUERIES
-    chosen = ("unit_weight", "keyword_weight", "fusion")
+    chosen = ("unit_weight", "keyword_weight")
     assert {k: long[k] for k in chosen} != {k: short[k] for k in chosen}, (long["why"], short["why"])
     # sections of several paragraphs: the best paragraph earns weight, as the sentences drawn from them say;
     # one-paragraph documents are scored as whole passages

@@ -346,29 +346,34 @@ def active_checks(language: str) -> list[str]:
 
 def check(question: str, passages: Sequence[tuple[str, float]] | Sequence[Evidence], vocab: Vocabulary, *,
           threshold: float, language: str, highlights: Sequence[str] | None = None,
-          analyze: Analyzer | None = None, top: int = 3) -> str | None:
+          analyze: Analyzer | None = None, top: int = 3, relevance: float | None = None,
+          calibrated: float | None = None) -> str | None:
     """Why the documents searched can't answer ``question`` (a phrase for the reader), or None.
 
     ``passages``: the best passages, best first, as ``(text, dense score)`` pairs or ``Evidence``;
     ``highlights``: the sentence(s) that best answer in each (else the passages' whole text is used);
     ``vocab``: the vocabulary of the documents searched; ``threshold``: the index's calibrated threshold;
     ``language``: the corpus's (``detect_language``); ``analyze``: the keyword analyser (``vocab``'s terms are
-    its output; defaults to the index's)."""
+    its output; defaults to the index's); ``relevance``: the best dense score of any passage of the documents
+    searched, when the search measured it beyond ``passages`` (None: the best of ``passages``); ``calibrated``: the
+    index's calibrated threshold, from which strong evidence is measured (``strong_level``) even when the reader
+    set another ``threshold`` (None: ``threshold``)."""
     evidence = [p if isinstance(p, Evidence) else Evidence(p[0], float(p[1])) for p in passages]
     if highlights is not None:
         evidence = [Evidence(e.text, e.score, h) for e, h in zip(evidence, highlights, strict=False)]
-    best = max((e.score for e in evidence), default=None)
+    best = relevance if relevance is not None else max((e.score for e in evidence), default=None)
     if best is None or best < threshold:
         return LOW_RELEVANCE
     if analyze is None:
-        from .store import KeywordIndex
+        from .keywords import KeywordIndex
 
         analyze = KeywordIndex.analyze
     years = unknown_years(question, vocab)
     if years:
         return f"they never mention {_quoted(years)}"
     if language in CAPITALISING and question_language(question) in CAPITALISING | {"und"}:
-        names = unknown_names(question, vocab, analyze, strong=best >= strong_level(threshold))
+        strong = best >= strong_level(threshold if calibrated is None else calibrated)
+        names = unknown_names(question, vocab, analyze, strong=strong)
         if names:
             return f"they never mention {_quoted(names)}"
     if language in ANSWER_TYPE_LANGUAGES and is_english(question):
