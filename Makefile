@@ -41,6 +41,10 @@ tesseract:
 	{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx nld; } || \
 		{ apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-nld >/dev/null; }
 
+# The treaty texts the second question set (eval/treaties/questions.jsonl) is about, read in place, never copied:
+# `make test TREATIES=DIR` when they are elsewhere.
+TREATIES ?= $(firstword $(wildcard ../shared/data/treaties ../../shared/data/treaties /work/shared/data/treaties))
+
 test: $(VENV)/.installed chromium tesseract
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check src tests bench
@@ -50,6 +54,10 @@ test: $(VENV)/.installed chromium tesseract
 	rm -rf build/eval-index build/eval-corpus
 	$(BIN)/python -m tests.shipped_corpus build/eval-corpus
 	$(BIN)/tqa eval --corpus build/eval-corpus --index build/eval-index
+	# the same gate on the treaty question set ([questions.treaties] in eval/thresholds.toml)
+	@test -d '$(TREATIES)' || { echo "make test: no treaty texts for eval/treaties/questions.jsonl; pass TREATIES=DIR" >&2; exit 1; }
+	rm -rf build/eval-treaties-index
+	$(BIN)/tqa eval --questions eval/treaties/questions.jsonl --corpus '$(TREATIES)' --index build/eval-treaties-index
 
 # The benchmark suite (bench/README.md); writes bench/results.md. `make bench QUICK=1` runs the quick version.
 bench: $(VENV)/.installed
