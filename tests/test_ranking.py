@@ -1,5 +1,5 @@
-"""The ranking a build learns (adapt.py): recorded in the manifest, shown by `tqa info`, used by retrieval only
-under TQA_RANKING=learned; an index written before it ranks as shipped; what it holds is checked when read."""
+"""The ranking a build learns (adapt.py): recorded in the manifest, shown by `tqa info`, used by retrieval unless
+TQA_RANKING=shipped; an index written before it ranks as shipped; what it holds is checked when read."""
 
 from __future__ import annotations
 
@@ -45,15 +45,19 @@ def index(tmp_path_factory) -> Path:
     return tmp / "index"
 
 
-def test_a_build_records_what_it_learned_and_info_says_it_in_one_sentence(index):
+def test_a_build_records_what_it_learned_and_info_says_it_in_one_sentence(index, monkeypatch):
     ranking = read_manifest(index).ranking
     assert ranking is not None and ranking.queries > 0
     assert 0 <= ranking.unit_weight <= 1 and ranking.keyword_weight == SHIPPED.keyword
     assert ranking.why.count(". ") == 0 and ranking.why  # one sentence
+    monkeypatch.delenv("TQA_RANKING", raising=False)
     out = cli("info", "--index", str(index))
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("ranking:"))
-    assert "shipped used; learned (used with TQA_RANKING=learned)" in line and ranking.why in line
+    assert line == f"ranking:    learned: {ranking.why}"
+    monkeypatch.setenv("TQA_RANKING", "shipped")
+    shipped = cli("info", "--index", str(index))
+    assert f"ranking:    shipped (TQA_RANKING=shipped); learned, unused: {ranking.why}" in shipped.stdout
 
 
 def test_the_learned_weights_are_used_only_when_asked_for(index):
@@ -134,7 +138,7 @@ def test_an_update_that_embeds_little_keeps_the_ranking_learned_before(tmp_path)
 
 
 @pytest.mark.parametrize("name, value, says", [
-    ("TQA_RANKING", "magic", "shipped, learned"),
+    ("TQA_RANKING", "magic", "learned, shipped"),
     ("TQA_KEYWORD_WEIGHT", "1.5", "from 0 (dense only) to 1 (BM25 only)"),
     ("TQA_KEYWORD_WEIGHT", "nan", "from 0 (dense only) to 1 (BM25 only)"),
     ("TQA_KEYWORD_WEIGHT", "x", "is not a number"),
@@ -143,6 +147,11 @@ def test_bad_ranking_settings_are_refused(monkeypatch, name, value, says):
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=says.replace("(", r"\(").replace(")", r"\)")):
         Settings.from_env()
+
+
+def test_the_learned_ranking_is_the_default(monkeypatch):
+    monkeypatch.delenv("TQA_RANKING", raising=False)
+    assert Settings.from_env().ranking == Settings().ranking == "learned"
 
 
 def test_ranking_settings_are_read(monkeypatch):

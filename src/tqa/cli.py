@@ -251,7 +251,7 @@ def _ranking_line(m: Any) -> str:
     if m.ranking is None:
         return "ranking:    shipped (nothing learned: built before tqa learned a ranking)"
     used = Settings.from_env().ranking == "learned"
-    state = "learned, used" if used else "shipped used; learned (used with TQA_RANKING=learned)"
+    state = "learned" if used else "shipped (TQA_RANKING=shipped); learned, unused"
     return f"ranking:    {state}: {m.ranking.why}"
 
 

@@ -168,7 +168,7 @@ class Ranking:
     passage's best paragraph in its dense score and BM25's weight, why (one sentence, for ``tqa info``), and the
     figures it was chosen on: how many pseudo-queries, their MRR@10 with this setting, with each signal alone and
     with the shipped setting (``baseline``), and the best setting of the whole grid (``grid_best``, reported,
-    not used). Retrieval uses it when ``TQA_RANKING=learned``; an index without one ranks as shipped."""
+    not used). Retrieval uses it unless ``TQA_RANKING=shipped``; an index without one ranks as shipped."""
 
     unit_weight: float
     keyword_weight: float
