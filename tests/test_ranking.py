@@ -159,3 +159,21 @@ def test_ranking_settings_are_read(monkeypatch):
     monkeypatch.setenv("TQA_KEYWORD_WEIGHT", "0.35")
     s = Settings.from_env()
     assert s.ranking == "learned" and s.keyword_weight == 0.35
+
+
+def test_learning_reads_only_the_rows_of_its_sample_and_learns_what_full_arrays_give(index, monkeypatch):
+    from tqa import adapt
+    from tqa.indexing import _Rows, learn_ranking
+    from tqa.vectors import FaissVectors
+
+    loaded = load_index(index)
+    full = adapt.learn(adapt.passages_of(loaded.chunks), loaded.vectors.take(np.arange(len(loaded.chunks))),
+                       loaded.units.take(np.arange(int(loaded.unit_ptr[-1]))), FakeEmbedder(),
+                       loaded.keywords.analyze)
+    assert learn_ranking(loaded, FakeEmbedder()) == Ranking.learned(full) == read_manifest(index).ranking
+    asked: list[int] = []
+    real = FaissVectors.take
+    monkeypatch.setattr(FaissVectors, "take", lambda self, rows: asked.append(len(rows)) or real(self, rows))
+    adapt.learn(adapt.passages_of(loaded.chunks), _Rows(loaded.vectors), _Rows(loaded.units), FakeEmbedder(),
+                loaded.keywords.analyze, max_pool=10)
+    assert asked and asked[0] == 10 and max(asked) <= 10 * 2  # the pool's chunks, then their units (2 each)

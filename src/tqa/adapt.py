@@ -246,14 +246,15 @@ def _grid() -> list[dict[str, Any]]:
     return settings
 
 
-def learn(passages: Sequence[Passage], chunk_vectors: np.ndarray, unit_vectors: np.ndarray, embedder: Any,
+def learn(passages: Sequence[Passage], chunk_vectors: Any, unit_vectors: Any, embedder: Any,
           analyze: Callable[[str], list[str]], *, max_queries: int = MAX_QUERIES, max_pool: int = MAX_POOL,
           seed: int = 0, query_form: str = "sentence") -> dict[str, Any]:
     """The ranking setting this corpus's pseudo-queries find their passages with best (see the module
     docstring), as a small dict: ``unit_weight``, ``keyword_weight``, ``fusion``, ``why`` (one sentence),
     ``queries``, ``mrr`` (the chosen setting's MRR@10 on the pseudo-queries) and ``baseline`` (each single
     signal's and the shipped setting's). ``chunk_vectors`` holds one row per passage; ``unit_vectors`` the
-    rows of every passage's units, in order. ``analyze`` is the keyword index's analyser."""
+    rows of every passage's units, in order (arrays, or anything that gives the rows of an array of row numbers:
+    only the sampled passages' are read). ``analyze`` is the keyword index's analyser."""
     rng = np.random.default_rng(seed)
     n = len(passages)
     counts = np.array([len(p.units) for p in passages], dtype=np.int64)

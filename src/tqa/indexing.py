@@ -353,12 +353,19 @@ def learn_ranking(index: Index, embedder: Embedder, previous: Index | None = Non
     before = previous.manifest.ranking if previous is not None else None
     if before is not None and embedded_now is not None and embedded_now < RELEARN_SHARE * len(index.chunks):
         return before
-    ptr = index.unit_ptr
-    units = index.units.take(np.arange(int(ptr[-1]), dtype=np.int64)) if ptr[-1] else \
-        np.zeros((0, index.vectors.dim), dtype=np.float32)
-    chunks = index.vectors.take(np.arange(len(index.chunks), dtype=np.int64))
-    result = adapt.learn(adapt.passages_of(index.chunks), chunks, units, embedder, index.keywords.analyze)
+    result = adapt.learn(adapt.passages_of(index.chunks), _Rows(index.vectors), _Rows(index.units), embedder,
+                         index.keywords.analyze)
     return Ranking.learned(result)
+
+
+class _Rows:
+    """The rows of a vector index, read when asked for: learning reads only its sample's, never a copy of all."""
+
+    def __init__(self, vectors: FaissVectors):
+        self.vectors = vectors
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self.vectors.take(np.asarray(rows, dtype=np.int64))
 
 
 @dataclass
