@@ -55,6 +55,35 @@ def test_a_deliberately_bad_setting_fails(eval_index):
     assert r.returncode == 1 and "abstained_answerable" in r.stderr and "above the maximum" in r.stderr
 
 
+@pytest.mark.parametrize("weight", ["1", "0.9"])
+def test_a_deliberately_bad_fusion_setting_fails_the_gate(eval_index, weight):
+    # BM25 given (nearly) all the weight of the hybrid score: the project's set falls below its minimums
+    r = tqa_eval("--index", str(eval_index), env={"TQA_KEYWORD_WEIGHT": weight})
+    assert r.returncode == 1, r.stdout
+    assert "FAILED" in r.stderr and "mrr@10" in r.stderr and "is below the minimum" in r.stderr
+
+
+TREATIES = next((p for p in (ROOT.parent / "shared" / "data" / "treaties",
+                             ROOT.parent.parent / "shared" / "data" / "treaties") if p.is_dir()), None)
+
+
+@pytest.fixture(scope="module")
+def treaties_index(tmp_path_factory) -> Path:
+    if TREATIES is None:
+        pytest.skip("the treaty texts of eval/treaties/questions.jsonl are not on this machine")
+    return tmp_path_factory.mktemp("treaties") / "index"
+
+
+@pytest.mark.slow
+def test_the_treaty_set_gates_on_its_own_thresholds_and_a_bad_fusion_setting_fails_it(treaties_index):
+    args = ("--questions", "eval/treaties/questions.jsonl", "--corpus", str(TREATIES), "--index", str(treaties_index))
+    good = tqa_eval(*args)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "gate: passed" in good.stdout and "87 answerable and 24 unanswerable" in good.stdout
+    bad = tqa_eval(*args, env={"TQA_KEYWORD_WEIGHT": "1"})
+    assert bad.returncode == 1 and "is below the minimum" in bad.stderr
+
+
 def test_compare_lists_questions_that_moved(eval_index, passing_report, tmp_path):
     _, report = passing_report
     old = tmp_path / "old.json"

@@ -142,6 +142,17 @@ def test_committed_thresholds_parse():
     assert t["min"]["hit@5"] >= 0.9 and "abstained_answerable" in t["max"]
 
 
+def test_each_question_set_gates_on_its_own_thresholds():
+    from tqa.evaluation import question_thresholds
+
+    t = load_thresholds(ROOT / "eval" / "thresholds.toml")
+    own = question_thresholds(t, "eval/questions.jsonl")
+    treaties = question_thresholds(t, "eval/treaties/questions.jsonl")
+    assert own == {"min": t["min"], "max": t["max"]}
+    assert treaties == t["questions"]["treaties"] and treaties["min"]["hit@5"] != own["min"]["hit@5"]
+    assert question_thresholds(t, "elsewhere/other.jsonl") == own  # a set with no section of its own
+
+
 def test_compare_explains_question_by_question():
     def report(rank_a, abst_u):
         return {"runs": {"hybrid": {"questions": [

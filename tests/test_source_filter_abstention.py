@@ -126,12 +126,14 @@ WORDS = ["Sweden", "Swedish", "Norway", "Nordic", "Lagos", "Palermo", "Protocol"
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(subset=st.sampled_from(SUBSETS), words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))
 def test_unknown_names_under_a_filter_match_an_index_of_those_documents(qa, alone, subset, words):
-    from tqa.retrieval import IndexVocabulary, unknown_names, vocabulary
+    from tqa.abstention import unknown_names
+    from tqa.retrieval import IndexVocabulary, vocabulary
 
     question = "What do they say about " + " and ".join(words) + "?"
     other = alone[frozenset(subset)].index
-    assert unknown_names(question, vocabulary(qa.index, subset)) == \
-        unknown_names(question, IndexVocabulary(other.keywords, other.names))
+    analyze = KeywordIndex.analyze
+    assert unknown_names(question, vocabulary(qa.index, subset), analyze) == \
+        unknown_names(question, IndexVocabulary(other.keywords, other.names), analyze)
 
 
 def test_a_filters_vocabulary_is_computed_once_and_the_unfiltered_path_computes_none(index, monkeypatch):

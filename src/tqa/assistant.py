@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import examples
+from . import abstention, examples
 from .chunking import SECTION_SEPARATOR, Chunk
 from .config import MAX_K, MAX_SEARCH_K, MODES, Settings
 from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
@@ -24,11 +24,11 @@ from .index import Index
 from .keywords import KeywordIndex
 from .manifest import Manifest
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
-from .retrieval import Scored, coverage_gap, search, vocabulary
+from .retrieval import Scored, Weights, search, vocabulary, weights_for
 from .store import CURRENT, current_generation, load_index
 
 NOT_COVERED = "The documents don't seem to cover this."
-LOW_RELEVANCE = "no passage is relevant enough"
+LOW_RELEVANCE = abstention.LOW_RELEVANCE
 # Control characters other than tab/newline (C0, DEL and C1, NUL bytes included) are replaced by spaces.
 _CONTROL = {c: " " for c in range(32) if chr(c) not in "\t\n"} | {c: " " for c in range(0x7F, 0xA0)}
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -300,6 +300,10 @@ class Assistant:
     def threshold(self) -> float:
         return self._threshold(self._index)
 
+    def _weights(self, index: Index) -> Weights:
+        """How this assistant weighs the signals of ``index`` (settings ``ranking`` and ``keyword_weight``)."""
+        return weights_for(index, self.settings.ranking, self.settings.keyword_weight)
+
     def _threshold(self, index: Index) -> float:
         if self.settings.abstain_threshold is not None:
             return self.settings.abstain_threshold
@@ -437,6 +441,9 @@ class Assistant:
             "sources": m.sources,
             "skipped": [s.to_dict() for s in m.skipped],
             "abstain_threshold": self._threshold(self._index),
+            "language": self._index.language,
+            "abstention_checks": abstention.active_checks(self._index.language),
+            "ranking": self.settings.ranking if self._index.manifest.ranking is not None else "shipped",
         }
 
     def documents(self) -> list[tuple[str, str]]:
@@ -542,26 +549,29 @@ class Assistant:
             source_list = _checked_sources(index, query.sources)
             qvec = None if query.mode == "bm25" else self.embedder.encode([query.question])[0]
             scored, _ = search(index, query.question, qvec, k=query.k, mode=query.mode, sources=source_list,
-                               dedupe=dedupe)
+                               dedupe=dedupe, weights=self._weights(index))
             return [_hit(index, s, rank) for rank, s in enumerate(scored, 1)]
 
     def _answer(self, index: Index, query: Query, notes: list[str]) -> Answer:
         q, k, mode = query.question, query.k, query.mode
         source_list = _checked_sources(index, query.sources)
         qvec = self.embedder.encode([q])[0]
-        scored, relevance = search(index, q, qvec, k=k, mode=mode, sources=source_list)
+        scored, relevance = search(index, q, qvec, k=k, mode=mode, sources=source_list,
+                                   weights=self._weights(index))
         threshold = self._threshold(index)
         passages = [_passage(index, s, rank, q) for rank, s in enumerate(scored, 1)]
-        if relevance is None or relevance < threshold:
-            reason: str | None = LOW_RELEVANCE
-            message = NOT_COVERED
-        else:
-            # every check looks only at the documents searched: a name another document mentions is still
-            # never mentioned by these
-            reason = coverage_gap(q, [p.text for p in passages[:3]], vocabulary(index, source_list))
-            message = f"{NOT_COVERED[:-1]}: {reason}." if reason else ""
+        # every check looks only at the documents searched: a name another document mentions is still never
+        # mentioned by these
+        reason = abstention.check(
+            q, [abstention.Evidence(p.text, p.relevance or 0.0, p.highlight) for p in passages],
+            vocabulary(index, source_list), threshold=threshold, language=index.language,
+            analyze=index.keywords.analyze, relevance=relevance, calibrated=index.threshold)
         abstained = reason is not None
-        if not abstained:
+        if reason == LOW_RELEVANCE:
+            message = NOT_COVERED
+        elif reason is not None:
+            message = f"{NOT_COVERED[:-1]}: {reason}."
+        else:
             message = f"{len(passages)} passage{'s' if len(passages) != 1 else ''} from the documents."
         return Answer(q, passages, abstained, message, mode,
                       None if relevance is None else round(relevance, 4), threshold,

@@ -229,6 +229,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"chunking:   {m.chunking.to_dict()}",
         f"documents:  {m.counts.files}    chunks: {m.counts.chunks}",
         f"abstain below relevance {m.calibration.abstain_threshold} (calibrated on {m.calibration.probes} probes)",
+        _abstention_line(m),
+        _ranking_line(m),
     ]
     for src, meta in sorted(m.files.items()):
         page = f", {meta.pages} pages" if meta.pages else ""
@@ -238,6 +240,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for line in lines:
         print(inline(line))  # one line per document, whatever its name holds
     return 0
+
+
+def _abstention_line(m: Any) -> str:
+    """Which abstention checks are active for the index's documents, and why."""
+    from .abstention import active_checks
+
+    if m.language is None:
+        return ("abstention: checks chosen by the documents' language, detected when the index is loaded (built "
+                "before it was recorded; `tqa index --rebuild` records it)")
+    shown = "not one tqa recognises" if m.language == "und" else m.language
+    return f"abstention: {', '.join(active_checks(m.language))} (documents' language: {shown})"
+
+
+def _ranking_line(m: Any) -> str:
+    """What the build learned about ranking, in one sentence, and whether it is used."""
+    from .config import Settings
+
+    if m.ranking is None:
+        return "ranking:    shipped (nothing learned: built before tqa learned a ranking)"
+    used = Settings.from_env().ranking == "learned"
+    state = "learned" if used else "shipped (TQA_RANKING=shipped); learned, unused"
+    return f"ranking:    {state}: {m.ranking.why}"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -22,6 +22,12 @@ MAX_K = 20  # passages per answer, in every front end: each is a quoted passage 
 MAX_SEARCH_K = 1000  # passages one search may rank (Assistant.search: evaluation reads deep rankings)
 # How the model runs (embedding.py): "auto" is bf16 where the CPU computes it natively, fp32 elsewhere.
 PRECISIONS = ("auto", "fp32", "bf16")
+# How passages are ranked: "learned", the weights the build learned from the corpus's own sentences (adapt.py,
+# recorded in the manifest; an index without them ranks as shipped), or "shipped", the fixed weights measured in
+# eval/README.md. Learned is the default: on the project's set, the treaty set and MS MARCO it lost nowhere against
+# the shipped weights (eval/README.md, "Wired in").
+RANKINGS = ("learned", "shipped")
+DEFAULT_RANKING = "learned"
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024  # a corpus file larger than this is skipped, an upload refused
 
 # (minimum, maximum) of each number. Ranges are generous: they keep out what cannot work (a zero or negative
@@ -108,6 +114,9 @@ class Settings:
     # The precision a build embeds at (one of PRECISIONS); None when not asked for: a new index is built at
     # "auto", an update keeps its index's precision (an index's vectors are never of two precisions).
     precision: str | None = None
+    ranking: str = DEFAULT_RANKING
+    # BM25's weight in the hybrid score, from 0 (dense only) to 1 (BM25 only); None: the ranking's (``ranking``)
+    keyword_weight: float | None = None
 
     def __post_init__(self) -> None:
         for label, value in (("TQA_INDEX", self.index_dir), ("TQA_MODEL", self.model)):
@@ -134,6 +143,14 @@ class Settings:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise SettingsError(f"{_env_name('precision')} must be one of {', '.join(PRECISIONS)}, not "
                                 f"{_shown(self.precision)}; unset it or fix it.")
+        w = self.keyword_weight
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
+                              or not 0 <= w <= 1):
+            raise SettingsError(f"{_env_name('keyword_weight')} must be a number from 0 (dense only) to 1 (BM25 "
+                                f"only), not {_shown(w)}; unset it or fix it.")
+        if self.ranking not in RANKINGS:
+            raise SettingsError(f"{_env_name('ranking')} must be one of {', '.join(RANKINGS)}, not "
+                                f"{_shown(self.ranking)}; unset it or fix it.")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -148,6 +165,8 @@ class Settings:
             "batch_size": _env("batch_size", cls.batch_size, int),
             "queue_size": _env("queue_size", cls.queue_size, int),
             "precision": _env("precision", None, _lower),
+            "ranking": _env("ranking", cls.ranking, _lower),
+            "keyword_weight": _env("keyword_weight", None, float),
         }
         if "chunking" not in overrides:
             values["chunking"] = ChunkSettings(

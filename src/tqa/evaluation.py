@@ -259,7 +259,8 @@ def load_beir(folder: str | Path) -> tuple[dict[str, dict[str, str]], dict[str, 
 
 
 def load_thresholds(path: str | Path) -> dict[str, Any]:
-    """{"min": {metric: value}, "max": {metric: value}, "beir": {set name: {"min": ..., "max": ...}}}."""
+    """{"min": {metric: value}, "max": {metric: value}, "beir": {set name: {"min": ..., "max": ...}},
+    "questions": {set name: {"min": ..., "max": ...}}}."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -267,7 +268,16 @@ def load_thresholds(path: str | Path) -> dict[str, Any]:
         raise EvalError(f"No thresholds file at {path}. Pass --thresholds FILE or --no-gate.") from None
     except tomllib.TOMLDecodeError as exc:
         raise EvalError(f"{path} is not valid TOML: {exc}.") from None
-    return {"min": dict(data.get("min", {})), "max": dict(data.get("max", {})), "beir": dict(data.get("beir", {}))}
+    return {"min": dict(data.get("min", {})), "max": dict(data.get("max", {})), "beir": dict(data.get("beir", {})),
+            "questions": dict(data.get("questions", {}))}
+
+
+def question_thresholds(spec: dict[str, Any], questions: str | Path) -> dict[str, Any]:
+    """The thresholds of a question set: those of ``[questions.NAME]`` for a set at ``.../NAME/questions.jsonl``
+    (``eval/treaties/questions.jsonl``: ``treaties``), else the file's top-level ``[min]`` and ``[max]`` (the
+    project's set, ``eval/questions.jsonl``)."""
+    own = spec.get("questions", {}).get(Path(questions).parent.name)
+    return own if own is not None else {"min": spec.get("min", {}), "max": spec.get("max", {})}
 
 
 def gate(metrics: dict[str, Any], thresholds: dict[str, Any]) -> list[str]:
@@ -569,7 +579,8 @@ def run_eval(*, questions: str | Path = "eval/questions.jsonl", corpus: str | Pa
         spec = gate_spec["beir"].get(Path(beir).name) if gate_spec else None
     else:
         report, runs, header = _questions_report(questions, corpus, index, modes, embedder)
-        metric_names, spec = QUESTION_METRICS, gate_spec
+        metric_names = QUESTION_METRICS
+        spec = question_thresholds(gate_spec, questions) if gate_spec else None
     report.update({"tqa_version": __version__, "modes": modes, "primary": primary,
                    "seconds": round(time.perf_counter() - t0, 2), "runs": runs})
     lines = [header, "", format_table(runs, metric_names)]

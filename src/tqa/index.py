@@ -98,6 +98,16 @@ class Index:
         return self.manifest.calibration.threshold
 
     @functools.cached_property
+    def language(self) -> str:
+        """The documents' main language (``abstention.detect_language``): as the manifest records it, or, for an
+        index built before it was recorded, detected from the chunks now (once)."""
+        if self.manifest.language is not None:
+            return self.manifest.language
+        from .abstention import detect_language
+
+        return detect_language(c.text for c in self.chunks)
+
+    @functools.cached_property
     def names(self) -> frozenset[str]:
         """Prefixes and initials of the corpus's capitalised words, for the abstention checks."""
         return frozenset(self.manifest.names)

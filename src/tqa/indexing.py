@@ -8,7 +8,8 @@
 3. **embed** (``embed``): extracted files give ``Embedded`` ones (a vector per chunk and per paragraph unit), in
    one batched pass of the model.
 4. **assemble** (``assemble``): the plan, the embedded files and the previous index give a new ``Index`` in
-   memory: chunk table, vector and keyword indexes, calibration, manifest.
+   memory: chunk table, vector and keyword indexes, the documents' language, the ranking learned from the
+   corpus's own sentences (``learn_ranking``, adapt.py), calibration, manifest.
 5. **publish** (``publish_index``): written as a new generation and made live atomically (``store.publish``).
 
 The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
@@ -35,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from .abstention import detect_language, name_prefixes
 from .chunking import Chunk, Chunker
-from .config import ChunkSettings, Settings
+from .config import DEFAULT_RANKING, ChunkSettings, Settings
 from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder, precision_of, resolve_precision
 from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
 from .index import Index
@@ -53,9 +55,9 @@ from .loaders import (
     read_bounded,
 )
 from .loaders.ocr import ocr_ready
-from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo
+from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo, Ranking
 from .query_encoder import write_encoder
-from .retrieval import calibrate, name_prefixes
+from .retrieval import calibrate, weights_for
 from .store import check_index_location, current_generation, load_index, publish, tidy, write_lock
 from .vectors import FaissVectors
 
@@ -396,10 +398,12 @@ def embed(files: Sequence[Extracted], embedder: Embedder, *, batch_size: int = 3
 
 
 def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped], previous: Index | None,
-             embedder: Embedder) -> Index:
+             embedder: Embedder, ranking: str = DEFAULT_RANKING) -> Index:
     """The new index in memory: every file of the plan in corpus order (embedded files' chunks and vectors, reused
-    files' from ``previous``), its vector and keyword indexes, its abstention calibration and its manifest.
-    ``skipped`` is every file the build passed over, as the manifest lists them."""
+    files' from ``previous``), its vector and keyword indexes, its documents' language, the ranking learned from
+    it (``learn_ranking``), its abstention calibration (with the weights ``ranking``, the setting of
+    ``config.RANKINGS`` the index will be searched with, selects) and its manifest. ``skipped`` is every file the
+    build passed over, as the manifest lists them."""
     parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
@@ -420,11 +424,43 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         counts=Counts(len(files), len(chunks), units.ntotal),
         calibration=Calibration(),
         names=tuple(name_prefixes([c.search_text for c in chunks])),
+        language=detect_language(c.text for c in chunks),
     )
     index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units,
                   keywords=KeywordIndex.build([c.search_text for c in chunks]))
-    index.manifest = dataclasses.replace(draft, calibration=calibrate(embedder, index))
+    embedded_now = sum(len(e.file.chunks) for e in embedded)
+    index.manifest = dataclasses.replace(draft, ranking=learn_ranking(index, embedder, previous, embedded_now))
+    index.manifest = dataclasses.replace(index.manifest,
+                                         calibration=calibrate(embedder, index, weights_for(index, ranking)))
     return index
+
+
+RELEARN_SHARE = 0.1  # an update that embeds less than this share of the chunks keeps the ranking learned before
+
+
+def learn_ranking(index: Index, embedder: Embedder, previous: Index | None = None,
+                  embedded_now: int | None = None) -> Ranking:
+    """What the ranking should weigh in this corpus, learned from its own sentences (``adapt.learn``: a few hundred
+    short encodings whatever the corpus size). An update that embedded less than ``RELEARN_SHARE`` of the chunks
+    keeps what ``previous`` learned, so that adding a file costs no new learning."""
+    from . import adapt
+
+    before = previous.manifest.ranking if previous is not None else None
+    if before is not None and embedded_now is not None and embedded_now < RELEARN_SHARE * len(index.chunks):
+        return before
+    result = adapt.learn(adapt.passages_of(index.chunks), _Rows(index.vectors), _Rows(index.units), embedder,
+                         index.keywords.analyze)
+    return Ranking.learned(result)
+
+
+class _Rows:
+    """The rows of a vector index, read when asked for: learning reads only its sample's, never a copy of all."""
+
+    def __init__(self, vectors: FaissVectors):
+        self.vectors = vectors
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self.vectors.take(np.asarray(rows, dtype=np.int64))
 
 
 @dataclass
@@ -556,7 +592,7 @@ def build_index(
                                  progress=sys.stderr.isatty() if progress is None else progress)
             else:  # embedded on the workers
                 embedded = [e for e in (done[f.source] for f in extracted) if isinstance(e, Embedded)]
-            new = assemble(plan, embedded, skipped, previous, emb)
+            new = assemble(plan, embedded, skipped, previous, emb, settings.ranking)
             publish_index(plan, new, embedded, previous, emb)
             summary.published, summary.chunks_total = True, len(new.chunks)
             summary.chunks_embedded = sum(len(e.file.chunks) for e in embedded)

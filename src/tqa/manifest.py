@@ -170,6 +170,47 @@ class Calibration:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
+FUSIONS = ("scores",)  # how the ranking mixes BM25 with the dense score: by score (retrieval.search)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What the build learned about ranking this corpus, without labels (``adapt.learn``): the weight of a
+    passage's best paragraph in its dense score and BM25's weight, why (one sentence, for ``tqa info``), and the
+    figures it was chosen on: how many pseudo-queries, their MRR@10 with this setting, with each signal alone and
+    with the shipped setting (``baseline``), and the best setting of the whole grid (``grid_best``, reported,
+    not used). Retrieval uses it unless ``TQA_RANKING=shipped``; an index without one ranks as shipped."""
+
+    unit_weight: float
+    keyword_weight: float
+    why: str
+    queries: int
+    fusion: str = "scores"
+    mrr: float | None = None
+    baseline: dict[str, float] = field(default_factory=dict)
+    grid_best: dict[str, float | str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"unit_weight": self.unit_weight, "keyword_weight": self.keyword_weight,
+                             "fusion": self.fusion, "why": self.why, "queries": self.queries}
+        if self.mrr is not None:
+            d["mrr"] = self.mrr
+        if self.baseline:
+            d["baseline"] = dict(self.baseline)
+        if self.grid_best:
+            d["grid_best"] = dict(self.grid_best)
+        return d
+
+    @classmethod
+    def learned(cls, result: dict[str, Any]) -> Ranking:
+        """The record of what ``adapt.learn`` returned."""
+        return cls(unit_weight=float(result["unit_weight"]), keyword_weight=float(result["keyword_weight"]),
+                   fusion=str(result.get("fusion", "scores")), why=str(result["why"]),
+                   queries=int(result["queries"]), mrr=result.get("mrr"),
+                   baseline={k: float(v) for k, v in result.get("baseline", {}).items()},
+                   grid_best=dict(result.get("grid_best", {})))
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A file of the generation: its size and SHA-256, checked when the index is loaded."""
@@ -205,6 +246,10 @@ class Manifest:
     names: tuple[str, ...] = ()  # prefixes and initials of the corpus's capitalised words (the abstention checks)
     corpus_relative: str | None = None  # the corpus folder relative to the index folder (since format 2)
     analyzer: AnalyzerSettings | None = None  # None: written before it was recorded, so today's analyzer
+    # the documents' main language (abstention.detect_language; "und": none it knows); None: written before it
+    # was recorded (the index detects it from its chunks when loaded)
+    language: str | None = None
+    ranking: Ranking | None = None  # learned at build time (adapt.py); None: written before, ranks as shipped
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     tqa_version: str = __version__
@@ -230,10 +275,12 @@ class Manifest:
             "vector_index": self.vector_index.to_dict(),
             "files": {source: entry.to_dict() for source, entry in self.files.items()},
             "skipped": [s.to_dict() for s in self.skipped], "counts": self.counts.to_dict(),
-            "calibration": self.calibration.to_dict(), "names": list(self.names),
+            "calibration": self.calibration.to_dict(), "names": list(self.names), "language": self.language,
+            "ranking": None if self.ranking is None else self.ranking.to_dict(),
             "artifacts": {rel: a.to_dict() for rel, a in self.artifacts.items()}, MANIFEST_SHA: self.checksum,
         }
-        optional = ("corpus_relative", "analyzer", MANIFEST_SHA)  # left out when None (absent in older manifests)
+        # left out when None (absent in older manifests)
+        optional = ("corpus_relative", "analyzer", "language", "ranking", MANIFEST_SHA)
         return {k: v for k, v in d.items() if v is not None or k not in optional}
 
     def sealed(self) -> Manifest:
@@ -388,6 +435,7 @@ def _manifest(d: dict[str, Any]) -> Manifest:
         files={source: _file(meta, source) for source, meta in f("files", "object").items()},
         skipped=tuple(_skipped(entry) for entry in f("skipped", "list")), counts=_counts(f("counts", "object")),
         calibration=_calibration(f("calibration", "object")), names=f.texts("names", optional=True),
+        language=f("language", "text", optional=True), ranking=_ranking(f("ranking", "object", optional=True)),
         artifacts=_artifacts(f("artifacts", "object"), version), checksum=f(MANIFEST_SHA, "text", optional=True),
     )
     f.done()
@@ -480,6 +528,29 @@ def _calibration(d: dict[str, Any]) -> Calibration:
                     probe_best_median=f("probe_best_median", "number", optional=True))
     f.done()
     return c
+
+
+def _ranking(d: dict[str, Any] | None) -> Ranking | None:
+    if d is None:
+        return None
+    f = _Fields(d, "ranking.")
+    f.seen.update(("unit_weight", "keyword_weight", "fusion", "why", "queries", "mrr", "baseline", "grid_best"))
+    f.done()  # a field this tqa does not know may change how to rank: refused first, as a newer tqa's
+    r = Ranking(unit_weight=f("unit_weight", "number"), keyword_weight=f("keyword_weight", "number"),
+                fusion=f("fusion", "text"), why=f("why", "text"), queries=f("queries", "count"),
+                mrr=f("mrr", "number", optional=True), baseline=f("baseline", "object", optional=True) or {},
+                grid_best=f("grid_best", "object", optional=True) or {})
+    f.done()
+    for name in ("unit_weight", "keyword_weight"):
+        if not 0 <= getattr(r, name) <= 1:
+            raise _Invalid(f"ranking.{name} is not a number from 0 to 1")
+    if r.fusion not in FUSIONS:
+        raise _Invalid(f"ranking.fusion is not one of {', '.join(FUSIONS)}")
+    if not all(_is_number(v) for v in r.baseline.values()):
+        raise _Invalid("ranking.baseline holds something other than numbers")
+    if not all(_is_number(v) or isinstance(v, str) for v in r.grid_best.values()):
+        raise _Invalid("ranking.grid_best holds something other than numbers and text")
+    return r
 
 
 def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:

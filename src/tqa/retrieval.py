@@ -1,4 +1,5 @@
-"""Finding passages: dense search, BM25, their fusion, de-duplication, source filters, abstention.
+"""Finding passages: dense search, BM25, their fusion, de-duplication, source filters, and the relevance and
+vocabulary the abstention checks (``abstention.py``) read.
 
 Scores, for a candidate chunk:
 - dense: the mean of two cosine similarities: the question with the chunk's whole search text, and the
@@ -17,13 +18,13 @@ The relevance used for abstention is the best dense score, compared with a thres
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from .abstention import Vocabulary, name_prefixes
 from .chunking import Chunk
 from .config import MODES
 from .errors import BadQuestion
@@ -76,13 +77,34 @@ class Scored:
     keyword: float | None  # raw BM25 score
 
 
-def calibrate(embedder: Any, index: Index) -> Calibration:
+@dataclass(frozen=True)
+class Weights:
+    """How a search weighs its signals: the best unit (paragraph) in the dense score, BM25 in the hybrid one."""
+
+    unit: float = UNIT_WEIGHT
+    keyword: float = KEYWORD_WEIGHT
+
+
+SHIPPED = Weights()
+
+
+def weights_for(index: Index, ranking: str, keyword_weight: float | None = None) -> Weights:
+    """The weights an index is searched with under the ranking setting ``ranking`` (``config.RANKINGS``): the ones
+    its build learned (``manifest.ranking``) when ``learned`` and it has them, else the shipped ones; BM25's weight
+    is ``keyword_weight`` when given (``TQA_KEYWORD_WEIGHT``)."""
+    learned = index.manifest.ranking
+    chosen = Weights(learned.unit_weight, learned.keyword_weight) if ranking == "learned" and learned is not None \
+        else SHIPPED
+    return chosen if keyword_weight is None else Weights(chosen.unit, float(keyword_weight))
+
+
+def calibrate(embedder: Any, index: Index, weights: Weights = SHIPPED) -> Calibration:
     """Measure how well off-topic probe questions match this index; the abstention threshold sits above."""
     if not index.chunks:
         return Calibration(abstain_threshold=THRESHOLD_FLOOR, probes=0)
     q = embedder.encode(list(OFF_TOPIC_PROBES))
-    best = np.array([search(index, p, v, k=1, mode="dense")[1] or 0.0 for p, v in zip(OFF_TOPIC_PROBES, q,
-                                                                                     strict=True)])
+    best = np.array([search(index, p, v, k=1, mode="dense", weights=weights)[1] or 0.0
+                     for p, v in zip(OFF_TOPIC_PROBES, q, strict=True)])
     p90 = float(np.quantile(best, 0.9))
     threshold = max(THRESHOLD_FLOOR, p90 + CALIBRATION_MARGIN)
     return Calibration(abstain_threshold=round(threshold, 4), probes=len(best),
@@ -90,7 +112,7 @@ def calibrate(embedder: Any, index: Index) -> Calibration:
                        probe_best_median=round(float(np.median(best)), 4))
 
 
-def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray, unit_weight: float = UNIT_WEIGHT) -> np.ndarray:
     """Exact dense scores of the given chunk rows (see the module docstring)."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
@@ -104,7 +126,7 @@ def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray) -> np.ndarray
         has = counts > 0
         starts = (np.cumsum(counts) - counts)[has]
         best_unit[has] = np.maximum.reduceat(sims, starts)  # each chunk's best unit
-    return (1 - UNIT_WEIGHT) * chunk_sims + UNIT_WEIGHT * best_unit
+    return (1 - unit_weight) * chunk_sims + unit_weight * best_unit
 
 
 def drop_overlaps(hits: Iterable[Scored], chunks: list[Chunk]) -> Iterator[Scored]:
@@ -128,10 +150,11 @@ def search(
     k: int,
     mode: str,
     sources: list[str] | None = None,
-    keyword_weight: float | None = None,
     dedupe: bool = True,
+    weights: Weights = SHIPPED,
 ) -> tuple[list[Scored], float | None]:
-    """Ranked, de-duplicated hits and the best dense score (the relevance used for abstention)."""
+    """Ranked, de-duplicated hits and the best dense score (the relevance used for abstention). ``weights``: how
+    the signals are weighed (``weights_for``)."""
     if mode not in MODES:
         raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
     scope = index.scope(sources)
@@ -152,7 +175,7 @@ def search(
     if len(rows) == 0:
         return [], None
 
-    dense = dense_scores(index, qvec, rows) if qvec is not None else None
+    dense = dense_scores(index, qvec, rows, weights.unit) if qvec is not None else None
     keyword = np.zeros(len(rows), dtype=np.float32)
     if len(kw_rows):
         keyword[np.searchsorted(rows, kw_rows)] = kw_scores  # rows is sorted and holds every kw_row
@@ -167,7 +190,7 @@ def search(
     else:
         top_kw = float(kw_scores.max()) if len(kw_scores) else 0.0
         kw_norm = keyword / top_kw if top_kw > 0 else keyword
-        w = KEYWORD_WEIGHT if keyword_weight is None else keyword_weight
+        w = weights.keyword
         score = (1 - w) * dense + w * kw_norm if dense is not None else kw_norm
     order = np.lexsort((rows, -score))  # by score, ties by position in the index
     if mode == "bm25":
@@ -180,59 +203,10 @@ def search(
     return list(itertools.islice(drop_overlaps(hits, index.chunks) if dedupe else hits, k)), best_dense
 
 
-# ---------------------------------------------------------------- coverage checks (abstention beyond relevance)
+# ---------------------------------------------------------------- the vocabulary the abstention checks read
 #
-# A relevance threshold separates off-topic questions, but not near-topic ones: "What is Brazil's approach to
-# trafficking?" scores as high as an answerable question in a corpus about trafficking. Two checks that a
-# reader would make catch the commonest such cases, and each comes with a reason the reader can verify:
-# - the question names someone or something (a capitalised word) that appears nowhere in the documents;
-# - the question asks for a figure or a date (how many, what percentage, which year, which article) and none
-#   of the best passages contains one.
-
-_QUESTION_WORDS = frozenset(
-    "what how which who whom whose when where why is are was were do does did can could should would will "
-    "i in on of the a an and or to for by with about according".split()
-)
-_NAME = re.compile(r"(?<![\w'’])[A-Z][A-Za-z-]*[A-Za-z]")
-_ASKS_FOR_FIGURE = re.compile(
-    r"\b(how (many|much|long|old|often)|what (percentage|proportion|share|fraction|number|amount)"
-    r"|(in )?(what|which) year|when (was|were|did)|(what|which) (article|section|clause|paragraph|chapter))\b",
-    re.IGNORECASE,
-)
-_FIGURE = re.compile(
-    r"\d|\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|hundred|"
-    r"thousand|million|billion|percent|per cent|dozen|half|quarter)\b",
-    re.IGNORECASE,
-)
-NAME_PREFIX = 4
-
-
-_NAME_RUN = re.compile(r"[A-Z][A-Za-z-]*(?:\s+(?:(?:of|and|for|on|the|to|in)\s+)*[A-Z][A-Za-z-]*)+")
-_RUN_FILLERS = frozenset({"of", "and", "for", "on", "the", "to", "in"})
-
-
-def name_prefixes(texts: list[str]) -> list[str]:
-    """Lower-cased prefixes of the capitalised words of a corpus, and the initials of runs of capitalised
-    words ("United States" gives "us"), computed once, at index time."""
-    found: set[str] = set()
-    for text in texts:
-        found.update(m.group(0)[:NAME_PREFIX].lower() for m in _NAME.finditer(text))
-        for run in _NAME_RUN.finditer(text):
-            words = [w for w in run.group(0).split() if w not in _RUN_FILLERS]
-            for i in range(len(words)):
-                for j in range(i + 2, len(words) + 1):
-                    found.add("".join(w[0] for w in words[i:j]).lower()[:NAME_PREFIX])
-    return sorted(found)
-
-
-class Vocabulary(Protocol):
-    """What the searched documents say, for the coverage checks: their analysed terms and name prefixes."""
-
-    @property
-    def names(self) -> frozenset[str]: ...
-
-    def knows(self, term: str) -> bool: ...
-
+# The checks themselves are in ``abstention.py``; here is what they need of an index: the analysed terms and
+# name prefixes of the documents a question searched.
 
 @dataclass(frozen=True)
 class IndexVocabulary:
@@ -276,32 +250,3 @@ def filter_vocabulary(texts: list[str]) -> FilterVocabulary:
     for text in texts:
         terms.update(KeywordIndex.analyze(text))
     return FilterVocabulary(frozenset(terms), frozenset(name_prefixes(texts)))
-
-
-def unknown_names(question: str, vocab: Vocabulary) -> list[str]:
-    """Capitalised words of the question that the documents never use (not as a word, nor as the start of a
-    capitalised word: "Swedish" is known where the documents say "Sweden")."""
-    unknown = []
-    for i, m in enumerate(_NAME.finditer(question)):
-        word = m.group(0)
-        if (i == 0 and m.start() == question.find(word) and not word.isupper()) or word.lower() in _QUESTION_WORDS:
-            continue  # the question's first word is capitalised as a sentence start
-        terms = KeywordIndex.analyze(word)
-        if terms and all(vocab.knows(t) for t in terms):
-            continue
-        if word[:NAME_PREFIX].lower() in vocab.names:
-            continue
-        unknown.append(word)
-    return list(dict.fromkeys(unknown))
-
-
-def coverage_gap(question: str, passages: list[str], vocab: Vocabulary) -> str | None:
-    """Why the searched documents can't answer ``question`` (a phrase to show the reader), or None.
-    ``vocab`` is the vocabulary of the documents searched (``vocabulary(data, sources)``)."""
-    names = unknown_names(question, vocab)
-    if names:
-        quoted = ", ".join(f"“{n}”" for n in names[:3])
-        return f"they never mention {quoted}"
-    if _ASKS_FOR_FIGURE.search(question) and not any(_FIGURE.search(p) for p in passages):
-        return "the closest passages give no figure or date"
-    return None
