@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from tests.conftest import FakeEmbedder
+from tests.support import FakeEmbedder
 
 
 class SlowEmbedder(FakeEmbedder):

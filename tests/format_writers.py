@@ -12,7 +12,7 @@ from html import escape
 from tqa.chunking import sections
 from tqa.loaders import extract
 
-from .conftest import CORPUS
+from .support import CORPUS
 
 INTRO = "Introduction"  # the heading given to the text before the first heading, where a format needs one
 NOTE = "Remember to thank the partner organisations."  # speaker notes / a comment: never body text elsewhere

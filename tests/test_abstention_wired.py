@@ -17,8 +17,8 @@ from tqa.config import Settings
 from tqa.manifest import Calibration
 from tqa.store import current_generation, load_index
 
-from .conftest import FakeEmbedder
 from .index_helpers import cli
+from .support import FakeEmbedder
 
 ENGLISH = {
     "usa.md": "# Federal law\n\nThe United States passed the Trafficking Victims Protection Act, whose three pillars "

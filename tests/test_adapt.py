@@ -9,7 +9,7 @@ from tqa import adapt
 from tqa.adapt import Passage, fuse
 from tqa.store import KeywordIndex
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 # ---------------------------------------------------------------- fusion
 

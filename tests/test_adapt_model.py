@@ -13,7 +13,7 @@ from tqa.chunking import Chunker, sections
 from tqa.loaders import extract
 from tqa.store import KeywordIndex
 
-from .conftest import CORPUS
+from .support import CORPUS
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

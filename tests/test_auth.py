@@ -41,7 +41,7 @@ from tqa.auth import (
 from tqa.cli import main
 from tqa.errors import AuthError, AuthRequired
 
-from .conftest import FakeEmbedder, free_port
+from .support import FakeEmbedder, free_port
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # weak on purpose: tests only
 

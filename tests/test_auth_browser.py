@@ -14,7 +14,7 @@ from tqa import Assistant, build_index
 from tqa.auth import Authenticator, add_user
 from tqa.web import build_app, launch
 
-from .conftest import FakeEmbedder, free_port
+from .support import FakeEmbedder, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")  # Gradio's unclosed event loops

@@ -16,7 +16,7 @@ from tqa import Assistant, build_index
 from tqa.cli import main
 from tqa.errors import BadQuestion
 
-from .conftest import FakeEmbedder, free_port
+from .support import FakeEmbedder, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")  # Gradio's unclosed event loops
 

@@ -11,7 +11,7 @@ from tqa.config import Settings
 from tqa.manifest import ENCODER_FILES
 from tqa.store import current_generation, load_index, publish, write_lock
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 TEXTS = [
     "Sweden criminalises the purchase of sex. The law took effect in 1999.",

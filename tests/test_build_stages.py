@@ -30,8 +30,8 @@ from tqa.indexing import (
 from tqa.loaders import Skipped, discover
 from tqa.store import load_index, write_lock
 
-from .conftest import FakeEmbedder
 from .index_helpers import deadline
+from .support import FakeEmbedder
 
 CHUNKING = ChunkSettings(300, 30)
 
@@ -140,7 +140,7 @@ def test_publish_index_makes_the_assembled_index_live(small_corpus, tmp_path, fa
 
 def _remote(task_json: str) -> str:
     """What a worker elsewhere runs: stages 2 and 3 from JSON to JSON, with nothing from the caller's process."""
-    from tests.conftest import FakeEmbedder as Model
+    from tests.support import FakeEmbedder as Model
     from tqa.indexing import FileTask, Skipped, embed, extract_and_chunk
 
     extracted = extract_and_chunk(FileTask.from_dict(json.loads(task_json)))

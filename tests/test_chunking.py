@@ -6,7 +6,7 @@ from tqa.chunking import Chunker, sections, sentence_spans
 from tqa.config import ChunkSettings
 from tqa.loaders import Document, Heading, extract
 
-from .conftest import CORPUS
+from .support import CORPUS
 
 
 def doc(text: str, fmt: str = "txt", **kw) -> Document:

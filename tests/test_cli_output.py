@@ -18,7 +18,7 @@ from tqa import build_index
 from tqa.cli import EXIT_BROKEN_PIPE, inline, main
 from tqa.config import ChunkSettings
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 ODD_NAMES = ["a\nb.md", "cr\rlf.md", "esc\x1b[31mred.md", "tab\there.md", "bidi\u202eevil.md", "sep\u2028x.md",
@@ -124,7 +124,7 @@ def test_a_closed_pipe_ends_quietly_with_141_in_process(odd_index, fake_model, m
 WITH_FAKE_MODEL = (
     "import sys\n"
     f"sys.path.insert(0, {str(ROOT)!r})\n"
-    "from tests.conftest import FakeEmbedder\n"
+    "from tests.support import FakeEmbedder\n"
     "import tqa.assistant\n"
     "tqa.assistant.load_embedder = lambda *a: FakeEmbedder()\n"
     "from tqa.cli import run\n"

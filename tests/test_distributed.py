@@ -23,8 +23,8 @@ from tqa import build_index
 from tqa.cli import main
 from tqa.errors import DistributedError
 
-from .conftest import CORPUS, ROOT, free_port
 from .ray_cluster import LocalRayCluster, PoisonEmbedder, hash_embedder, ray_environment, title
+from .support import CORPUS, ROOT, free_port
 
 # Ray reads its authentication mode once, when it is imported: the driver side of these tests (this process) uses
 # the same token as the clusters they start.

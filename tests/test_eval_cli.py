@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CORPUS
+from .support import CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.model

@@ -13,7 +13,7 @@ import pytest
 
 from tqa import Assistant, build_index
 
-from .conftest import CORPUS, ROOT, FakeEmbedder
+from .support import CORPUS, ROOT, FakeEmbedder
 
 PREFIX = "What do the documents say about "
 # The treaty texts of the shared data (read in place): beside the project's folder, as CI lays it out, or the

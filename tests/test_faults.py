@@ -22,7 +22,7 @@ from tqa.errors import TqaError
 from tqa.manifest import MANIFEST, UNITS, VECTORS
 from tqa.store import CURRENT, current_generation, read_manifest
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ["shelters", "hotlines", "border checks", "labour audits", "court cases", "online adverts"]

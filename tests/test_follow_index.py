@@ -17,7 +17,7 @@ from tqa import Assistant, build_index
 from tqa.errors import IndexMismatch
 from tqa.web import Page
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_a_document_indexed_by_another_process_is_found_by_the_next_question(qa,
     (corpus / "zebra.md").write_text("# Hotlines\n\nThe zebra hotline answers in Swahili.\n")
     # `tqa index` in another process, as a user runs it while `tqa serve` is up
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from tests.conftest import FakeEmbedder\nfrom tqa import build_index\n"
+            "from tests.support import FakeEmbedder\nfrom tqa import build_index\n"
             f"build_index({str(corpus)!r}, {str(index)!r}, embedder=FakeEmbedder())\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     ans = qa.ask("zebra hotline Swahili", mode="bm25", sources=["zebra.md"])

@@ -23,8 +23,8 @@ from tqa.loaders import discover
 from tqa.store import load_index
 from tqa.web.render import render_answer, render_context
 
-from .conftest import FakeEmbedder
 from .format_writers import default_sections, scan_pdf, write_eml, write_pdf_text
+from .support import FakeEmbedder
 
 OCR_TEXT = "Shelters read from a scanned page give survivors a warm bed."
 ORIGIN = "from Anna de Vries <anna@example.org>, 2024-03-05 10:15"

@@ -246,7 +246,7 @@ def test_the_same_question_finds_the_same_section_in_every_format() -> None:
 
 
 def default_sections_source() -> list[Document]:
-    from .conftest import CORPUS
+    from .support import CORPUS
 
     path = next(CORPUS.glob("*.txt"))
     return [extract(path.name, path.read_bytes())]
@@ -311,8 +311,8 @@ def format_index(tmp_path_factory: pytest.TempPathFactory):
     """Every format's file of the default document (and a PDF with a text layer) in one corpus, indexed."""
     from tqa import Assistant, build_index
 
-    from .conftest import FakeEmbedder
     from .format_writers import write_pdf_text
+    from .support import FakeEmbedder
 
     root = tmp_path_factory.mktemp("formats")
     corpus = root / "corpus"

@@ -13,7 +13,7 @@ from tqa import Assistant, build_index
 from tqa.cli import main
 from tqa.errors import BadQuestion
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 NASTY = [
     "",

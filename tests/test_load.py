@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from .support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [

@@ -16,7 +16,7 @@ from tqa.keywords import analyzer_settings
 from tqa.manifest import MANIFEST, MANIFEST_SHA, THRESHOLD_FLOOR, Manifest, manifest_digest
 from tqa.store import current_generation, load_index, read_manifest
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from tqa import Assistant
 
-from .conftest import CORPUS
+from .support import CORPUS
 
 pytestmark = pytest.mark.model
 

@@ -150,7 +150,7 @@ def test_the_projects_questions_against_a_scan_cite_the_right_page(scanned, tmp_
 
     from tqa import Assistant, build_index
 
-    from .conftest import FakeEmbedder
+    from .support import FakeEmbedder
 
     data, page_texts = scanned
     corpus = tmp_path / "corpus"

@@ -24,7 +24,7 @@ from tqa.errors import IndexCorrupt, TqaError
 from tqa.manifest import MANIFEST, MANIFEST_SHA, manifest_digest
 from tqa.store import current_generation, load_index, sha256_file
 
-from .conftest import CORPUS, ROOT, FakeEmbedder
+from .support import CORPUS, ROOT, FakeEmbedder
 
 HEAVY = ("torch", "sentence_transformers", "transformers")
 

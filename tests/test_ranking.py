@@ -17,8 +17,8 @@ from tqa.manifest import Ranking
 from tqa.retrieval import SHIPPED, Weights, weights_for
 from tqa.store import load_index, read_manifest
 
-from .conftest import FakeEmbedder
 from .index_helpers import cli
+from .support import FakeEmbedder
 from .test_manifest import rewrite
 
 TOPICS = ["shelters", "police", "courts", "labour", "migration", "funding", "schools", "health"]

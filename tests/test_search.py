@@ -10,7 +10,7 @@ from tqa.config import MAX_K, MAX_SEARCH_K, ChunkSettings
 from tqa.errors import BadQuestion
 from tqa.loaders import SUPPORTED
 
-from .conftest import CORPUS, FakeEmbedder
+from .support import CORPUS, FakeEmbedder
 
 QUESTION = "How do traffickers use social media to recruit victims?"
 

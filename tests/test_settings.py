@@ -16,7 +16,7 @@ from tqa.cli import main
 from tqa.config import MAX_K, ChunkSettings, Settings
 from tqa.errors import SettingsError, TqaError
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 # variable -> (smallest valid, largest valid); ranges as documented in the README
 NUMBERS = {

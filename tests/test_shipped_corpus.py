@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CORPUS, ROOT
 from .shipped_corpus import LISTING, ShippedCorpusError, copy_shipped_corpus, read_listing
+from .support import CORPUS, ROOT
 
 SHIPPED = "global-governance-and-human-trafficking.txt"
 

@@ -21,7 +21,7 @@ from tqa.keywords import KeywordIndex
 from tqa.store import load_index
 from tqa.web import Page
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 DOCS = {
     "memo.md": "# Budget memo\n\nThe memo sets the shelter budget for next year and thanks the volunteers.\n",

@@ -21,7 +21,7 @@ from tqa.retrieval import dense_scores
 from tqa.store import read_manifest
 from tqa.vectors import FaissVectors, choose_index_type, ivf_settings
 
-from .conftest import FakeEmbedder
+from .support import FakeEmbedder
 
 
 def clustered(n: int, dim: int = 48, centers: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ from tqa.web import (
     render_info,
 )
 
-from .conftest import FakeEmbedder, free_port
+from .support import FakeEmbedder, free_port
 
 
 def esc(value) -> str:

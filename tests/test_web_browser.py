@@ -13,7 +13,7 @@ import pytest
 from tqa import Assistant, build_index
 from tqa.web import build_app, launch
 
-from .conftest import CORPUS, ROOT, free_port
+from .support import CORPUS, ROOT, free_port
 
 pytestmark = [
     pytest.mark.model,

@@ -18,7 +18,7 @@ from tqa.assistant import Answer, Passage
 from tqa.web import render
 from tqa.web.render import Meter, Turn, Viewer
 
-from .conftest import ROOT
+from .support import ROOT
 
 # A value that would run script, add an event handler, close an attribute or a textarea, or be read as Jinja syntax
 # if any template showed it unescaped.
