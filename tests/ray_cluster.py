@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -24,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
@@ -188,24 +188,10 @@ class LocalRayCluster:
         self.stop()
 
 
-class HashEmbedder:
-    """Bag of lowercased words hashed into a small vector (as the tests' fake embedder), importable by workers."""
+class HashEmbedder(FakeEmbedder):
+    """The tests' fake embedder, from a module workers import without side effects."""
 
-    name = "fake-hash-64"
-    dim = 64
-    max_tokens = 256
     precision = None
-
-    def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
-                out[i, h % self.dim] += 1.0
-            norm = np.linalg.norm(out[i])
-            if norm:
-                out[i] /= norm
-        return out
 
 
 def hash_embedder() -> HashEmbedder:

@@ -4,18 +4,18 @@ fake embedder unit tests use (a real implementation of tqa's Embedder interface)
 from __future__ import annotations
 
 import atexit
-import hashlib
-import re
+import contextlib
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from tqa.embedding import Embedder
-
+from .fakes import FakeEmbedder
 from .shipped_corpus import copy_shipped_corpus
+
+__all__ = ["CHROMIUM", "CORPUS", "ROOT", "FakeEmbedder", "chromium", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,35 +31,28 @@ def _shipped_corpus() -> Path:
 CORPUS = _shipped_corpus()
 
 
-class FakeEmbedder(Embedder):
-    """Bag of lowercased words hashed into a small vector: deterministic, fast, and similar texts score high."""
-
-    name = "fake-hash-64"
-    dim = 64
-    max_tokens = 256
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []  # how many texts each encode() call received
-
-    def encode(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
-                out[i, h % self.dim] += 1.0
-            norm = np.linalg.norm(out[i])
-            if norm:
-                out[i] /= norm
-        return out
-
-    @property
-    def embedded(self) -> int:
-        return sum(self.calls)
-
-
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (servers in tests bind loopback only)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's (`make chromium`); Playwright never downloads a browser of its own
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian chromium driven by Playwright, closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            yield b
+        finally:
+            b.close()

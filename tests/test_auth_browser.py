@@ -14,9 +14,8 @@ from tqa import Assistant, build_index
 from tqa.auth import Authenticator, add_user
 from tqa.web import build_app, launch
 
-from .support import FakeEmbedder, free_port
+from .support import CHROMIUM, FakeEmbedder, chromium, free_port
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")  # Gradio's unclosed event loops
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # weak on purpose: tests only
@@ -52,16 +51,8 @@ def url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from tqa import Assistant, build_index
 from tqa.web import build_app, launch
 
-from .support import CORPUS, ROOT, free_port
+from .support import CHROMIUM, CORPUS, ROOT, chromium, free_port
 
 pytestmark = [
     pytest.mark.model,
@@ -21,7 +21,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 QUESTION = "How has technology changed human trafficking?"
 DOCUMENT = "global-governance-and-human-trafficking.txt"
@@ -70,16 +69,8 @@ def tmp_url(tmp_path_factory, real_embedder):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Tab:
