@@ -115,7 +115,7 @@ def test_the_command_line_writes_the_copy_and_refuses_an_existing_folder(tmp_pat
 def test_the_make_test_gate_evaluates_the_verified_copy():
     """The gate's `tqa eval` reads the folder that `tests.shipped_corpus` writes, not corpus/."""
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
-    recipe = make.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    recipe = make.split("\ntest:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")  # continued lines as one
     commands = [shlex.split(line.strip()) for line in recipe.splitlines()[1:] if line.startswith("\t")]
     copy = next((c for c in commands if c[1:3] == ["-m", "tests.shipped_corpus"]), None)
     gate = next((c for c in commands if c[0].endswith("/tqa") and c[1] == "eval"), None)
