@@ -15,9 +15,12 @@ from typing import Any
 from .fakes import FakeEmbedder
 from .shipped_corpus import copy_shipped_corpus
 
-__all__ = ["CHROMIUM", "CORPUS", "ROOT", "FakeEmbedder", "chromium", "free_port"]
+__all__ = ["CHROMIUM", "CORPUS", "ROOT", "TREATIES", "FakeEmbedder", "chromium", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The treaty texts eval/treaties/questions.jsonl is about, read in place (the places the Makefile looks), or None
+TREATIES = next((p for p in (ROOT.parent / "shared" / "data" / "treaties", ROOT.parent.parent / "shared" / "data" /
+                             "treaties", Path("/work/shared/data/treaties")) if p.is_dir()), None)
 
 
 def _shipped_corpus() -> Path:

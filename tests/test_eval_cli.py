@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import CORPUS
+from .support import CORPUS, TREATIES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.model
@@ -63,8 +63,6 @@ def test_a_deliberately_bad_fusion_setting_fails_the_gate(eval_index, weight):
     assert "FAILED" in r.stderr and "mrr@10" in r.stderr and "is below the minimum" in r.stderr
 
 
-TREATIES = next((p for p in (ROOT.parent / "shared" / "data" / "treaties",
-                             ROOT.parent.parent / "shared" / "data" / "treaties") if p.is_dir()), None)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,11 @@ import pytest
 
 from tqa import Assistant, build_index
 
-from .support import CORPUS, ROOT, FakeEmbedder
+from .support import CORPUS, TREATIES, FakeEmbedder
 
 PREFIX = "What do the documents say about "
 # The treaty texts of the shared data (read in place): beside the project's folder, as CI lays it out, or the
 # workplace's copy.
-TREATIES = next((p for p in (ROOT.parent / "shared" / "data" / "treaties", Path("/work/shared/data/treaties"))
-                 if p.is_dir()), None)
 
 
 def index_of(corpus: Path, tmp_path: Path, **settings) -> Assistant:
