@@ -100,6 +100,16 @@ def client(server):
     return Client(server, verbose=False)
 
 
+def one_note_index(tmp_path: Path) -> Assistant:
+    """An index of one short note in tmp_path/corpus, loaded: a page to upload into."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\nShelters for survivors.\n")
+    embedder = FakeEmbedder()
+    build_index(corpus, tmp_path / "index", embedder=embedder)
+    return Assistant.load(tmp_path / "index", embedder=embedder)
+
+
 def evil_answer(qa: Assistant):
     ans = qa.ask("zebra protocol script", mode="bm25")
     assert ans.passages[0].source == "evil <i>.md"
@@ -328,12 +338,7 @@ def test_upload_over_the_cap_or_of_another_type_is_refused(qa, tmp_path):
 
 
 def test_upload_indexes_and_is_searchable_at_once(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.md").write_text("# A\n\nShelters for survivors.\n")
-    embedder = FakeEmbedder()
-    build_index(corpus, tmp_path / "index", embedder=embedder)
-    qa = Assistant.load(tmp_path / "index", embedder=embedder)
+    qa = one_note_index(tmp_path)
     f = tmp_path / "up" / "Hotlines.md"
     f.parent.mkdir()
     f.write_text("# Hotlines\n\nThe zebra hotline answers in Swahili.\n")
@@ -565,12 +570,7 @@ def test_upload_types_offered_and_accepted_are_the_loaders_list(qa, tmp_path):
     assert upload["file_types"] == list(SUPPORTED)
     assert upload["label"] == f"Add documents ({' '.join(SUPPORTED)}; up to 64 KB each)"
     # a format the loader reads beyond the first five is accepted by the page too
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.md").write_text("# A\n\nShelters for survivors.\n")
-    embedder = FakeEmbedder()
-    build_index(corpus, tmp_path / "index", embedder=embedder)
-    own = Assistant.load(tmp_path / "index", embedder=embedder)
+    own = one_note_index(tmp_path)
     rtf = tmp_path / "up" / "Okapi.rtf"
     rtf.parent.mkdir()
     rtf.write_text(r"{\rtf1\ansi{\fonttbl\f0\fswiss Helvetica;}\f0\pard The okapi hotline answers in Lingala.\par}")
