@@ -261,6 +261,15 @@ def test_info_panel(qa):
     assert "<i>" not in page
 
 
+def test_info_panel_says_how_the_index_ranks_and_abstains(qa):
+    info = qa.info()
+    page = render_info(info)
+    assert "Ranking" in page and "Abstention checks" in page
+    assert ", ".join(info["abstention_checks"]) in page  # the checks tqa info lists, in the same order
+    why = info["ranking_why"]
+    assert why and str(escape(why)) in page  # the learned ranking's one sentence, escaped
+
+
 def test_conversation_keeps_turns_in_order_and_starts_empty(qa):
     assert "Ask a question" in render_conversation([])
     turns = [Turn(0, "first <q>", qa.ask("Sweden")), Turn(1, "second", qa.ask("Cryptocurrencies"))]

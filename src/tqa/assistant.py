@@ -443,7 +443,8 @@ class Assistant:
             "abstain_threshold": self._threshold(self._index),
             "language": self._index.language,
             "abstention_checks": abstention.active_checks(self._index.language),
-            "ranking": self.settings.ranking if self._index.manifest.ranking is not None else "shipped",
+            "ranking": self.settings.ranking if m.ranking is not None else "shipped",
+            "ranking_why": m.ranking.why if m.ranking is not None else None,
         }
 
     def documents(self) -> list[tuple[str, str]]:

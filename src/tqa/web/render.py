@@ -170,7 +170,17 @@ def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("Model", str(info.get("model", ""))),
         ("Built", built),
         ("Not covered below", f"similarity {float(info.get('abstain_threshold', 0)):.2f}"),
+        ("Ranking", _ranking_text(info)),
+        ("Abstention checks", ", ".join(str(c) for c in info.get("abstention_checks") or ()) or "none"),
     ]
+
+
+def _ranking_text(info: dict[str, Any]) -> str:
+    """The ranking in use and, when it was learned from the corpus, the build's one sentence on why."""
+    why = info.get("ranking_why")
+    if info.get("ranking") == "learned" and why:
+        return f"learned from this corpus: {why}"
+    return "shipped weights" + (" (a learned ranking is recorded, unused)" if why else "")
 
 
 # ----------------------------------------------------------------------------------------------------------
