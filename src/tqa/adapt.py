@@ -257,83 +257,103 @@ def learn(passages: Sequence[Passage], chunk_vectors: Any, unit_vectors: Any, em
     only the sampled passages' are read). ``analyze`` is the keyword index's analyser."""
     rng = np.random.default_rng(seed)
     n = len(passages)
-    counts = np.array([len(p.units) for p in passages], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    pool = np.sort(rng.choice(n, size=min(n, max_pool), replace=False)) if n else np.zeros(0, dtype=np.int64)
-    queries = draw(passages, pool, max_queries, rng, query_form)
+    rows = np.sort(rng.choice(n, size=min(n, max_pool), replace=False)) if n else np.zeros(0, dtype=np.int64)
+    queries = draw(passages, rows, max_queries, rng, query_form)
     if len(queries) < MIN_QUERIES:
         return {**SHIPPED, "queries": len(queries),
                 "why": f"only {len(queries)} sentences could be drawn from the corpus to learn from, too few to "
                        "decide on: the shipped setting is kept"}
-
-    texts = [q.query for q in queries] + [q.without for q in queries]
-    unit_texts = [q.unit_without for q in queries if q.unit is not None and q.unit_without is not None]
-    vecs = embedder.encode(texts + unit_texts)
-    qv, tv, uv = vecs[:len(queries)], vecs[len(queries):2 * len(queries)], vecs[2 * len(queries):]
-
-    pool_chunks = np.asarray(chunk_vectors[pool], dtype=np.float32)
-    pool_counts = counts[pool]
-    unit_index = np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in pool]) if pool_counts.sum() else \
-        np.zeros(0, dtype=np.int64)
-    pool_units = np.asarray(unit_vectors[unit_index], dtype=np.float32) if len(unit_index) else None
-    has = pool_counts > 0
-    starts = (np.cumsum(pool_counts) - pool_counts)[has]
-    bm25 = _PoolBM25([passages[i].search_text for i in pool], analyze)
-    pool_texts = [passages[i].text for i in pool]
-
+    pool = _Pool(passages, rows, chunk_vectors, unit_vectors, analyze)
     grid = _grid()
-    if pool_units is None:  # no passage has paragraphs of its own: the unit weight means nothing
+    if pool.units is None:  # no passage has paragraphs of its own: the unit weight means nothing
         grid = [g for g in grid if g["unit_weight"] == 0.0]
-    rr = np.zeros((len(grid) + 3, len(queries)))  # reciprocal ranks: each setting, then dense-chunk, unit, BM25
-    u_cursor = 0
-    for j, q in enumerate(queries):
-        chunk = pool_chunks @ qv[j]
-        chunk[q.target] = float(tv[j] @ qv[j])
+    mrr = _reciprocal_ranks(pool, queries, grid, embedder).mean(axis=1)
+    return _verdict(grid, mrr, len(queries), pool.units is not None)
+
+
+class _Pool:
+    """The passages pseudo-queries are ranked among: their vectors (a passage's, and its paragraphs'), their
+    search texts under BM25, and what each signal scores for one pseudo-query."""
+
+    def __init__(self, passages: Sequence[Passage], rows: np.ndarray, chunk_vectors: Any, unit_vectors: Any,
+                 analyze: Callable[[str], list[str]]):
+        counts = np.array([len(p.units) for p in passages], dtype=np.int64)
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.chunks = np.asarray(chunk_vectors[rows], dtype=np.float32)
+        self.counts = counts[rows]
+        unit_index = np.concatenate([np.arange(ptr[i], ptr[i + 1]) for i in rows]) if self.counts.sum() else \
+            np.zeros(0, dtype=np.int64)
+        self.units = np.asarray(unit_vectors[unit_index], dtype=np.float32) if len(unit_index) else None
+        self.has = self.counts > 0
+        self.starts = (np.cumsum(self.counts) - self.counts)[self.has]
+        self.bm25 = _PoolBM25([passages[i].search_text for i in rows], analyze)
+        self.texts = [passages[i].text for i in rows]
+
+    def signals(self, q: PseudoQuery, qv: np.ndarray, own: float, own_unit: float | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(dense whole-passage, dense best-paragraph, BM25) scores of every pool passage for ``q``, its own
+        passage scored without the sentence (``own``, ``own_unit``: the similarities of its passage and
+        paragraph without it), and which passages count (not another one holding the sentence verbatim)."""
+        chunk = self.chunks @ qv
+        chunk[q.target] = own
         unit = chunk.copy()
-        if pool_units is not None:
-            sims = pool_units @ qv[j]
+        if self.units is not None:
+            sims = self.units @ qv
             if q.unit is not None:  # the paragraph that held the sentence, without it (or gone)
-                row = int(np.sum(pool_counts[:q.target])) + q.unit
-                if q.unit_without is not None:
-                    sims[row] = float(uv[u_cursor] @ qv[j])
-                    u_cursor += 1
-                else:
-                    sims[row] = -np.inf
-            unit[has] = np.maximum.reduceat(sims, starts)
+                row = int(np.sum(self.counts[:q.target])) + q.unit
+                sims[row] = own_unit if own_unit is not None else -np.inf
+            unit[self.has] = np.maximum.reduceat(sims, self.starts)
             if not np.isfinite(unit[q.target]):
                 unit[q.target] = chunk[q.target]
-        kw = bm25.scores(q.query, q.target, q.without)
-        keep = np.ones(len(pool), dtype=bool)
-        for i, t in enumerate(pool_texts):  # another passage holding the sentence verbatim would answer too
-            if i != q.target and q.query in t:
-                keep[i] = False
-        for s, settings in enumerate(grid):
-            rr[s, j] = _rr(fuse(chunk[keep], unit[keep], kw[keep], settings), int(np.sum(keep[:q.target])))
-        rr[len(grid), j] = _rr(chunk[keep], int(np.sum(keep[:q.target])))
-        rr[len(grid) + 1, j] = _rr(unit[keep], int(np.sum(keep[:q.target])))
-        rr[len(grid) + 2, j] = _rr(kw[keep], int(np.sum(keep[:q.target])))
+        kw = self.bm25.scores(q.query, q.target, q.without)
+        keep = np.array([i == q.target or q.query not in t for i, t in enumerate(self.texts)], dtype=bool)
+        return chunk, unit, kw, keep
 
-    mrr = rr.mean(axis=1)
-    # What is decided: the dense signal (the unit weight), with BM25 at its fixed weight. The whole grid is
-    # measured and reported, but BM25's weight and the fusion form are not taken from it: sentences taken from
-    # the text misjudge what keyword matching earns for a reader's questions, in both directions (eval/README.md,
-    # "Corpus-adaptive ranking: trials"), while their verdict on whole passages against paragraphs agreed with
-    # the real questions on every set measured.
+
+def _reciprocal_ranks(pool: _Pool, queries: Sequence[PseudoQuery], grid: list[dict[str, Any]],
+                      embedder: Any) -> np.ndarray:
+    """Reciprocal ranks, one column per pseudo-query: a row per grid setting, then dense whole passages, dense
+    best paragraph and BM25 alone."""
+    with_unit = [j for j, q in enumerate(queries) if q.unit is not None and q.unit_without is not None]
+    texts = [q.query for q in queries] + [q.without for q in queries]
+    vecs = embedder.encode(texts + [queries[j].unit_without for j in with_unit])
+    qv, tv = vecs[:len(queries)], vecs[len(queries):2 * len(queries)]
+    unit_vec = dict(zip(with_unit, vecs[2 * len(queries):], strict=True))
+    rr = np.zeros((len(grid) + 3, len(queries)))
+    for j, q in enumerate(queries):
+        own_unit = float(unit_vec[j] @ qv[j]) if j in unit_vec else None
+        chunk, unit, kw, keep = pool.signals(q, qv[j], float(tv[j] @ qv[j]), own_unit)
+        target = int(np.sum(keep[:q.target]))
+        for s, settings in enumerate(grid):
+            rr[s, j] = _rr(fuse(chunk[keep], unit[keep], kw[keep], settings), target)
+        for s, alone in enumerate((chunk, unit, kw)):
+            rr[len(grid) + s, j] = _rr(alone[keep], target)
+    return rr
+
+
+def _verdict(grid: list[dict[str, Any]], mrr: np.ndarray, queries: int, units: bool) -> dict[str, Any]:
+    """The setting chosen from each setting's MRR@10 (``mrr``: the grid's, then each signal's alone), and why.
+
+    What is decided: the dense signal (the unit weight), with BM25 at its fixed weight. The whole grid is
+    measured and reported, but BM25's weight and the fusion form are not taken from it: sentences taken from
+    the text misjudge what keyword matching earns for a reader's questions, in both directions (eval/README.md,
+    "Corpus-adaptive ranking: trials"), while their verdict on whole passages against paragraphs agreed with
+    the real questions on every set measured."""
     decidable = [i for i, g in enumerate(grid) if g["keyword_weight"] == SHIPPED["keyword_weight"]
                  and g["fusion"] == SHIPPED["fusion"]]
     best = decidable[choose([grid[i] for i in decidable], mrr[decidable])]
     chosen = grid[best]
     everything = choose(grid, mrr[:len(grid)])
     # (without units the shipped setting ranks as its unit weight 0 twin)
-    same = {**SHIPPED, "unit_weight": SHIPPED["unit_weight"] if pool_units is not None else 0.0}
+    same = {**SHIPPED, "unit_weight": SHIPPED["unit_weight"] if units else 0.0}
     shipped = next(i for i, g in enumerate(grid) if g == same)
     baseline = {"chunk": round(float(mrr[len(grid)]), 4), "unit": round(float(mrr[len(grid) + 1]), 4),
                 "bm25": round(float(mrr[len(grid) + 2]), 4), "shipped": round(float(mrr[shipped]), 4)}
     at = {grid[i]["unit_weight"]: float(mrr[i]) for i in decidable}
-    why = (f"{len(queries)} sentences drawn from the corpus, each searched for as a question with it taken out of "
+    why = (f"{queries} sentences drawn from the corpus, each searched for as a question with it taken out of "
            f"its passage, found that passage best with {describe(chosen)} (MRR@10 {mrr[best]:.2f}; with whole "
            f"passages only {at[0.0]:.2f}" + (f", with the best paragraph only {at[1.0]:.2f})" if 1.0 in at else ")"))
-    return {**chosen, "why": why, "queries": len(queries), "mrr": round(float(mrr[best]), 4), "baseline": baseline,
+    return {**chosen, "why": why, "queries": queries, "mrr": round(float(mrr[best]), 4), "baseline": baseline,
             "grid_best": {**grid[everything], "mrr": round(float(mrr[everything]), 4)}}
 
 
