@@ -22,6 +22,14 @@ def fake_embedder() -> FakeEmbedder:
 
 
 @pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI and the web app load an index's model by name: they get the fake embedder instead."""
+    import tqa.assistant
+
+    monkeypatch.setattr(tqa.assistant, "load_embedder", lambda *a: FakeEmbedder())
+
+
+@pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     root.mkdir()

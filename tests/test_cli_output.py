@@ -54,13 +54,6 @@ def test_discovery_now_skips_such_names_and_lists_each_on_one_line(tmp_path):
     assert all(len(line.splitlines()) == 1 and "\x1b" not in line for line in summary.lines())
 
 
-@pytest.fixture
-def fake_model(monkeypatch):
-    import tqa.assistant
-
-    monkeypatch.setattr(tqa.assistant, "load_embedder", lambda *a: FakeEmbedder())
-
-
 def test_info_prints_one_line_per_document_whatever_its_name(odd_index, capsys):
     assert main(["info", "--index", str(odd_index)]) == 0
     lines = capsys.readouterr().out.splitlines()  # splitlines also splits at \r, \x1c-\x1e, \x85, \u2028...

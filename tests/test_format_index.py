@@ -83,13 +83,6 @@ def scan_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "index"
 
 
-@pytest.fixture
-def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tqa.assistant
-
-    monkeypatch.setattr(tqa.assistant, "load_embedder", lambda *a: FakeEmbedder())
-
-
 # ---------------------------------------------------------------- OCR marked where the reader sees it
 
 

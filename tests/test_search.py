@@ -44,7 +44,7 @@ def test_hits_point_into_the_documents_the_assistant_holds(qa):
     hits = qa.search(QUESTION, k=50, mode="hybrid")
     assert hits and all(texts[h.source][h.start:h.end] == h.text for h in hits)
     assert set(hits[0].to_dict()) == {"rank", "source", "start", "end", "section", "page", "score", "relevance",
-                                      "keyword_score", "text", "ocr", "page_unit"}
+                                      "keyword_score", "text", "ocr", "page_unit", "also_in"}
 
 
 def test_search_reads_deeper_than_an_answer_and_may_keep_overlaps(qa):

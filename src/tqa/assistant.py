@@ -58,6 +58,7 @@ class Passage:
     page_unit: str = "page"  # what ``page`` counts: "page", or "slide" for presentations
     # The document's sender and date ("from", "date"): an e-mail's, or for an attachment its message's.
     metadata: dict[str, str] = field(default_factory=dict, hash=False)
+    also_in: tuple[str, ...] = ()  # other documents holding the same text (shown once, here)
 
     def origin(self) -> str:
         """What the source line shows besides the name: "from Anna <anna@example.org>, 2024-03-05 10:15"."""
@@ -79,6 +80,7 @@ class Passage:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["section_path"] = list(self.section_path)
+        d["also_in"] = list(self.also_in)
         d["citation"] = self.citation()
         d["origin"] = self.origin()
         return d
@@ -151,9 +153,12 @@ class Hit:
     text: str
     ocr: bool = False  # read by OCR from a scanned page
     page_unit: str = "page"  # "page", or "slide" for presentations
+    also_in: tuple[str, ...] = ()  # other documents holding the same text (listed once, here)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["also_in"] = list(self.also_in)
+        return d
 
 
 def normalize_question(question: Any, max_chars: int) -> tuple[str, list[str]]:
@@ -649,7 +654,7 @@ def _hit(index: Index, scored: Scored, rank: int) -> Hit:
     c = index.chunks[scored.row]
     return Hit(rank=rank, source=c.source, start=c.start, end=c.end, section=SECTION_SEPARATOR.join(c.section),
                page=c.page, score=scored.score, relevance=scored.dense, keyword_score=scored.keyword, text=c.text,
-               ocr=c.ocr, page_unit=c.page_unit)
+               ocr=c.ocr, page_unit=c.page_unit, also_in=scored.also_in)
 
 
 def _passage(index: Index, scored: Scored, rank: int, question: str) -> Passage:
@@ -673,6 +678,7 @@ def _passage(index: Index, scored: Scored, rank: int, question: str) -> Passage:
         ocr=c.ocr,
         page_unit=c.page_unit,
         metadata=_metadata(index, c.source),
+        also_in=scored.also_in,
     )
 
 

@@ -174,6 +174,8 @@ def _print_answer(answer: Any) -> None:
         rel = f"relevance {p.relevance:.2f}" if p.relevance is not None else f"score {p.score:.3f}"
         origin = f" \u00b7 {p.origin()}" if p.origin() else ""  # an e-mail's (or its attachment's) sender, date
         print(f"\n[{p.rank}] {inline(p.citation() + origin)}  ({rel})")
+        if p.also_in:
+            print(f"    same text also in: {inline(', '.join(p.also_in))}")
         print(textwrap.fill(f"» {_flat(p.highlight)}", width, initial_indent="    ", subsequent_indent="      "))
         print(textwrap.fill(_flat(p.text), width, initial_indent="    ", subsequent_indent="    "))
     for w in answer.warnings:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,7 @@ class Scored:
     score: float  # the ranking score of the mode used
     dense: float | None  # dense score (None when not computed: bm25 mode without a question vector)
     keyword: float | None  # raw BM25 score
+    also_in: tuple[str, ...] = ()  # other documents holding the same text, whose copies were not listed
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,26 @@ def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray, unit_weight: 
 
 
 def drop_overlaps(hits: Iterable[Scored], chunks: list[Chunk]) -> Iterator[Scored]:
-    """Keep the better-ranked of any two passages that overlap in the same document (lazily, so that a caller
-    who needs k hits stops after k)."""
+    """Keep the better-ranked of any two passages that overlap in the same document, and the better-ranked of
+    passages with the same text (words and their order; spacing aside) in several documents, naming the others
+    in its ``also_in`` (a report kept in the corpus and attached to messages is one passage, not five). Lazy in
+    what it yields, so that a caller who needs k hits stops after k; ``hits`` are the candidates, read whole."""
+    ranked = list(hits)
+    key = {h.row: " ".join(chunks[h.row].text.split()) for h in ranked}
+    holders: dict[str, list[str]] = {}
+    for h in ranked:
+        holders.setdefault(key[h.row], []).append(chunks[h.row].source)
     spans: dict[str, list[tuple[int, int]]] = {}
-    for h in hits:
+    shown: set[str] = set()
+    for h in ranked:
         c = chunks[h.row]
         taken = spans.setdefault(c.source, [])
-        if any(c.start < b and a < c.end for a, b in taken):
+        if any(c.start < b and a < c.end for a, b in taken) or key[h.row] in shown:
             continue
         taken.append((c.start, c.end))
-        yield h
+        shown.add(key[h.row])
+        others = tuple(dict.fromkeys(s for s in holders[key[h.row]] if s != c.source))
+        yield replace(h, also_in=others) if others else h
 
 
 def search(
