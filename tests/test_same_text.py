@@ -86,3 +86,20 @@ def test_cli_json_and_web_name_the_other_documents(qa: Assistant, tmp_path: Path
     assert all(src in also for src in _twins() if src not in next(h for h in headers if "report" in h))
     page = render_answer(qa.ask(q, k=3), 1)
     assert "Same text also in" in page and "m2.eml" in page
+
+
+def test_hostile_names_of_the_other_documents_are_shown_as_text(tmp_path: Path, fake_model, capsys) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(REPORT + "\n")
+    evil = "<img src=x onerror=alert(1)>.txt"
+    (corpus / evil).write_text(REPORT + "\n\n")  # the same text, other bytes: not a duplicate file
+    build_index(corpus, tmp_path / "index", embedder=FakeEmbedder(), progress=False)
+    qa = Assistant.load(tmp_path / "index", embedder=FakeEmbedder())
+    answer = qa.ask("waiting time for a shelter place", k=3)
+    assert {answer.passages[0].source, *answer.passages[0].also_in} == {"a.txt", evil}
+    page = render_answer(answer, 1)
+    assert "<img" not in page and "&lt;img src=x" in page
+    assert main(["ask", "waiting time for a shelter place", "-k", "3", "--index", str(tmp_path / "index")]) == 0
+    assert "same text also in: " in capsys.readouterr().out
+
