@@ -20,7 +20,7 @@ import numpy as np
 from .chunking import Chunk, Section
 from .keywords import KeywordIndex
 from .manifest import DOCUMENTS, Manifest
-from .vectors import FaissVectors
+from .vectors import VectorIndex
 
 if TYPE_CHECKING:
     from .retrieval import FilterVocabulary
@@ -59,8 +59,8 @@ class Index:
 
     manifest: Manifest
     chunks: list[Chunk]  # row i of ``vectors`` is chunks[i]
-    vectors: FaissVectors
-    units: FaissVectors  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
+    vectors: VectorIndex
+    units: VectorIndex  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
     keywords: KeywordIndex  # row i is chunks[i]'s search text
     path: Path | None = None  # the generation folder
     lease: Lease | None = field(default=None, repr=False)

@@ -49,13 +49,18 @@ BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.n
               "vocab.index.json")
 # The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
 REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
+# The stored rows of a compressed vector index (vectors.CompressedVectors), beside its codes: present exactly when
+# the manifest's vector_index (or its units) records stored rows, each on its own (units outnumber chunks).
+VECTORS_STORED = "vectors.f16.npy"
+UNITS_STORED = "units.f16.npy"
+STORED_ARTIFACTS = frozenset({VECTORS_STORED, UNITS_STORED})
 # The question encoder (query_encoder.py), a group that is all there or all absent: an index without it (built by
 # an older tqa, or with a model that cannot be exported) answers through sentence-transformers.
 ENCODER_DIR = "encoder"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
 OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
 SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
-FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | {MANIFEST}
+FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | STORED_ARTIFACTS | {MANIFEST}
 # A manifest grows with the corpus (a few hundred bytes a document, plus the name prefixes): 256 MiB is about a
 # million documents, and it is parsed whole in memory.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -66,11 +71,21 @@ THRESHOLD_FLOOR = 0.15
 
 def artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
     """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group), or None when the listed set is none of those."""
+    optional group, with the stored rows of its compressed vector indexes), or None when the listed set is none of
+    those. Which stored rows it must hold is checked against the manifest's vector_index (``stored_artifacts``)."""
+    stored = set(listed) & STORED_ARTIFACTS
     for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        if set(listed) == allowed:
-            return allowed
+        if set(listed) == allowed | stored:
+            return allowed | stored
     return None
+
+
+def stored_artifacts(vector_index: VectorIndexInfo) -> frozenset[str]:
+    """The stored-row files the vector indexes a manifest describes need (none unless compressed)."""
+    out = {VECTORS_STORED} if vector_index.compressed else set()
+    if vector_index.units is not None and vector_index.units.compressed:
+        out.add(UNITS_STORED)
+    return frozenset(out)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -439,6 +454,8 @@ def _manifest(d: dict[str, Any]) -> Manifest:
         artifacts=_artifacts(f("artifacts", "object"), version), checksum=f(MANIFEST_SHA, "text", optional=True),
     )
     f.done()
+    if stored_artifacts(m.vector_index) != set(m.artifacts) & STORED_ARTIFACTS:
+        raise _Invalid("its stored vector rows are not those its vector_index records")
     return m
 
 
@@ -478,8 +495,13 @@ def _vector_index(d: dict[str, Any], at: str, top: bool = False) -> VectorIndexI
     v = VectorIndexInfo(type=f("type", "text"), metric=f("metric", "text"),
                         vectors=f("vectors", "count", optional=True), exact=f("exact", "bool", optional=True),
                         nlist=f("nlist", "positive", optional=True), nprobe=f("nprobe", "positive", optional=True),
+                        code_bytes=f("code_bytes", "positive", optional=True),
+                        rerank_depth=f("rerank_depth", "positive", optional=True),
+                        stored=f("stored", "text", optional=True),
                         units=None if units is None else _vector_index(units, f"{at}units."))
     f.done()
+    if v.stored not in (None, "float16"):
+        raise _Invalid(f"{at}stored is not float16")
     return v
 
 
@@ -557,7 +579,7 @@ def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:
     listed = artifact_set(set(d))
     if listed is None:
         known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(d) else set())
-        missing, unknown = known - set(d), set(d) - known
+        missing, unknown = known - set(d), set(d) - known - STORED_ARTIFACTS
         raise _Invalid(f"its artifacts are not those of format {version}"
                        + (f": {', '.join(sorted(missing))} not listed" if missing else "")
                        + (f": {', '.join(sorted(map(_name, unknown)))} unknown" if unknown else ""))

@@ -13,6 +13,8 @@ Layout of an index folder::
                             the artifacts' sizes and checksums, and its own checksum (manifest.py)
         vectors.faiss       FAISS index; row i is chunk i
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
+        vectors.f16.npy     the stored rows of a compressed vectors.faiss (float16, memory-mapped; vectors.py)
+        units.f16.npy       the same for a compressed units.faiss
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
@@ -86,7 +88,7 @@ from .manifest import (
     artifact_set,
     json_bytes,
 )
-from .vectors import FaissVectors
+from .vectors import load_vectors
 
 log = logging.getLogger("tqa")
 
@@ -340,8 +342,8 @@ def _load_generation(gen: Path, verify: bool) -> Index:
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({first_line(exc)}). "
                            f"{REBUILD_HINT}") from None
-    vectors = FaissVectors.load(gen / VECTORS)
-    units = FaissVectors.load(gen / UNITS)
+    vectors = load_vectors(gen / VECTORS, manifest.vector_index)
+    units = load_vectors(gen / UNITS, manifest.vector_index.units)
     keywords = KeywordIndex.load(gen / BM25_DIR)
     expected = manifest.counts.chunks
     if not (vectors.ntotal == len(chunks) == expected):
