@@ -254,3 +254,14 @@ def test_a_manifest_that_disowns_its_stored_rows_is_refused(built, tmp_path: Pat
     (gen / "manifest.json").write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(IndexCorrupt, match="stored vector rows"):
         load_index(index)
+
+
+def test_keyword_postings_are_memory_mapped_when_loaded(built):
+    _, plain, _ = built
+    with load_index(plain) as index:
+        assert index.keywords.mapped
+        scores, rows = index.keywords.search("zq5x4", 3)
+        assert len(rows) and "Record zq5x4 " in index.chunks[int(rows[0])].text
+    from tqa.keywords import KeywordIndex
+
+    assert not KeywordIndex.build(["a built index is held in memory"]).mapped

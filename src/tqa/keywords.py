@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import mmap
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -86,6 +87,11 @@ class KeywordIndex:
     def __init__(self, bm25: Any):
         self._bm25 = bm25
         self._vocab: dict[str, int] = getattr(bm25, "vocab_dict", None) or {}
+        scores = getattr(bm25, "scores", None) or {}
+        for key in ("data", "indices", "indptr"):
+            if isinstance(scores.get(key), np.memmap):  # (loaded memory-mapped: see ``load``)
+                # the same mapped pages as a plain array: slicing a memmap makes a memmap object each time
+                scores[key] = scores[key].view(np.ndarray)
 
     @staticmethod
     def analyze(text: str) -> list[str]:
@@ -110,6 +116,12 @@ class KeywordIndex:
     @property
     def size(self) -> int:
         return int(self._bm25.scores["num_docs"]) if self._vocab else 0
+
+    @property
+    def mapped(self) -> bool:
+        """Whether its score arrays are pages of the saved files, mapped read-only (a loaded index), not copies."""
+        s = getattr(self._bm25, "scores", None) or {}
+        return bool(s) and all(_mapped(s[k]) for k in ("data", "indices", "indptr"))
 
     @property
     def nbytes(self) -> int:
@@ -181,14 +193,25 @@ class KeywordIndex:
 
     @classmethod
     def load(cls, path: Path) -> KeywordIndex:
+        """The index saved in ``path``, its score arrays memory-mapped read-only: a question reads the pages of its
+        terms' postings only, and a large index is not copied into memory when loaded. (Measured on 20,000
+        passages: the same search time within 0.01 ms, bench/README.md; so always, not only above a size.)"""
         import bm25s
 
         try:
-            return cls(bm25s.BM25.load(str(path), show_progress=False))
+            return cls(bm25s.BM25.load(str(path), mmap=True, show_progress=False))
         except Exception as exc:
             raise IndexCorrupt(
                 f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
+
+
+def _mapped(array: Any) -> bool:
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def _union(lists: list[np.ndarray], n: int) -> np.ndarray:
