@@ -59,8 +59,16 @@ STORED_ARTIFACTS = frozenset({VECTORS_STORED, UNITS_STORED})
 ENCODER_DIR = "encoder"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
 OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
-SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
-FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | STORED_ARTIFACTS | {MANIFEST}
+# Big artifacts a reader reads in pieces: from integrity.BIG_BYTES on, each has a companion ``<file>.blocks`` with the
+# SHA-256 of each of its blocks (its own listed in the file's entry), and is checked block by block as it is read
+# (integrity.py). The companions are not artifacts of their own.
+BLOCK_CHECKED = frozenset({DOCUMENTS, VECTORS_STORED, UNITS_STORED, f"{BM25_DIR}/data.csc.index.npy",
+                           f"{BM25_DIR}/indices.csc.index.npy"})
+BLOCKS_SUFFIX = ".blocks"
+COMPANIONS = frozenset(rel + BLOCKS_SUFFIX for rel in BLOCK_CHECKED)
+# read by name, nothing else (the companions are there only when listed)
+SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}
+FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | STORED_ARTIFACTS | COMPANIONS | {MANIFEST}
 # A manifest grows with the corpus (a few hundred bytes a document, plus the name prefixes): 256 MiB is about a
 # million documents, and it is parsed whole in memory.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -228,13 +236,24 @@ class Ranking:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file of the generation: its size and SHA-256, checked when the index is loaded."""
+    """A file of the generation: its size and SHA-256, checked when the index is loaded; for a big file of
+    ``BLOCK_CHECKED``, the size of its blocks and the SHA-256 of its companion file of block digests instead, and
+    it is checked block by block as it is read (integrity.py)."""
 
     size: int
     sha256: str
+    block_bytes: int | None = None
+    blocks_sha256: str | None = None
+
+    @property
+    def by_blocks(self) -> bool:
+        return self.block_bytes is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.size, "sha256": self.sha256}
+        d: dict[str, Any] = {"bytes": self.size, "sha256": self.sha256}
+        if self.block_bytes is not None:
+            d.update(block_bytes=self.block_bytes, blocks_sha256=self.blocks_sha256)
+        return d
 
 
 # ---------------------------------------------------------------- the manifest
@@ -586,6 +605,10 @@ def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:
     out = {}
     for rel in sorted(listed):
         f = _Fields(_Fields(d, "artifacts.")(rel, "object"), f"artifacts[{rel!r}].")
-        out[rel] = Artifact(f("bytes", "count"), f("sha256", "sha256"))
+        a = out[rel] = Artifact(f("bytes", "count"), f("sha256", "sha256"),
+                                block_bytes=f("block_bytes", "positive", optional=True),
+                                blocks_sha256=f("blocks_sha256", "sha256", optional=True))
         f.done()
+        if (a.block_bytes is None) != (a.blocks_sha256 is None) or (a.by_blocks and rel not in BLOCK_CHECKED):
+            raise _Invalid(f"artifacts[{rel!r}] has block checksums it cannot have")
     return out
