@@ -19,7 +19,7 @@ from tqa.manifest import BLOCK_CHECKED, DOCUMENTS, VECTORS_STORED
 from tqa.store import current_generation, load_index, read_manifest
 
 from .support import FakeEmbedder
-from .test_compressed import SMALL_CHUNKS, build, write_corpus
+from .test_compressed import build, write_corpus
 
 ROW_BYTES = 64 * 2  # a float16 row of the fake embedder
 
@@ -180,4 +180,26 @@ def test_an_update_of_a_block_checked_index_verifies(built, tmp_path: Path, monk
         assert data.checks is not None and set(data.checks.files) == BLOCK_CHECKED
         data.checks.verify_all()
         assert (data.document_text("doc02.txt") or "").strip() == "Record zqchanged tells of a changed harbour."
-    assert SMALL_CHUNKS.chunk_size == 300
+    # a third build retires the first generation, its companion files with it
+    (corpus / "doc03.txt").write_text("Record zqagain tells of another harbour.\n", encoding="utf-8")
+    build(corpus, index, FakeEmbedder(), compress_above=700)
+    generations = sorted(p for p in index.iterdir() if p.name.startswith("g-"))
+    assert len(generations) == 2 and not [p for p in index.iterdir() if p.name.startswith((".tmp-", ".retired-"))]
+
+
+@pytest.mark.parametrize("edit", ["blocks on a small file", "block size without digests", "digests of a damaged "
+                                  "kind", "stored rows without codes"])
+def test_a_manifest_with_checks_it_cannot_have_is_refused(built, edit):
+    from tqa.manifest import Manifest
+
+    d = read_manifest(built[1]).to_dict()
+    if edit == "blocks on a small file":
+        d["artifacts"]["chunks.jsonl"].update(block_bytes=1024, blocks_sha256="0" * 64)
+    elif edit == "block size without digests":
+        del d["artifacts"][DOCUMENTS]["blocks_sha256"]
+    elif edit == "digests of a damaged kind":
+        d["artifacts"][DOCUMENTS]["blocks_sha256"] = "not a checksum"
+    else:
+        del d["vector_index"]["units"]["stored"]
+    with pytest.raises(IndexCorrupt, match="not valid"):
+        Manifest.from_dict(d)
