@@ -12,7 +12,8 @@ build makes below TQA_COMPRESS_ABOVE) and the compressed index (above it). Repor
   questions and for held-out vectors; answers (top passage, top five) against the inverted file's;
 - both published with tqa's own publish and answered from in fresh processes (run.py's memory probe): resident
   memory with the index loaded, peak while answering, load time;
-- ask p50 against encoding the question (medians of interleaved runs, from the published indexes).
+- ask p50 against encoding the question (medians of interleaved runs, from the published indexes);
+- BM25 loaded memory-mapped (as tqa loads it) against in memory, over the passages four times (``--bm25-only``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,34 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # `from bench... import` when run as a script
 
 
+def bm25_mapped(texts: list[str], questions: list[str], work: Path, rounds: int = 5) -> dict[str, Any]:
+    """BM25 loaded memory-mapped (what tqa does) against loaded into memory: load time and search p50 over the
+    questions, rounds interleaved, medians."""
+    import bm25s
+
+    from bench.run import median
+    from tqa.keywords import KeywordIndex
+
+    KeywordIndex.build(texts).save(work / "bm25")
+    times: dict[bool, dict[str, list[float]]] = {m: {"load": [], "search": []} for m in (True, False)}
+    for _ in range(rounds):
+        for mapped in (False, True):
+            t0 = time.perf_counter()
+            index = KeywordIndex(bm25s.BM25.load(str(work / "bm25"), mmap=mapped, show_progress=False))
+            times[mapped]["load"].append(time.perf_counter() - t0)
+            for q in questions:
+                index.search(q, 50)  # warm
+            for q in questions:
+                t0 = time.perf_counter()
+                index.search(q, 50)
+                times[mapped]["search"].append(time.perf_counter() - t0)
+    out = {("mapped" if m else "in_memory"): {f"{k}_ms": 1000 * median(v) for k, v in t.items()}
+           for m, t in times.items()}
+    out["search_ratio"] = out["mapped"]["search_ms"] / out["in_memory"]["search_ms"]
+    out["passages"] = len(texts)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.run import held_out, latency, log, read_beir, recall, scale_publish
     from bench.synthetic import synthetic_index
@@ -52,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beir", default=str(shared / "data" / "beir" / "msmarco-5k"))
     ap.add_argument("--work", default=str(ROOT / "build" / "bench-compressed"))
     ap.add_argument("--json", dest="json_out", default=None)
+    ap.add_argument("--bm25-only", action="store_true", help="only BM25 memory-mapped against in memory")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     work = Path(args.work)
@@ -59,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     R: dict[str, Any] = {"command": "python bench/compressed.py " + " ".join(sys.argv[1:] if argv is None else argv),
                          "chunks": args.chunks}
 
-    emb = load_embedder()
     passages, queries = read_beir(Path(args.beir), args.passages)
     texts = [t for _, _, t in passages]
     questions = queries[:args.questions]
+    R["bm25"] = bm25_mapped(texts * 4, questions, work)
+    if args.bm25_only:
+        print(json.dumps(R, indent=2))
+        return 0
+    emb = load_embedder()
     log(f"encoding {len(texts)} passages for the synthetic base")
     base = emb.encode(texts, batch_size=64)
     log(f"building a synthetic index of {args.chunks:,} chunks")
