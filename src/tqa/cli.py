@@ -218,12 +218,12 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 def _vectors_line(v: Any) -> str:
     """The vector index of chunks (and units), as ``tqa info`` shows it."""
     def one(v: Any) -> str:
-        text = f"{v.type}" + (f" ({v.vectors:,} vectors" if v.vectors is not None else " (")
+        parts = [] if v.vectors is None else [f"{v.vectors:,} vectors"]
         if v.nlist:
-            text += f", {v.nlist} lists, {v.nprobe} probed"
+            parts.append(f"{v.nlist} lists, {v.nprobe} probed")
         if v.compressed:
-            text += f", {v.code_bytes} bytes of code a vector, {v.rerank_depth} re-ranked from {v.stored} rows"
-        return text + ")"
+            parts.append(f"{v.code_bytes} bytes of code a vector, {v.rerank_depth} re-ranked from {v.stored} rows")
+        return v.type + (f" ({', '.join(parts)})" if parts else "")
     return one(v) + ("" if v.units is None else f"; units {one(v.units)}")
 
 
