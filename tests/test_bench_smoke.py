@@ -97,3 +97,11 @@ def test_the_ocr_benchmark_measures_every_configuration_against_its_baseline(tmp
     assert all(r["chars"] == len("Read from the scan.\n\nRead from the scan.") for r in rows)
     out = table(rows, pages, 2, 2)
     assert out.count("\n| ") == 3 and "| one | " in out
+
+
+def test_compressed_bench_bm25_part_measures_both_loads(tmp_path):
+    from bench.compressed import bm25_mapped
+
+    out = bm25_mapped(TEXTS, ["traffickers recruit", "shelters funding"], tmp_path, rounds=1)
+    assert out["passages"] == len(TEXTS) and out["search_ratio"] > 0
+    assert set(out) >= {"mapped", "in_memory"} and out["mapped"]["load_ms"] > 0

@@ -217,6 +217,18 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vectors_line(v: Any) -> str:
+    """The vector index of chunks (and units), as ``tqa info`` shows it."""
+    def one(v: Any) -> str:
+        parts = [] if v.vectors is None else [f"{v.vectors:,} vectors"]
+        if v.nlist:
+            parts.append(f"{v.nlist} lists, {v.nprobe} probed")
+        if v.compressed:
+            parts.append(f"{v.code_bytes} bytes of code a vector, {v.rerank_depth} re-ranked from {v.stored} rows")
+        return v.type + (f" ({', '.join(parts)})" if parts else "")
+    return one(v) + ("" if v.units is None else f"; units {one(v.units)}")
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .store import read_manifest
 
@@ -229,7 +241,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"built:      {m.created} from {m.corpus}",
         f"model:      {m.model.name} ({m.model.dim} dimensions)",
         f"chunking:   {m.chunking.to_dict()}",
-        f"documents:  {m.counts.files}    chunks: {m.counts.chunks}",
+        f"documents:  {m.counts.files}    chunks: {m.counts.chunks}    vectors: {_vectors_line(m.vector_index)}",
         f"abstain below relevance {m.calibration.abstain_threshold} (calibrated on {m.calibration.probes} probes)",
         _abstention_line(m),
         _ranking_line(m),

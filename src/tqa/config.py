@@ -29,6 +29,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 RANKINGS = ("learned", "shipped")
 DEFAULT_RANKING = "learned"
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024  # a corpus file larger than this is skipped, an upload refused
+# Above this many vectors (chunks, and separately units) the index is compressed (``vectors.CompressedVectors``). An
+# inverted file holds every vector as 1,536 bytes of float32 in memory: at a million chunks that is 1.45 GiB of
+# vectors and 0.73 GiB of units, and a process answering from it holds 4.4 GiB (bench/results.md, "Memory"). At
+# two million chunks it would hold about 9 GiB, more than a laptop spares; the compressed index holds 96 bytes of
+# code a vector (plus the pages of stored rows it reads), and gave recall@10 0.98 at a million vectors with 200
+# candidates re-ranked. Below the threshold the uncompressed index stays: it is exact in its scores without any
+# file read, and fits. A build reads it from ``Settings.compress_above`` (TQA_COMPRESS_ABOVE).
+COMPRESS_ABOVE = 2_000_000
 
 # (minimum, maximum) of each number. Ranges are generous: they keep out what cannot work (a zero or negative
 # size, an overlap as long as a chunk) and what would exhaust memory, not what is merely unusual.
@@ -37,6 +45,7 @@ BATCH_SIZE_RANGE = (1, 4096)  # texts per encoding batch
 QUESTION_CHARS_RANGE = (1, 100_000)  # a question is cut to this many characters (the model reads ~256 tokens)
 FILE_BYTES_RANGE = (1, 1 << 40)
 QUEUE_SIZE_RANGE = (1, 10_000)  # web requests allowed to wait
+COMPRESS_ABOVE_RANGE = (0, 1 << 40)  # vectors
 # A cosine similarity lies in [-1, 1]; a threshold a little beyond is allowed to mean "never abstain" (below -1)
 # or "always abstain" (above 1). NaN and infinities are not thresholds.
 THRESHOLD_RANGE = (-2.0, 2.0)
@@ -117,6 +126,8 @@ class Settings:
     ranking: str = DEFAULT_RANKING
     # BM25's weight in the hybrid score, from 0 (dense only) to 1 (BM25 only); None: the ranking's (``ranking``)
     keyword_weight: float | None = None
+    # A build compresses a vector index (chunks', units') of more than this many vectors (see COMPRESS_ABOVE)
+    compress_above: int = COMPRESS_ABOVE
 
     def __post_init__(self) -> None:
         for label, value in (("TQA_INDEX", self.index_dir), ("TQA_MODEL", self.model)):
@@ -140,6 +151,7 @@ class Settings:
         _whole("max_file_bytes", self.max_file_bytes, *FILE_BYTES_RANGE, " bytes")
         _whole("TQA_BATCH_SIZE", self.batch_size, *BATCH_SIZE_RANGE)
         _whole("TQA_QUEUE_SIZE", self.queue_size, *QUEUE_SIZE_RANGE)
+        _whole("TQA_COMPRESS_ABOVE", self.compress_above, *COMPRESS_ABOVE_RANGE, " vectors")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise SettingsError(f"{_env_name('precision')} must be one of {', '.join(PRECISIONS)}, not "
                                 f"{_shown(self.precision)}; unset it or fix it.")
@@ -167,6 +179,7 @@ class Settings:
             "precision": _env("precision", None, _lower),
             "ranking": _env("ranking", cls.ranking, _lower),
             "keyword_weight": _env("keyword_weight", None, float),
+            "compress_above": _env("compress_above", cls.compress_above, int),
         }
         if "chunking" not in overrides:
             values["chunking"] = ChunkSettings(

@@ -20,9 +20,10 @@ import numpy as np
 from .chunking import Chunk, Section
 from .keywords import KeywordIndex
 from .manifest import DOCUMENTS, Manifest
-from .vectors import FaissVectors
+from .vectors import VectorIndex
 
 if TYPE_CHECKING:
+    from .integrity import Checks
     from .retrieval import FilterVocabulary
 
 SCOPES_KEPT = 256  # distinct source filters remembered per index
@@ -59,11 +60,13 @@ class Index:
 
     manifest: Manifest
     chunks: list[Chunk]  # row i of ``vectors`` is chunks[i]
-    vectors: FaissVectors
-    units: FaissVectors  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
+    vectors: VectorIndex
+    units: VectorIndex  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
     keywords: KeywordIndex  # row i is chunks[i]'s search text
     path: Path | None = None  # the generation folder
     lease: Lease | None = field(default=None, repr=False)
+    # the block checks of its big files (integrity.py; None: an index in memory, or loaded without verifying)
+    checks: Checks | None = field(default=None, repr=False)
     _scopes: dict[frozenset[str], Scope] = field(default_factory=dict, init=False, repr=False)
     # the example questions made for this generation (tqa.examples), by how many were asked for
     examples: dict[int, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
@@ -71,8 +74,15 @@ class Index:
     def close(self) -> None:
         """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
         lease, self.lease = self.lease, None
+        if self.checks is not None:
+            self.checks.close()
         if lease is not None:
             lease.release()
+
+    def raise_if_damaged(self) -> None:
+        """Raise IndexCorrupt when a check of its files (on a read, or in the background) found damage."""
+        if self.checks is not None:
+            self.checks.raise_if_damaged()
 
     def __enter__(self) -> Index:
         return self
@@ -181,12 +191,24 @@ class Index:
     def documents(self) -> Iterator[tuple[str, str]]:
         """(source, extracted text) of every document, read from the index (not the corpus)."""
         assert self.path is not None
+        self._check_documents(None)
         return read_documents(self.path)
+
+    def _check_documents(self, where: tuple[int, int] | None) -> None:
+        """Verify the bytes of documents.jsonl about to be read (all of it when ``where`` is None)."""
+        f = None if self.checks is None else self.checks.for_file(DOCUMENTS)
+        if f is None:
+            self.raise_if_damaged()
+        elif where is None:
+            f.check_all()
+        else:
+            f.check(*where)
 
     @functools.cached_property
     def _document_lines(self) -> dict[str, tuple[int, int]]:
         """(byte offset, length) of each document's line in documents.jsonl, read once per loaded index."""
         assert self.path is not None
+        self._check_documents(None)
         lines: dict[str, tuple[int, int]] = {}
         with open(self.path / DOCUMENTS, "rb") as f:
             offset = 0
@@ -201,6 +223,7 @@ class Index:
         if where is None:
             return None
         assert self.path is not None
+        self._check_documents(where)
         with open(self.path / DOCUMENTS, "rb") as f:
             f.seek(where[0])
             return str(json.loads(f.read(where[1]))["text"])

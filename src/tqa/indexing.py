@@ -38,7 +38,7 @@ import numpy as np
 
 from .abstention import detect_language, name_prefixes
 from .chunking import Chunk, Chunker
-from .config import DEFAULT_RANKING, ChunkSettings, Settings
+from .config import COMPRESS_ABOVE, DEFAULT_RANKING, ChunkSettings, Settings
 from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder, precision_of, resolve_precision
 from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
 from .index import Index
@@ -59,7 +59,7 @@ from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo, Ranki
 from .query_encoder import write_encoder
 from .retrieval import calibrate, weights_for
 from .store import check_index_location, current_generation, load_index, publish, tidy, write_lock
-from .vectors import FaissVectors
+from .vectors import VectorIndex, build_vectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 OcrProgress = Callable[[str, int, int], None]  # (source, pages read, pages to read)
@@ -398,17 +398,20 @@ def embed(files: Sequence[Extracted], embedder: Embedder, *, batch_size: int = 3
 
 
 def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped], previous: Index | None,
-             embedder: Embedder, ranking: str = DEFAULT_RANKING) -> Index:
+             embedder: Embedder, ranking: str = DEFAULT_RANKING, compress_above: int = COMPRESS_ABOVE) -> Index:
     """The new index in memory: every file of the plan in corpus order (embedded files' chunks and vectors, reused
     files' from ``previous``), its vector and keyword indexes, its documents' language, the ranking learned from
     it (``learn_ranking``), its abstention calibration (with the weights ``ranking``, the setting of
     ``config.RANKINGS`` the index will be searched with, selects) and its manifest. ``skipped`` is every file the
-    build passed over, as the manifest lists them."""
+    build passed over, as the manifest lists them. A vector index of more than ``compress_above`` vectors is
+    compressed (``vectors.build_vectors``), keeping the training of ``previous``'s when it still serves."""
     parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
-    vectors = FaissVectors.build(_stack([p.vectors for p in parts], dim), dim)
-    units = FaissVectors.build(_stack([p.units for p in parts], dim), dim)
+    vectors = build_vectors(_stack([p.vectors for p in parts], dim), dim, compress_above=compress_above,
+                            previous=None if previous is None else previous.vectors)
+    units = build_vectors(_stack([p.units for p in parts], dim), dim, compress_above=compress_above,
+                          previous=None if previous is None else previous.units)
     files = {source: entry for p in parts for source, entry in p.entries}
     draft = Manifest(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -456,7 +459,7 @@ def learn_ranking(index: Index, embedder: Embedder, previous: Index | None = Non
 class _Rows:
     """The rows of a vector index, read when asked for: learning reads only its sample's, never a copy of all."""
 
-    def __init__(self, vectors: FaissVectors):
+    def __init__(self, vectors: VectorIndex):
         self.vectors = vectors
 
     def __getitem__(self, rows: Any) -> np.ndarray:
@@ -592,7 +595,7 @@ def build_index(
                                  progress=sys.stderr.isatty() if progress is None else progress)
             else:  # embedded on the workers
                 embedded = [e for e in (done[f.source] for f in extracted) if isinstance(e, Embedded)]
-            new = assemble(plan, embedded, skipped, previous, emb, settings.ranking)
+            new = assemble(plan, embedded, skipped, previous, emb, settings.ranking, settings.compress_above)
             publish_index(plan, new, embedded, previous, emb)
             summary.published, summary.chunks_total = True, len(new.chunks)
             summary.chunks_embedded = sum(len(e.file.chunks) for e in embedded)

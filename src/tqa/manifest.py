@@ -49,13 +49,26 @@ BM25_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.n
               "vocab.index.json")
 # The artifacts of formats 1 and 2, fixed here (never read from the manifest): each must be listed and check out.
 REQUIRED_ARTIFACTS = frozenset({VECTORS, UNITS, CHUNKS, DOCUMENTS, *(f"{BM25_DIR}/{n}" for n in BM25_FILES)})
+# The stored rows of a compressed vector index (vectors.CompressedVectors), beside its codes: present exactly when
+# the manifest's vector_index (or its units) records stored rows, each on its own (units outnumber chunks).
+VECTORS_STORED = "vectors.f16.npy"
+UNITS_STORED = "units.f16.npy"
+STORED_ARTIFACTS = frozenset({VECTORS_STORED, UNITS_STORED})
 # The question encoder (query_encoder.py), a group that is all there or all absent: an index without it (built by
 # an older tqa, or with a model that cannot be exported) answers through sentence-transformers.
 ENCODER_DIR = "encoder"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
 OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
-SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}  # read by name, nothing else
-FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | {MANIFEST}
+# Big artifacts a reader reads in pieces: from integrity.BIG_BYTES on, each has a companion ``<file>.blocks`` with the
+# SHA-256 of each of its blocks (its own listed in the file's entry), and is checked block by block as it is read
+# (integrity.py). The companions are not artifacts of their own.
+BLOCK_CHECKED = frozenset({DOCUMENTS, VECTORS_STORED, UNITS_STORED, f"{BM25_DIR}/data.csc.index.npy",
+                           f"{BM25_DIR}/indices.csc.index.npy"})
+BLOCKS_SUFFIX = ".blocks"
+COMPANIONS = frozenset(rel + BLOCKS_SUFFIX for rel in BLOCK_CHECKED)
+# read by name, nothing else (the companions are there only when listed)
+SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}
+FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | STORED_ARTIFACTS | COMPANIONS | {MANIFEST}
 # A manifest grows with the corpus (a few hundred bytes a document, plus the name prefixes): 256 MiB is about a
 # million documents, and it is parsed whole in memory.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -66,11 +79,21 @@ THRESHOLD_FLOOR = 0.15
 
 def artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
     """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group), or None when the listed set is none of those."""
+    optional group, with the stored rows of its compressed vector indexes), or None when the listed set is none of
+    those. Which stored rows it must hold is checked against the manifest's vector_index (``stored_artifacts``)."""
+    stored = set(listed) & STORED_ARTIFACTS
     for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        if set(listed) == allowed:
-            return allowed
+        if set(listed) == allowed | stored:
+            return allowed | stored
     return None
+
+
+def stored_artifacts(vector_index: VectorIndexInfo) -> frozenset[str]:
+    """The stored-row files the vector indexes a manifest describes need (none unless compressed)."""
+    out = {VECTORS_STORED} if vector_index.compressed else set()
+    if vector_index.units is not None and vector_index.units.compressed:
+        out.add(UNITS_STORED)
+    return frozenset(out)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -213,13 +236,24 @@ class Ranking:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file of the generation: its size and SHA-256, checked when the index is loaded."""
+    """A file of the generation: its size and SHA-256, checked when the index is loaded; for a big file of
+    ``BLOCK_CHECKED``, the size of its blocks and the SHA-256 of its companion file of block digests instead, and
+    it is checked block by block as it is read (integrity.py)."""
 
     size: int
     sha256: str
+    block_bytes: int | None = None
+    blocks_sha256: str | None = None
+
+    @property
+    def by_blocks(self) -> bool:
+        return self.block_bytes is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.size, "sha256": self.sha256}
+        d: dict[str, Any] = {"bytes": self.size, "sha256": self.sha256}
+        if self.block_bytes is not None:
+            d.update(block_bytes=self.block_bytes, blocks_sha256=self.blocks_sha256)
+        return d
 
 
 # ---------------------------------------------------------------- the manifest
@@ -439,6 +473,8 @@ def _manifest(d: dict[str, Any]) -> Manifest:
         artifacts=_artifacts(f("artifacts", "object"), version), checksum=f(MANIFEST_SHA, "text", optional=True),
     )
     f.done()
+    if stored_artifacts(m.vector_index) != set(m.artifacts) & STORED_ARTIFACTS:
+        raise _Invalid("its stored vector rows are not those its vector_index records")
     return m
 
 
@@ -478,8 +514,13 @@ def _vector_index(d: dict[str, Any], at: str, top: bool = False) -> VectorIndexI
     v = VectorIndexInfo(type=f("type", "text"), metric=f("metric", "text"),
                         vectors=f("vectors", "count", optional=True), exact=f("exact", "bool", optional=True),
                         nlist=f("nlist", "positive", optional=True), nprobe=f("nprobe", "positive", optional=True),
+                        code_bytes=f("code_bytes", "positive", optional=True),
+                        rerank_depth=f("rerank_depth", "positive", optional=True),
+                        stored=f("stored", "text", optional=True),
                         units=None if units is None else _vector_index(units, f"{at}units."))
     f.done()
+    if v.stored not in (None, "float16"):
+        raise _Invalid(f"{at}stored is not float16")
     return v
 
 
@@ -557,13 +598,17 @@ def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:
     listed = artifact_set(set(d))
     if listed is None:
         known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(d) else set())
-        missing, unknown = known - set(d), set(d) - known
+        missing, unknown = known - set(d), set(d) - known - STORED_ARTIFACTS
         raise _Invalid(f"its artifacts are not those of format {version}"
                        + (f": {', '.join(sorted(missing))} not listed" if missing else "")
                        + (f": {', '.join(sorted(map(_name, unknown)))} unknown" if unknown else ""))
     out = {}
     for rel in sorted(listed):
         f = _Fields(_Fields(d, "artifacts.")(rel, "object"), f"artifacts[{rel!r}].")
-        out[rel] = Artifact(f("bytes", "count"), f("sha256", "sha256"))
+        a = out[rel] = Artifact(f("bytes", "count"), f("sha256", "sha256"),
+                                block_bytes=f("block_bytes", "positive", optional=True),
+                                blocks_sha256=f("blocks_sha256", "sha256", optional=True))
         f.done()
+        if (a.block_bytes is None) != (a.blocks_sha256 is None) or (a.by_blocks and rel not in BLOCK_CHECKED):
+            raise _Invalid(f"artifacts[{rel!r}] has block checksums it cannot have")
     return out

@@ -168,6 +168,7 @@ def search(
     the signals are weighed (``weights_for``)."""
     if mode not in MODES:
         raise BadQuestion(f"Unknown search mode {mode!r}; choose one of {', '.join(MODES)}.")
+    index.raise_if_damaged()  # damage found since the index was loaded (integrity.py), wherever it is
     scope = index.scope(sources)
     allowed, allowed_units = (None, None) if scope is None else (scope.rows, scope.unit_rows)
     depth = max(CANDIDATES, 4 * k)

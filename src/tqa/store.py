@@ -13,6 +13,8 @@ Layout of an index folder::
                             the artifacts' sizes and checksums, and its own checksum (manifest.py)
         vectors.faiss       FAISS index; row i is chunk i
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
+        vectors.f16.npy     the stored rows of a compressed vectors.faiss (float16, memory-mapped; vectors.py)
+        units.f16.npy       the same for a compressed units.faiss
         chunks.jsonl        the chunk table, one JSON object per row
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
@@ -53,7 +55,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, integrity
 from .chunking import Chunk
 from .errors import (
     REBUILD_HINT,
@@ -67,10 +69,14 @@ from .errors import (
     shown,
 )
 from .index import Index
+from .integrity import BlockFile, Checks, open_checks
 from .keywords import KeywordIndex, analyzer_settings
 from .loaders import NotReadable, read_bounded
 from .manifest import (
+    BLOCK_CHECKED,
+    BLOCKS_SUFFIX,
     BM25_DIR,
+    BM25_FILES,
     CHUNKS,
     DOCUMENTS,
     ENCODER_DIR,
@@ -80,13 +86,15 @@ from .manifest import (
     REQUIRED_ARTIFACTS,
     SUBFOLDERS,
     UNITS,
+    UNITS_STORED,
     VECTORS,
+    VECTORS_STORED,
     Artifact,
     Manifest,
     artifact_set,
     json_bytes,
 )
-from .vectors import FaissVectors
+from .vectors import Check, load_vectors
 
 log = logging.getLogger("tqa")
 
@@ -254,11 +262,16 @@ def read_manifest(index_dir: str | Path) -> Manifest:
     return Manifest.read(gen)
 
 
-def _verify_artifacts(gen: Path, manifest: Manifest) -> None:
+def _verify_artifacts(gen: Path, manifest: Manifest) -> Checks:
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
-    listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else."""
+    listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else. A big file
+    listed with block checksums is not read here: its companion is checked whole, its size, and its blocks as they
+    are read (the ``Checks`` returned, integrity.py)."""
     artifacts = manifest.artifacts
+    by_blocks = {rel: a for rel, a in artifacts.items() if a.by_blocks}
     for rel in sorted(artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
+        if rel in by_blocks:
+            continue
         path = gen / rel
         meta = artifacts[rel]
         try:
@@ -285,10 +298,13 @@ def _verify_artifacts(gen: Path, manifest: Manifest) -> None:
             continue
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             raise IndexCorrupt(f"The index folder {shown(folder)} is not a folder. {REBUILD_HINT}")
-        extra = sorted(set(os.listdir(folder)) - files)
+        companions = {rel.split("/", 1)[1] + BLOCKS_SUFFIX for rel in by_blocks if rel.startswith(sub + "/")}
+        extra = sorted(set(os.listdir(folder)) - files - companions)
         if extra:
             raise IndexCorrupt(f"The index folder {shown(folder)} holds a file tqa did not write "
                                f"({shown(extra[0])}). {REBUILD_HINT}")
+    return open_checks(gen, [(rel, a.size, int(a.block_bytes or 0), str(a.blocks_sha256))
+                             for rel, a in sorted(by_blocks.items())])
 
 
 def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
@@ -328,8 +344,22 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
 def _load_generation(gen: Path, verify: bool) -> Index:
     manifest = Manifest.read(gen)
     _check_analyzer(gen, manifest)
-    if verify:
-        _verify_artifacts(gen, manifest)
+    checks = _verify_artifacts(gen, manifest) if verify else None
+    try:
+        data = _read_generation(gen, manifest, checks)
+    except BaseException:
+        if checks is not None:
+            checks.close()
+        raise
+    if checks is not None:
+        checks.start()  # every block verified in the background, at a low priority
+    return data
+
+
+def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None) -> Index:
+    def check(rel: str) -> BlockFile | None:
+        return None if checks is None else checks.for_file(rel)
+
     chunks: list[Chunk] = []
     try:
         with open(gen / CHUNKS, "rb") as f:
@@ -340,9 +370,10 @@ def _load_generation(gen: Path, verify: bool) -> Index:
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({first_line(exc)}). "
                            f"{REBUILD_HINT}") from None
-    vectors = FaissVectors.load(gen / VECTORS)
-    units = FaissVectors.load(gen / UNITS)
-    keywords = KeywordIndex.load(gen / BM25_DIR)
+    vectors = load_vectors(gen / VECTORS, manifest.vector_index, check=_checker(check(VECTORS_STORED)))
+    units = load_vectors(gen / UNITS, manifest.vector_index.units, check=_checker(check(UNITS_STORED)))
+    keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(check(f"{BM25_DIR}/{name}"))
+                                                         for name in BM25_FILES})
     expected = manifest.counts.chunks
     if not (vectors.ntotal == len(chunks) == expected):
         raise IndexCorrupt(
@@ -352,13 +383,18 @@ def _load_generation(gen: Path, verify: bool) -> Index:
     dim = manifest.model.dim
     if len(chunks) and vectors.dim != dim:
         raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen)
+    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen,
+                 checks=checks)
     if units.ntotal != int(data.unit_ptr[-1]):
         raise IndexCorrupt(
             f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
             f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
         )
     return data
+
+
+def _checker(f: BlockFile | None) -> Check | None:
+    return None if f is None else f.check
 
 
 def _check_analyzer(gen: Path, manifest: Manifest) -> None:
@@ -677,12 +713,24 @@ def _write_generation(tmp: Path, data: Index, documents: Iterator[tuple[str, str
 
 
 def _artifact_table(gen: Path) -> dict[str, Artifact]:
-    """Size and checksum of each artifact; the files written must be exactly the format's."""
+    """Size and checksum of each artifact; the files written must be exactly the format's. A big file a reader
+    reads in pieces (``BLOCK_CHECKED``, from ``integrity.BIG_BYTES`` on) gets its block digests written beside it
+    (``x.blocks``) and listed by their checksum, for a reader to verify as it reads (integrity.py)."""
     written = {p.relative_to(gen).as_posix() for p in gen.rglob("*") if p.is_file()} - {OWNER, LEASE}
     expected = artifact_set(written)
     if expected is None:
         raise RuntimeError(f"the files written differ from the index format's: {sorted(written ^ REQUIRED_ARTIFACTS)}")
-    return {rel: Artifact((gen / rel).stat().st_size, sha256_file(gen / rel)) for rel in sorted(expected)}
+    table = {}
+    for rel in sorted(expected):
+        size = (gen / rel).stat().st_size
+        if rel in BLOCK_CHECKED and size >= integrity.BIG_BYTES:
+            block = integrity.block_size_for(rel)
+            whole, digests = integrity.digest_file(gen / rel, block)
+            _write_new(gen / (rel + BLOCKS_SUFFIX), digests, sync=False)  # (synced with the folder)
+            table[rel] = Artifact(size, whole, block, hashlib.sha256(digests).hexdigest())
+        else:
+            table[rel] = Artifact(size, sha256_file(gen / rel))
+    return table
 
 
 def _discard(path: Path, pointer: bytes) -> None:

@@ -1,18 +1,25 @@
 """The vector index: inner-product search over normalised vectors (cosine similarity) with FAISS, behind a small
 interface (``FaissVectors``): build, search (optionally among some rows only), take stored vectors, save, load.
 
-Exact (``faiss.IndexFlatIP``) up to ``EXACT_MAX`` vectors, an inverted file (``faiss.IndexIVFFlat``) above. FAISS is
-imported on first use: it is slow to import, and ``tqa --help`` must stay instant.
+Exact (``faiss.IndexFlatIP``) up to ``EXACT_MAX`` vectors, an inverted file (``faiss.IndexIVFFlat``) above, and
+above ``COMPRESS_ABOVE`` vectors (``config.Settings.compress_above``) a compressed index (``CompressedVectors``:
+product-quantised codes in memory choose candidates, which are re-ranked exactly from float16 rows kept in a
+``.npy`` file that is memory-mapped, never read whole: ``StoredVectors``). This module is the whole vector index:
+``build_vectors`` chooses the kind, ``load_vectors`` reads either back. FAISS is imported on first use: it is slow
+to import, and ``tqa --help`` must stay instant.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
+from .config import COMPRESS_ABOVE
 from .errors import REBUILD_HINT, IndexCorrupt
 
 # Below this many vectors the index is exact (faiss.IndexFlatIP): a scan of 20,000 384-dimensional vectors takes
@@ -31,6 +38,27 @@ IVF_TRAIN_ITERATIONS = 10
 FILTER_EXACT_MAX = 20_000
 IVF_MIN_VECTORS = 39 * 16  # 16 lists of 39 training vectors
 
+# Above COMPRESS_ABOVE vectors (config.py says why 2,000,000) an index is compressed:
+PQ_M_MAX = 192  # sub-quantizers (bytes of code / 2): 192 x 4 bits = 96 bytes for dimension 384 (2 dimensions each)
+PQ_BITS = 4  # faiss's fast-scan layout (IndexIVFPQFastScan): codes scanned with SIMD lookups
+PQ_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n), as for the uncompressed inverted file
+PQ_PROBE_SHARE = 1 / 64  # lists scanned per question, as a share of nlist ...
+PQ_MIN_PROBES = 96  # ... but at least this many (64 gave recall@10 0.980 at a million, 128 gave 0.992)
+PQ_TRAIN_PER_LIST = 40  # coarse k-means trained on a fixed sample of 40 vectors a list (faiss asks for 39) ...
+PQ_TRAIN_MIN = 256 * 64  # ... and the codebooks on at least this many
+PQ_TRAIN_ITERATIONS = 10  # of the coarse k-means
+PQ_CODEBOOK_ITERATIONS = 25  # of each sub-quantizer's k-means (faiss's default; 10 lost 0.01 of recall)
+PQ_MIN_VECTORS = 39 * 16  # 16 lists (and 16 centroids a 4-bit sub-quantizer) of 39 training vectors
+RERANK_DEPTH = 200  # candidates scored exactly from the stored rows, at least ...
+RERANK_PER_RESULT = 4  # ... and 4 per result asked for
+# An update keeps the previous build's training (coarse centroids and codebooks) while the number of lists a fresh
+# training would choose is within this factor of the trained one (the vector count within its square); beyond it,
+# the build trains again.
+RETRAIN_FACTOR = 2 ** 0.5
+STORED_SUFFIX = ".f16.npy"  # vectors.faiss's stored rows are vectors.f16.npy
+# (byte offsets, lengths) about to be read from a file: raises IndexCorrupt when they fail their checksum (store.py)
+Check = Callable[[np.ndarray, np.ndarray], None]
+
 
 @dataclass(frozen=True)
 class VectorIndexInfo:
@@ -45,10 +73,18 @@ class VectorIndexInfo:
     nlist: int | None = None  # inverted file: its lists ...
     nprobe: int | None = None  # ... and how many a search scans (set again when an index is loaded)
     units: VectorIndexInfo | None = None  # in the manifest: the paragraph units' index, beside the chunks'
+    code_bytes: int | None = None  # compressed: bytes of code a vector ...
+    rerank_depth: int | None = None  # ... candidates re-ranked exactly ...
+    stored: str | None = None  # ... from rows stored as this type ("float16") in a file of their own
+
+    @property
+    def compressed(self) -> bool:
+        return self.stored is not None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "metric": self.metric, "vectors": self.vectors, "exact": self.exact,
-                             "nlist": self.nlist, "nprobe": self.nprobe,
+                             "nlist": self.nlist, "nprobe": self.nprobe, "code_bytes": self.code_bytes,
+                             "rerank_depth": self.rerank_depth, "stored": self.stored,
                              "units": None if self.units is None else self.units.to_dict()}
         return {k: v for k, v in d.items() if v is not None}
 
@@ -215,8 +251,273 @@ class FaissVectors:
     def load(cls, path: Path) -> FaissVectors:
         faiss = _faiss()
         try:
-            return cls(faiss.read_index(str(path)))
+            index = faiss.read_index(str(path))
+            if not isinstance(faiss.downcast_index(index), (faiss.IndexFlatIP, faiss.IndexIVFFlat)):
+                raise TypeError("not a flat or inverted-file index")  # (codes would give approximate ``take``)
+            return cls(index)
         except Exception as exc:  # faiss raises RuntimeError with a C++ trace
             raise IndexCorrupt(
                 f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
+
+
+# ---------------------------------------------------------------- compressed: codes in memory, rows on disk
+
+
+def stored_path(path: Path) -> Path:
+    """Where the stored rows of the vector file ``path`` are (``vectors.faiss`` -> ``vectors.f16.npy``)."""
+    return path.with_name(path.name.rsplit(".", 1)[0] + STORED_SUFFIX)
+
+
+class StoredVectors:
+    """Rows of float16 vectors: an array in memory (a build), or a ``.npy`` file (no pickle) memory-mapped read-only
+    (a loaded index), so that only the pages of the rows read are ever in memory.
+
+    ``check(offsets, lengths)``, when given, is called with the file's byte ranges before they are read (the block
+    checksums, store.py), so no row is used unverified.
+    """
+
+    DTYPE = np.dtype("<f2")
+
+    def __init__(self, array: np.ndarray, *, offset: int = 0, check: Check | None = None):
+        self._array = array
+        self._offset = offset  # of the first row in the file (the .npy header's length)
+        self._row_bytes = int(array.shape[1]) * self.DTYPE.itemsize
+        self._check = check
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> StoredVectors:
+        return cls(np.ascontiguousarray(vectors, dtype=cls.DTYPE))
+
+    @classmethod
+    def open(cls, path: Path, *, check: Check | None = None) -> StoredVectors:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise IndexCorrupt(f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") \
+                from None
+        if array.ndim != 2 or array.dtype != cls.DTYPE or not array.flags.c_contiguous:
+            raise IndexCorrupt(f"The vector file {path} does not hold float16 rows. {REBUILD_HINT}")
+        return cls(array, offset=int(array.offset), check=check)
+
+    def write(self, path: Path) -> None:
+        """Create ``path`` (never replacing a file) as a ``.npy`` of the rows."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.ascontiguousarray(self._array), allow_pickle=False)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the rows are a memory-mapped file (a loaded index), not an array in memory (a build)."""
+        return isinstance(self._array, np.memmap)
+
+    @property
+    def rows(self) -> int:
+        return int(self._array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._array.shape[1])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the given rows (any order, repeats allowed) as float32, read in file order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if int(rows.min()) < 0 or int(rows.max()) >= self.rows:
+            raise IndexError(f"row out of range 0..{self.rows - 1}")
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        if self._check is not None:
+            self._check(self._offset + ordered * self._row_bytes, np.full(len(ordered), self._row_bytes))
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        out[order] = self._array[ordered]
+        return out
+
+
+def pq_settings(n: int) -> tuple[int, int]:
+    """(nlist, nprobe) of a compressed index of ``n`` vectors."""
+    nlist = max(16, min(int(round(PQ_LISTS_PER_SQRT * np.sqrt(max(n, 1)))), n // 39))
+    return nlist, pq_probes(nlist)
+
+
+def pq_probes(nlist: int) -> int:
+    """Lists scanned per question; a search-time setting, applied when an index is loaded."""
+    return min(nlist, max(PQ_MIN_PROBES, int(np.ceil(nlist * PQ_PROBE_SHARE))))
+
+
+def pq_subquantizers(dim: int) -> int:
+    """The largest even divisor of ``dim`` up to ``PQ_M_MAX`` (fast-scan codes come in pairs of 4-bit codes)."""
+    return max((m for m in range(2, min(PQ_M_MAX, dim) + 1, 2) if dim % m == 0), default=1)
+
+
+class CompressedVectors:
+    """Candidates from product-quantised codes (faiss ``IndexIVFPQFastScan``, inner product), scored exactly
+    against the stored rows (``StoredVectors``): the scores a caller sees are those of the stored vectors (float16,
+    about 1e-3 from float32), and only which candidates are found is approximate, as with the inverted file.
+
+    The same interface as ``FaissVectors`` (``search``, ``take``, ``ntotal``, ``dim``, ``kind``, ``describe``,
+    ``save``); ``load`` needs the stored rows as well. Row i of the codes is row i of the store.
+    """
+
+    kind = "compressed"
+
+    def __init__(self, index: Any, store: StoredVectors, *, depth: int = RERANK_DEPTH):
+        faiss = _faiss()
+        ivf = faiss.try_extract_index_ivf(index)
+        ivf = None if ivf is None else faiss.downcast_index(ivf)
+        if not isinstance(ivf, (faiss.IndexIVFPQ, faiss.IndexIVFPQFastScan)):
+            raise TypeError("a compressed index is a faiss IndexIVFPQ or IndexIVFPQFastScan")
+        if int(index.d) != store.dim or int(index.ntotal) != store.rows:
+            raise ValueError(f"codes of {index.ntotal} vectors of dimension {index.d}, stored rows "
+                             f"{store.rows} x {store.dim}")
+        self._index = index
+        self._ivf = ivf
+        self._ivf.nprobe = pq_probes(int(ivf.nlist))
+        self.store = store
+        self.depth = depth
+
+    @classmethod
+    def trained(cls, vectors: np.ndarray, dim: int, seed: int = 1234) -> Any:
+        """An empty IndexIVFPQFastScan for ``vectors``, trained on a fixed sample of them."""
+        faiss = _faiss()
+        n = len(vectors)
+        nlist = pq_settings(n)[0]
+        index = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, pq_subquantizers(dim), PQ_BITS,
+                                         faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = PQ_TRAIN_ITERATIONS
+        index.cp.seed = seed
+        n_train = min(n, max(nlist * PQ_TRAIN_PER_LIST, PQ_TRAIN_MIN))
+        index.cp.max_points_per_centroid = max(1, -(-n_train // nlist))  # faiss must not subsample again
+        index.pq.cp.seed = seed
+        index.pq.cp.niter = PQ_CODEBOOK_ITERATIONS
+        sample = np.sort(np.random.default_rng(0).choice(n, size=n_train, replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        return index
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, dim: int, previous: CompressedVectors | None = None) -> CompressedVectors:
+        """The compressed index of ``vectors`` (float32 rows). With ``previous`` (the index this build updates)
+        still fit for this many vectors (``reusable``), its training is kept and only the codes are made again;
+        otherwise the index is trained on a sample of ``vectors``."""
+        faiss = _faiss()
+        if previous is not None and previous.reusable(len(vectors), dim):
+            index = faiss.clone_index(previous._index)
+            index.reset()  # codes gone, coarse centroids and codebooks kept
+        else:
+            index = cls.trained(vectors, dim)
+        store = StoredVectors.of(vectors)
+        step = 65_536  # rows coded at a time (a few tens of MB of floats)
+        for s in range(0, len(vectors), step):
+            index.add(np.ascontiguousarray(vectors[s:s + step], dtype=np.float32))
+        return cls(index, store)
+
+    def reusable(self, n: int, dim: int) -> bool:
+        """Whether this index's training serves ``n`` vectors of ``dim`` (see ``RETRAIN_FACTOR``)."""
+        if dim != self.dim or n < PQ_MIN_VECTORS:
+            return False
+        ratio = pq_settings(n)[0] / int(self._ivf.nlist)
+        return 1 / RETRAIN_FACTOR <= ratio <= RETRAIN_FACTOR
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def nlist(self) -> int:
+        return int(self._ivf.nlist)
+
+    @property
+    def nprobe(self) -> int:
+        return int(self._ivf.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._ivf.nprobe = int(value)
+
+    def describe(self) -> VectorIndexInfo:
+        return VectorIndexInfo(type=f"faiss.{type(self._index).__name__}", metric="cosine", vectors=self.ntotal,
+                               exact=False, nlist=self.nlist, nprobe=self.nprobe,
+                               code_bytes=int(self._ivf.pq.M) * int(self._ivf.pq.nbits) // 8,
+                               rerank_depth=self.depth, stored="float16")
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows; the codes choose
+        ``depth`` candidates (at least ``RERANK_PER_RESULT`` per result), scored exactly from the stored rows.
+        A filter of at most ``FILTER_EXACT_MAX`` rows is searched exactly on the stored rows."""
+        k = min(k, self.ntotal if allowed is None else len(allowed))
+        if k <= 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        if allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            return top_k(self.store.take(allowed) @ q[0], allowed, k)
+        faiss = _faiss()
+        depth = max(self.depth, RERANK_PER_RESULT * k)
+        nlist, nprobe = self.nlist, self.nprobe
+        selector = None
+        if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
+        _, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+        found = rows[0][rows[0] >= 0]  # FAISS pads a short result with -1 (in Python, the last row)
+        if len(found) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
+            _, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
+            found = rows[0][rows[0] >= 0]
+        found = found.astype(np.int64)
+        return top_k(self.store.take(found) @ q[0], found, k)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of the given rows, as an (n, dim) float32 array."""
+        return self.store.take(np.asarray(rows, dtype=np.int64))
+
+    def vectors(self) -> np.ndarray:
+        return self.take(np.arange(self.ntotal, dtype=np.int64))
+
+    def to_bytes(self) -> bytes:
+        """The codes as FAISS writes them (the stored rows are a file of their own)."""
+        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
+
+    def save(self, path: Path) -> None:
+        """Write the codes to ``path`` and the stored rows beside it (``stored_path``)."""
+        with open(path, "wb") as f:
+            f.write(self.to_bytes())
+        self.store.write(stored_path(path))
+
+    @classmethod
+    def load(cls, path: Path, *, check: Check | None = None) -> CompressedVectors:
+        store = StoredVectors.open(stored_path(path), check=check)
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+            return cls(index, store)
+        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
+            raise IndexCorrupt(
+                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
+            ) from None
+
+
+VectorIndex = Union[FaissVectors, CompressedVectors]  # noqa: UP007 (a runtime alias)
+
+
+def build_vectors(vectors: np.ndarray, dim: int, *, compress_above: int = COMPRESS_ABOVE,
+                  previous: VectorIndex | None = None) -> VectorIndex:
+    """The vector index of ``vectors``: compressed above ``compress_above`` vectors (when there are enough to train
+    codes, ``PQ_MIN_VECTORS``), otherwise ``FaissVectors`` (exact or inverted file by size). ``previous``, the
+    index an update replaces, lends its training to a compressed one (``CompressedVectors.build``)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+    if len(vectors) > compress_above and len(vectors) >= PQ_MIN_VECTORS:
+        return CompressedVectors.build(vectors, dim, previous if isinstance(previous, CompressedVectors) else None)
+    return FaissVectors.build(vectors, dim)
+
+
+def load_vectors(path: Path, info: VectorIndexInfo | None, *, check: Check | None = None) -> VectorIndex:
+    """The vector index in ``path``, of the kind the manifest records (``info``; compressed when it has stored
+    rows); the file's own type must agree."""
+    if info is not None and info.compressed:
+        return CompressedVectors.load(path, check=check)
+    return FaissVectors.load(path)

@@ -1,0 +1,267 @@
+"""The compressed vector index (vectors.CompressedVectors): recall against exact search, exact re-ranking from stored
+float16 rows that are memory-mapped when loaded, filtered search, keeping the training on an update, refusal of
+damaged or mismatched files, and the whole build above a lowered threshold (TQA_COMPRESS_ABOVE): the same top
+passage as an uncompressed build, updates by one file, source filters, ``tqa info``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tqa.vectors as vectors
+from tqa import Assistant, build_index
+from tqa.cli import main
+from tqa.config import ChunkSettings, Settings
+from tqa.errors import IndexCorrupt, SettingsError
+from tqa.manifest import UNITS_STORED, VECTORS_STORED
+from tqa.store import current_generation, load_index, read_manifest
+from tqa.vectors import CompressedVectors, FaissVectors, StoredVectors, build_vectors, load_vectors
+
+from .support import FakeEmbedder
+from .test_vector_index import clustered, exact_top
+
+
+def f16(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float16).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, CompressedVectors]:
+    x, queries = clustered(5000, dim=48)
+    v = build_vectors(x, 48, compress_above=1000)
+    assert isinstance(v, CompressedVectors)
+    return x, queries, v
+
+
+def test_recall_at_10_against_exact_search(data):
+    x, queries, v = data
+    recall = np.mean([len(set(v.search(q, 10)[1].tolist()) & exact_top(x, q, 10)) / 10 for q in queries])
+    assert recall >= 0.95
+
+
+def test_scores_are_exact_for_the_stored_rows_best_first(data):
+    x, queries, v = data
+    for q in queries[:10]:
+        scores, rows = v.search(q, 10)
+        assert len(rows) == 10 and len(set(rows.tolist())) == 10
+        assert np.allclose(scores, f16(x[rows]) @ q, atol=1e-6)
+        assert np.all(np.diff(scores) <= 0)
+
+
+def test_threshold_decides_the_kind():
+    x, _ = clustered(2000, dim=48)
+    assert isinstance(build_vectors(x, 48, compress_above=2000), FaissVectors)  # not above: unchanged
+    assert isinstance(build_vectors(x, 48, compress_above=1999), CompressedVectors)
+    # too few vectors to train codes: the exact index, whatever the threshold
+    few = build_vectors(x[:vectors.PQ_MIN_VECTORS - 1], 48, compress_above=0)
+    assert isinstance(few, FaissVectors) and few.kind == "flat"
+    assert isinstance(build_vectors(x[:0], 48, compress_above=0), FaissVectors)
+
+
+def test_threshold_setting_is_checked(monkeypatch):
+    assert Settings().compress_above == vectors.COMPRESS_ABOVE == 2_000_000
+    monkeypatch.setenv("TQA_COMPRESS_ABOVE", "700")
+    assert Settings.from_env().compress_above == 700
+    for bad in ("-1", "many"):
+        monkeypatch.setenv("TQA_COMPRESS_ABOVE", bad)
+        with pytest.raises(SettingsError, match="TQA_COMPRESS_ABOVE"):
+            Settings.from_env()
+
+
+def test_saved_rows_are_memory_mapped_and_read_back(data, tmp_path: Path):
+    x, queries, v = data
+    v.save(tmp_path / "v.faiss")
+    assert (tmp_path / "v.f16.npy").stat().st_size > 5000 * 48 * 2
+    w = load_vectors(tmp_path / "v.faiss", v.describe())
+    assert isinstance(w, CompressedVectors) and w.store.mapped and not v.store.mapped
+    assert w.describe() == v.describe()
+    rows = np.array([4999, 0, 17, 17, 2500])
+    assert np.array_equal(w.take(rows), f16(x[rows]))
+    for q in queries[:5]:
+        assert [a.tolist() for a in w.search(q, 10)] == [a.tolist() for a in v.search(q, 10)]
+
+
+@pytest.mark.parametrize("share", [0.01, 0.5])  # the exact path for few rows, the selector path for many
+def test_filtered_search_returns_only_allowed_rows(data, share, monkeypatch):
+    monkeypatch.setattr(vectors, "FILTER_EXACT_MAX", 200)
+    x, queries, v = data
+    allowed = np.sort(np.random.default_rng(3).choice(len(x), int(len(x) * share), replace=False))
+    recalls = []
+    for q in queries[:20]:
+        scores, rows = v.search(q, 10, allowed)
+        assert len(rows) == 10 and set(rows.tolist()) <= set(allowed.tolist())
+        assert np.allclose(scores, f16(x[rows]) @ q, atol=1e-6)
+        recalls.append(len(set(rows.tolist()) & exact_top(x, q, 10, allowed)) / 10)
+    assert np.mean(recalls) >= 0.95
+    assert v.search(queries[0], 10, np.array([3, 7]))[1].tolist() in ([3, 7], [7, 3])
+    assert len(v.search(queries[0], 10, np.zeros(0, dtype=np.int64))[1]) == 0
+
+
+def test_an_update_keeps_the_training_while_it_serves(data):
+    x, _, v = data
+    w = CompressedVectors.build(x[:4900], 48, previous=v)
+    faiss = vectors._faiss()
+    assert w.nlist == v.nlist
+    assert np.array_equal(faiss.vector_to_array(w._ivf.pq.centroids), faiss.vector_to_array(v._ivf.pq.centroids))
+    assert w.ntotal == 4900 and np.array_equal(w.take(np.array([4899])), f16(x[[4899]]))
+    assert w.search(x[123], 1)[1].tolist() == [123]
+    assert v.ntotal == 5000  # the previous index is untouched (a reader may still hold it)
+    # four times as many vectors want twice the lists: trained again
+    big, _ = clustered(20000, dim=48, seed=5)
+    assert not v.reusable(len(big), 48)
+    assert CompressedVectors.build(big, 48, previous=v).nlist == vectors.pq_settings(20000)[0] != v.nlist
+
+
+def test_mismatched_or_damaged_files_are_refused(data, tmp_path: Path):
+    x, _, v = data
+    v.save(tmp_path / "v.faiss")
+    FaissVectors.build(x, 48).save(tmp_path / "flat.faiss")
+    with pytest.raises(IndexCorrupt, match="cannot be read"):  # codes read as an uncompressed index
+        FaissVectors.load(tmp_path / "v.faiss")
+    shutil.copy(tmp_path / "v.f16.npy", tmp_path / "flat.f16.npy")
+    with pytest.raises(IndexCorrupt, match="cannot be read"):  # an uncompressed index read as codes
+        CompressedVectors.load(tmp_path / "flat.faiss")
+    (tmp_path / "v.f16.npy").unlink()
+    with pytest.raises(IndexCorrupt, match="cannot be read"):
+        CompressedVectors.load(tmp_path / "v.faiss")
+    np.save(tmp_path / "v.f16.npy", x.astype(np.float32))
+    with pytest.raises(IndexCorrupt, match="float16"):
+        CompressedVectors.load(tmp_path / "v.faiss")
+    (tmp_path / "v.f16.npy").unlink()
+    StoredVectors.of(x[:10]).write(tmp_path / "v.f16.npy")
+    with pytest.raises(IndexCorrupt):  # as many stored rows as codes
+        CompressedVectors.load(tmp_path / "v.faiss")
+
+
+# ---------------------------------------------------------------- the whole build, threshold lowered
+
+
+WORDS = ["harbour", "lantern", "meadow", "quarry", "saddle", "thimble", "walnut", "beacon", "cinder", "drizzle",
+         "ember", "falcon", "glacier", "hazel", "island", "juniper", "kettle", "lagoon", "marble", "nectar"]
+
+
+def write_corpus(root: Path, files: int = 56, paragraphs: int = 45) -> Path:
+    """Files of short paragraphs, each naming its own code word, so a question about one has one answer."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for f in range(files):
+        paras = []
+        for p in range(paragraphs):
+            common = " ".join(rng.choice(WORDS, 6))
+            paras.append(f"Record zq{f}x{p} tells of the {common} near the old {WORDS[(f + p) % 20]}.")
+        (root / f"doc{f:02d}.txt").write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+    return root
+
+
+SMALL_CHUNKS = ChunkSettings(chunk_size=300, chunk_overlap=0)  # two or three paragraphs (units) a chunk
+
+
+def build(corpus: Path, index: Path, embedder: FakeEmbedder, compress_above: int) -> None:
+    build_index(corpus, index, embedder=embedder, chunking=SMALL_CHUNKS,
+                settings=Settings(compress_above=compress_above, chunking=SMALL_CHUNKS))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("compressed")
+    corpus = write_corpus(root / "corpus")
+    build(corpus, root / "plain", FakeEmbedder(), compress_above=vectors.COMPRESS_ABOVE)
+    build(corpus, root / "small", FakeEmbedder(), compress_above=700)
+    return corpus, root / "plain", root / "small"
+
+
+def test_a_build_above_the_threshold_is_compressed_and_recorded(built, capsys):
+    _, plain, small = built
+    m, p = read_manifest(small), read_manifest(plain)
+    assert m.counts.chunks == p.counts.chunks > 700
+    info = m.vector_index
+    assert info.compressed and info.type == "faiss.IndexIVFPQFastScan" and info.code_bytes and info.rerank_depth
+    assert info.units is not None and info.units.compressed
+    assert {VECTORS_STORED, UNITS_STORED} <= set(m.artifacts)
+    assert not p.vector_index.compressed and not ({VECTORS_STORED, UNITS_STORED} & set(p.artifacts))
+    gen = current_generation(small)
+    assert gen is not None and (gen / VECTORS_STORED).is_file() and (gen / UNITS_STORED).is_file()
+    with load_index(small) as index:
+        assert isinstance(index.vectors, CompressedVectors) and index.vectors.store.mapped
+        assert index.vectors.ntotal == len(index.chunks)
+    assert main(["info", "--index", str(small)]) == 0
+    out = capsys.readouterr().out
+    assert "faiss.IndexIVFPQFastScan" in out and "float16" in out
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_answers_match_an_uncompressed_build(built, mode):
+    """The same top passage for every question (measured: the same five passages too, in every mode)."""
+    _, plain, small = built
+    a, b = Assistant.load(plain, embedder=FakeEmbedder()), Assistant.load(small, embedder=FakeEmbedder())
+    questions = [f"zq{f}x{p}" for f in range(0, 56, 5) for p in range(0, 45, 11)]
+    overlap = []
+    for q in questions:
+        pa, pb = a.ask(q, mode=mode).passages, b.ask(q, mode=mode).passages
+        assert pa and pb and (pa[0].source, pa[0].start) == (pb[0].source, pb[0].start)
+        if mode == "bm25":
+            assert f"Record {q} " in pb[0].text  # the one paragraph that names it
+        overlap.append(len({(p.source, p.start) for p in pa} & {(p.source, p.start) for p in pb}) / len(pa))
+    assert np.mean(overlap) >= 0.9
+
+
+def test_source_filter_on_a_compressed_index(built):
+    _, _, small = built
+    b = Assistant.load(small, embedder=FakeEmbedder())
+    for mode in ("hybrid", "dense"):
+        hit = b.ask("zq5x4 old walnut", mode=mode, sources=["doc05.txt", "doc09.txt"]).passages
+        assert hit and {p.source for p in hit} <= {"doc05.txt", "doc09.txt"}
+    assert "Record zq5x4 " in b.ask("zq5x4", mode="bm25", sources=["doc05.txt"]).passages[0].text
+
+
+def test_an_update_by_one_file_stays_compressed(built, tmp_path: Path):
+    corpus, _, small = built
+    corpus = shutil.copytree(corpus, tmp_path / "corpus")
+    index = shutil.copytree(small, tmp_path / "index", symlinks=True)
+    build(corpus, index, FakeEmbedder(), compress_above=700)  # (the corpus moved: same content, nothing embedded)
+    before = read_manifest(index)
+    (corpus / "doc03.txt").write_text("Record zqnew tells of a brand new lighthouse.\n\n" * 3, encoding="utf-8")
+    (corpus / "doc04.txt").unlink()
+    embedder = FakeEmbedder()
+    build(corpus, index, embedder, compress_above=700)
+    after = read_manifest(index)
+    assert 0 < embedder.calls[0] < 20  # the changed file's chunks and units only (then a few probe questions)
+    assert after.vector_index.compressed and after.vector_index.nlist == before.vector_index.nlist
+    with load_index(index) as data:
+        assert data.vectors.ntotal == len(data.chunks) == after.counts.chunks
+        assert data.units.ntotal == int(data.unit_ptr[-1])
+    ask = Assistant.load(index, embedder=FakeEmbedder())
+    top = ask.ask("brand new lighthouse zqnew").passages
+    assert top and top[0].source == "doc03.txt"
+    assert all(p.source != "doc04.txt" for p in ask.ask("What does record zq4x3 tell?").passages)
+    assert "Record zq7x3 " in ask.ask("What does record zq7x3 tell?").passages[0].text
+
+
+def test_a_manifest_that_disowns_its_stored_rows_is_refused(built, tmp_path: Path):
+    _, _, small = built
+    index = shutil.copytree(small, tmp_path / "index", symlinks=True)
+    gen = current_generation(index)
+    assert gen is not None
+    d = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    del d["vector_index"]["stored"]
+    from tqa.manifest import manifest_digest
+
+    d["manifest_sha256"] = manifest_digest(d)
+    (gen / "manifest.json").write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(IndexCorrupt, match="stored vector rows"):
+        load_index(index)
+
+
+def test_keyword_postings_are_memory_mapped_when_loaded(built):
+    _, plain, _ = built
+    with load_index(plain) as index:
+        assert index.keywords.mapped
+        scores, rows = index.keywords.search("zq5x4", 3)
+        assert len(rows) and "Record zq5x4 " in index.chunks[int(rows[0])].text
+    from tqa.keywords import KeywordIndex
+
+    assert not KeywordIndex.build(["a built index is held in memory"]).mapped
