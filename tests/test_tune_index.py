@@ -73,6 +73,7 @@ def test_a_kept_model_is_saved_under_its_hash_recorded_and_used(index: Path) -> 
     assert result.kept and result.message.startswith("Tuned:")
     m = read_manifest(index)
     t = m.tuning
+    assert t is not None and result.report["model_dir"] == str(index / t.folder)
     assert t is not None and t.base_model == FakeEmbedder.name
     folder = index / t.folder
     assert t.folder == f"models/{t.model_sha256[:16]}" and model_digest(folder) == t.model_sha256

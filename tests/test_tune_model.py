@@ -4,6 +4,7 @@ and a SIGKILL of the real command while it trains."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from tests.support import ROOT
 from tqa.assistant import Assistant
 from tqa.cli import main
+from tqa.evaluation import run_eval
 from tqa.indexing import build_index
 from tqa.query_encoder import OnnxQueryEncoder
 from tqa.store import current_generation, load_index, read_manifest
@@ -50,6 +52,11 @@ def _vectors(index: Path) -> np.ndarray:
         return data.vectors.take(np.arange(data.vectors.ntotal))
 
 
+def _eval_mrr(questions: Path, corpus: Path, index: Path) -> float:
+    report, _, _ = run_eval(questions=questions, corpus=corpus, index=index, thresholds=None)
+    return round(report["runs"]["hybrid"]["metrics"]["mrr@10"], 4)
+
+
 def _cited(index: Path) -> list[tuple[str, int, int]]:
     qa = Assistant.load(index)
     try:
@@ -71,8 +78,16 @@ def test_tune_refused_kept_and_reverted(tmp_path: Path, real_embedder, capsys: p
     assert current_generation(index) == gen and read_manifest(index) == base
     assert not (index / "models").exists()
 
-    kept = tune_index(index, use_questions=False, epochs=1, max_pairs=40, min_gain=-1.0)
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{n}", "question": f"What does {name} do, by the ministry's "
+                                             "account?", "answers": [f"{name} {a}"]}) + "\n"
+                                 for n, (name, a, _) in enumerate(TOPICS)), encoding="utf-8")
+    before_eval = _eval_mrr(questions, corpus, index)
+    kept = tune_index(index, questions=questions, epochs=1, max_pairs=40, min_gain=-1.0)
     assert kept.kept, kept.message
+    # the question set was measured as `tqa eval` measures it, before and after
+    assert kept.questions_mrr_before == before_eval
+    assert kept.questions_mrr_after == _eval_mrr(questions, corpus, index)
     figures = kept.report
     assert 20 <= figures["pairs"] <= 40 and figures["held_out"] > 0
     assert 0 <= figures["mrr_before"] <= 1 and 0 <= figures["mrr_after"] <= 1

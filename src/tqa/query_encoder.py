@@ -227,6 +227,20 @@ def write_encoder(embedder: Any, generation: Path, index_dir: str | Path) -> boo
     return True
 
 
+def encoder_in_memory(embedder: Any) -> OnnxQueryEncoder | None:
+    """The question encoder ``write_encoder`` would export for ``embedder``'s model, held in memory (to measure an
+    index before it is published, as it will answer), or None where a build would write none."""
+    model = _sentence_transformer(embedder)
+    if model is None:
+        return None
+    try:
+        files, config = export(model)
+        encoder = OnnxQueryEncoder(files[MODEL_FILE], files[TOKENIZER_FILE].decode("utf-8"), config)
+        return encoder if disagreement(encoder, model) <= TOLERANCE else None
+    except Exception:  # a model the exporter cannot trace: its index answers through the model itself
+        return None
+
+
 def _sentence_transformer(embedder: Any) -> Any:
     """The ``SentenceTransformerEmbedder`` behind ``embedder`` (looking through wrappers that expose ``inner``),
     or None."""

@@ -9,8 +9,10 @@ of it:
 2. The tuned model is written into a temporary folder ``models/.tmp-<hex>/`` of the index folder. It is kept only
    when held-out sentences find their passages better (``tune.MIN_GAIN`` or ``min_gain``), and, where a question
    set is available, when the index re-embedded with it answers that set at least as well (MRR@10 in the search
-   mode the assistant uses, hybrid by default) as the live index does. A refusal is a result: it removes what it
-   wrote and changes nothing else.
+   mode the assistant uses, hybrid by default) as the live index does, each measured as ``tqa eval`` measures it:
+   questions encoded by the index's exported question encoder (for the new index, exported in memory; the
+   publish exports it again into the generation), or by its model where it has none. A refusal is a result: it
+   removes what it wrote and changes nothing else.
 3. A kept model goes to ``models/<first 16 hex digits of its SHA-256>/`` (the hash is over its files' names and
    contents; a folder of that hash already there is reused), the index's own documents and chunks are embedded
    again with it (nothing is read from the corpus) and published as a new generation through the build's own
@@ -242,6 +244,7 @@ def tune_index(index: str | Path = "index", *, corpus: str | Path | None = None,
                                   seconds=round(time.perf_counter() - t0, 1))
             rel, digest, fresh = _settle_model(tmp, models)
             new_folder = index_dir / rel if fresh else None
+            figures["model_dir"] = str(index_dir / rel)  # (not the temporary folder it was saved in)
             tuned = Tuning(base_model=base, folder=rel, model_sha256=digest, pairs=report.pairs,
                            held_out=report.held_out, held_out_mrr_before=float(report.mrr_before),
                            held_out_mrr_after=float(report.mrr_after or 0.0), seconds=0.0,
@@ -250,14 +253,16 @@ def tune_index(index: str | Path = "index", *, corpus: str | Path | None = None,
             embedder = load(rel, m.precision or None, source=str(index_dir / rel))
             plan, new, embedded = _reembedded(live, index_dir, embedder, tuned, settings, progress)
             result = TuneResult(True, "", figures, model_folder=rel)
-            if qset is not None:
-                current = _current_embedder(live, index_dir, load)
+            if qset is not None:  # each index as it answers: through its question encoder, where it has one
+                from .query_encoder import encoder_in_memory, load_query_encoder
+
+                current = load_query_encoder(m, live.path) or _current_embedder(live, index_dir, load)
                 before = _question_mrr(live, current, qset, live, settings)
-                after = _question_mrr(new, embedder, qset, live, settings)
+                after = _question_mrr(new, encoder_in_memory(embedder) or embedder, qset, live, settings)
                 result.questions, result.questions_mrr_before, result.questions_mrr_after = str(qfile), before, after
                 tuned = _replace(tuned, questions=str(qfile), questions_mrr_before=before, questions_mrr_after=after)
                 if after < before:
-                    result.kept = False
+                    result.kept, figures["model_dir"] = False, None
                     result.message = (f"Not tuned: held-out sentences found their passages better (MRR@10 "
                                       f"{report.mrr_before:.3f} -> {report.mrr_after:.3f}), but the questions of "
                                       f"{shown(qfile)} were answered worse ({settings.mode} MRR@10 {before:.3f} -> "
