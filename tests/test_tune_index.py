@@ -337,3 +337,13 @@ def test_a_kill_during_tune_leaves_the_previous_index_live(index: Path, step: st
     assert m.tuning is not None
     assert sorted(p.name for p in (index / "models").iterdir()) == [Path(m.tuning.folder).name]
     assert not [p for p in index.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--max-pairs", "-3"], ["--min-gain", "nan"],
+                                  ["--min-gain", "2"], ["--questions", "q.jsonl", "--no-questions"]])
+def test_bad_tune_options_are_refused_before_anything_runs(index: Path, args: list[str]) -> None:
+    before = _state(index)
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--index", str(index), *args])
+    assert exc.value.code == 2
+    assert _state(index) == before

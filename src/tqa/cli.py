@@ -134,12 +134,13 @@ def _declare_eval(sub: Any) -> None:
 
 def _declare_tune(sub: Any) -> None:
     p = sub.add_parser("tune", help="tune the index's model on its own passages (kept only if it finds them better)",
-                       description="Tune the index's embedding model on the index's own passages (no labels: each "
-                                   "sentence learns which paragraph it came from), then re-embed the index with it "
-                                   "and publish it as a new generation. The tuned model is kept only when held-out "
-                                   "sentences find their passages better and, where there is a question set, when "
-                                   "its MRR@10 does not fall; otherwise nothing changes. The tuned model is saved in "
-                                   "the index folder, under models/.")
+                       description=(
+                           "Tune the index's embedding model on the index's own passages (no labels: the model "
+                           "learns which paragraph each sentence came from), then re-embed the index with it and "
+                           "publish it as a new generation. The tuned model is kept only when held-out sentences "
+                           "find their passages better and, where there is a question set, when its MRR@10 does not "
+                           "fall; otherwise nothing changes. The tuned model is saved in the index folder, under "
+                           "models/."))
     p.add_argument("--revert", action="store_true",
                    help="go back to the base model (re-embeds the index with it and removes the tuned model)")
     p.add_argument("--corpus", metavar="DIR", default=None,
@@ -153,7 +154,7 @@ def _declare_tune(sub: Any) -> None:
     p.add_argument("--epochs", metavar="N", type=_positive, default=None, help="passes over the pairs (default: 2)")
     p.add_argument("--max-pairs", metavar="N", type=_positive, default=None,
                    help="training pairs at most; a larger corpus is sampled (default: 2000)")
-    p.add_argument("--min-gain", metavar="X", type=float, default=None,
+    p.add_argument("--min-gain", metavar="X", type=_gain, default=None,
                    help="held-out MRR@10 gain required to keep the model (default: 0.01 with a question set, "
                         "0.03 without)")
     p.add_argument("--json", action="store_true", help="print the result and its figures as JSON")
@@ -167,6 +168,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _gain(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not -1 <= value <= 1:  # (NaN too): MRR@10 lies between 0 and 1
+        raise argparse.ArgumentTypeError(f"a gain in MRR@10 is a number from -1 to 1, not {text}")
     return value
 
 
