@@ -322,8 +322,10 @@ def _crash(index: Path, step: str, nth: int = 1) -> subprocess.CompletedProcess[
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step,nth", [("train", 1), ("rename", 1), ("encode", 1), ("checksum", 1), ("fsync", 1),
-                                      ("rename", 2), ("replace", 1)])
+# train: saving the model; checksum 1 and fsync 1: hashing and syncing it in models/; rename 1: moving it into
+# place; encode: re-embedding; checksum 5, fsync 2, rename 2, replace 1: publishing the generation
+@pytest.mark.parametrize("step,nth", [("train", 1), ("checksum", 1), ("fsync", 1), ("rename", 1), ("encode", 1),
+                                      ("checksum", 5), ("fsync", 2), ("rename", 2), ("replace", 1)])
 def test_a_kill_during_tune_leaves_the_previous_index_live(index: Path, step: str, nth: int) -> None:
     before = read_manifest(index)
     proc = _crash(index, step, nth)
