@@ -221,6 +221,17 @@ def test_updates_and_rebuilds_keep_the_tuned_model(index: Path, small_corpus: Pa
     assert m.tuning is None and m.model.name == FakeEmbedder.name
 
 
+def test_a_rebuild_from_another_corpus_drops_the_tuned_model(index: Path, small_corpus: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _tuned(index)
+    other = tmp_path / "other"
+    shutil.copytree(small_corpus, other)
+    monkeypatch.setattr(indexing, "load_embedder", Loader())
+    build_index(other, index, rebuild=True)  # the model was tuned on the old documents: as for any new index
+    m = read_manifest(index)
+    assert m.tuning is None and m.model.name == Settings.from_env().model
+
+
 def test_an_update_asking_for_another_model_is_refused(index: Path, small_corpus: Path) -> None:
     _tuned(index)
     (small_corpus / "new.md").write_text("# New\n\nMore text about shelters.\n", encoding="utf-8")

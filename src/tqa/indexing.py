@@ -572,7 +572,7 @@ def build_index(
     found = discover(corpus, max_bytes=settings.max_file_bytes)  # (a missing corpus is refused before the lock)
     with write_lock(index_dir, force=force), _previous(index_dir, rebuild) as previous:
         old = previous.manifest if previous else None
-        tuning = _kept_tuning(index_dir, old, model, embedder, rebuild)
+        tuning = _kept_tuning(corpus, index_dir, old, model, embedder, rebuild)
         if ray is not None and tuning is not None:
             raise IndexMismatch(f"The index at {shown(index_dir)}/ uses a model tuned on its corpus, which `--ray` "
                                 "cannot send to its workers yet. Run `tqa index` without --ray, or `tqa tune --revert` "
@@ -688,10 +688,11 @@ def _ocr_bar(progress: bool | None) -> OcrProgress | None:
     return update
 
 
-def _kept_tuning(index_dir: Path, old: Manifest | None, model: str | None, embedder: Embedder | None,
+def _kept_tuning(corpus: Path, index_dir: Path, old: Manifest | None, model: str | None, embedder: Embedder | None,
                  rebuild: bool) -> Tuning | None:
     """The tuned model an update or a rebuild keeps (``tqa tune``): the live index's, unless another model is asked
-    for (``--model``, or an embedder of another name). A rebuild reads it from the live manifest, when readable."""
+    for (``--model``, or an embedder of another name) or a rebuild replaces the documents with another folder's (the
+    model was tuned on the old ones). A rebuild reads it from the live manifest, when readable."""
     manifest = old
     if manifest is None and rebuild:
         try:
@@ -699,7 +700,7 @@ def _kept_tuning(index_dir: Path, old: Manifest | None, model: str | None, embed
         except TqaError:  # no index, or a damaged one being rebuilt: nothing to keep
             manifest = None
     tuning = manifest.tuning if manifest is not None else None
-    if tuning is None:
+    if tuning is None or manifest is None or not same_corpus(manifest, corpus, index_dir):
         return None
     asked = embedder.name if embedder is not None else model
     return tuning if asked is None or asked == tuning.folder else None
