@@ -122,6 +122,7 @@ def test_a_question_set_answered_worse_refuses_the_model(index: Path, tmp_path: 
     assert result.questions_mrr_after is not None and result.questions_mrr_before is not None
     assert result.questions_mrr_after < result.questions_mrr_before
     assert "answered worse" in result.message
+    assert result.model_folder is None and result.report["model_dir"] is None  # nothing of it is left
     assert _state(index) == before
 
 

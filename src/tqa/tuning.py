@@ -262,7 +262,7 @@ def tune_index(index: str | Path = "index", *, corpus: str | Path | None = None,
                 result.questions, result.questions_mrr_before, result.questions_mrr_after = str(qfile), before, after
                 tuned = _replace(tuned, questions=str(qfile), questions_mrr_before=before, questions_mrr_after=after)
                 if after < before:
-                    result.kept, figures["model_dir"] = False, None
+                    result.kept, result.model_folder, figures["model_dir"] = False, None, None
                     result.message = (f"Not tuned: held-out sentences found their passages better (MRR@10 "
                                       f"{report.mrr_before:.3f} -> {report.mrr_after:.3f}), but the questions of "
                                       f"{shown(qfile)} were answered worse ({settings.mode} MRR@10 {before:.3f} -> "
