@@ -26,7 +26,7 @@ def main() -> None:
         arm(os, step, nth)
     elif step in ("checksum", "fsync"):
         arm(store, {"checksum": "sha256_file", "fsync": "_fsync_tree"}[step], nth)
-    tune_index(index, use_questions=False, trainer=Trainer(kill=step == "train"),
+    tune_index(index, use_questions=False, trainer=Trainer(kill=step == "train", content="killed"),
                load=Loader(kill_on_encode=step == "encode"))
     print("done", flush=True)
 

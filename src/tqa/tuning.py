@@ -6,7 +6,8 @@ of it:
 1. Under the index's write lock, the live index is loaded and its passages taken: each chunk's paragraphs (the
    texts the unit signal embeds; pairs from them taught the model more than whole chunks, eval/README.md), or the
    chunk when it has none. Tuning always starts from the base model (an index tuned before is tuned afresh).
-2. The tuned model is written into a temporary folder ``models/.tmp-<hex>/`` of the index folder. It is kept only
+2. The tuned model is written into a temporary folder ``models/.tmp-<hex>/`` of the index folder (what a killed
+   run left in ``models/``, temporary folders and models no manifest names, is removed first). It is kept only
    when held-out sentences find their passages better (``tune.MIN_GAIN`` or ``min_gain``), and, where a question
    set is available, when the index re-embedded with it answers that set at least as well (MRR@10 in the search
    mode the assistant uses, hybrid by default) as the live index does, each measured as ``tqa eval`` measures it:
@@ -133,6 +134,21 @@ def _clear_leftovers(models: Path) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
+def _prune_models(index_dir: Path, keep: str | None) -> None:
+    """Remove the tuned models in ``models/`` other than ``keep`` (the folder the live manifest names) that tqa
+    saved there (named by the hash of what they hold): what a ``tqa tune`` killed after saving its model and before
+    publishing left behind. The caller holds the write lock."""
+    models = index_dir / TUNED_DIR
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(models):
+            rel = f"{TUNED_DIR}/{entry.name}"
+            if rel == keep or not TUNED_FOLDER.fullmatch(rel) or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError, IndexCorrupt):
+                if model_digest(Path(entry.path))[:16] == entry.name:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
 def _remove_model(index_dir: Path, tuning: Tuning) -> bool:
     """Remove a tuned model's folder the index no longer uses, when it is still what tqa saved (its hash checks
     out); anything else is left where it is. Returns whether it was removed."""
@@ -225,6 +241,7 @@ def tune_index(index: str | Path = "index", *, corpus: str | Path | None = None,
         models = index_dir / TUNED_DIR
         models.mkdir(exist_ok=True)
         _clear_leftovers(models)
+        _prune_models(index_dir, m.tuning.folder if m.tuning is not None else None)
         tmp = models / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         (tmp / TMP_OWNER).write_text("a tuned model being written by tqa tune\n", encoding="utf-8")
@@ -313,6 +330,7 @@ def revert_tuning(index: str | Path = "index", *, settings: Settings | None = No
         _publish(plan, new, embedded, embedder, None)
         removed = _remove_model(index_dir, old)
         _clear_leftovers(index_dir / TUNED_DIR)
+        _prune_models(index_dir, None)
     where = (f"its folder {shown(index_dir / old.folder)} was removed" if removed else
              f"its folder {shown(index_dir / old.folder)} was left in place (it no longer matches what tqa saved)")
     return TuneResult(True, f"Reverted: the index at {shown(index_dir)}/ uses the base model {old.base_model} again; "
