@@ -58,7 +58,7 @@ def test_info_prints_one_line_per_document_whatever_its_name(odd_index, capsys):
     assert main(["info", "--index", str(odd_index)]) == 0
     lines = capsys.readouterr().out.splitlines()  # splitlines also splits at \r, \x1c-\x1e, \x85, \u2028...
     documents = [line for line in lines if line.startswith("  ")]
-    assert len(documents) == len(ODD_NAMES) and len(lines) == 8 + len(ODD_NAMES)  # 8: the index, then documents
+    assert len(documents) == len(ODD_NAMES) and len(lines) == 9 + len(ODD_NAMES)  # 9: the index, then documents
     for name in ODD_NAMES:
         assert sum(inline(name) in line for line in documents) == 1
     assert "  a\\nb.md  (md, 1 chunks)" in documents and not any("\x1b" in line for line in lines)

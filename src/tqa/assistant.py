@@ -26,6 +26,7 @@ from .manifest import Manifest
 from .query_encoder import OnnxQueryEncoder, for_documents, load_query_encoder
 from .retrieval import Scored, Weights, search, vocabulary, weights_for
 from .store import CURRENT, current_generation, load_index
+from .tuning import model_source
 
 NOT_COVERED = "The documents don't seem to cover this."
 LOW_RELEVANCE = abstention.LOW_RELEVANCE
@@ -284,7 +285,8 @@ class Assistant:
             # the index's exported model, without torch (query_encoder.py); else the index's model at the
             # precision its vectors were made at (embedding.py)
             embedder = load_query_encoder(loaded.manifest, loaded.path) or embedder_for_index(
-                loaded.manifest.model.name, loaded.manifest.precision, load_embedder)
+                loaded.manifest.model.name, loaded.manifest.precision, load_embedder,
+                model_source(loaded.manifest, Path(index)))
         else:
             _check_embedder(embedder, loaded, index)
         qa = cls(loaded, embedder, settings)
@@ -507,7 +509,8 @@ class Assistant:
         written = _save(Path(corpus) / subfolder, accepted)
         folder = self._index.folder
         assert folder is not None
-        documents_embedder = for_documents(self.embedder, self._index.manifest, load_embedder)  # the full model
+        documents_embedder = for_documents(self.embedder, self._index.manifest, load_embedder,  # the full model
+                                           model_source(self._index.manifest, folder))
         summary = build_index(corpus, folder, embedder=documents_embedder, settings=self.settings,
                               on_progress=on_progress)
         # A file the indexer skipped (empty, binary, a duplicate...) adds nothing: don't leave it in the corpus.

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _declare_ask(sub)
     _declare_info(sub)
     _declare_eval(sub)
+    _declare_tune(sub)
     _declare_serve(sub)
     _declare_user(sub)
     return parser
@@ -129,6 +130,55 @@ def _declare_eval(sub: Any) -> None:
     p.add_argument("--json", metavar="FILE", dest="json_out", help="write the full report to FILE")
     p.add_argument("--compare", metavar="OLD", help="list questions that newly fail, newly pass or moved since OLD")
     _add_index(p)
+
+
+def _declare_tune(sub: Any) -> None:
+    p = sub.add_parser("tune", help="tune the index's model on its own passages (kept only if it finds them better)",
+                       description=(
+                           "Tune the index's embedding model on the index's own passages (no labels: the model "
+                           "learns which paragraph each sentence came from), then re-embed the index with it and "
+                           "publish it as a new generation. The tuned model is kept only when held-out sentences "
+                           "find their passages better and, where there is a question set, when its MRR@10 does not "
+                           "fall; otherwise nothing changes. The tuned model is saved in the index folder, under "
+                           "models/."))
+    p.add_argument("--revert", action="store_true",
+                   help="go back to the base model (re-embeds the index with it and removes the tuned model)")
+    p.add_argument("--corpus", metavar="DIR", default=None,
+                   help="the corpus the index is of (checked); corpus/ selects the default question set")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--questions", metavar="FILE", default=None,
+                       help="question set (JSON lines, as for `tqa eval`) the tuned index must not answer worse "
+                            "(default: eval/questions.jsonl for an index of corpus/)")
+    group.add_argument("--no-questions", action="store_true",
+                       help="decide on held-out sentences alone (a larger gain is then required)")
+    p.add_argument("--epochs", metavar="N", type=_positive, default=None, help="passes over the pairs (default: 2)")
+    p.add_argument("--max-pairs", metavar="N", type=_positive, default=None,
+                   help="training pairs at most; a larger corpus is sampled (default: 2000)")
+    p.add_argument("--min-gain", metavar="X", type=_gain, default=None,
+                   help="held-out MRR@10 gain required to keep the model (default: 0.01 with a question set, "
+                        "0.03 without)")
+    p.add_argument("--json", action="store_true", help="print the result and its figures as JSON")
+    _add_index(p)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _gain(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not -1 <= value <= 1:  # (NaN too): MRR@10 lies between 0 and 1
+        raise argparse.ArgumentTypeError(f"a gain in MRR@10 is a number from -1 to 1, not {text}")
+    return value
 
 
 def _declare_serve(sub: Any) -> None:
@@ -245,6 +295,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"abstain below relevance {m.calibration.abstain_threshold} (calibrated on {m.calibration.probes} probes)",
         _abstention_line(m),
         _ranking_line(m),
+        _tuning_line(m),
     ]
     for src, meta in sorted(m.files.items()):
         page = f", {meta.pages} pages" if meta.pages else ""
@@ -276,6 +327,40 @@ def _ranking_line(m: Any) -> str:
     used = Settings.from_env().ranking == "learned"
     state = "learned" if used else "shipped (TQA_RANKING=shipped); learned, unused"
     return f"ranking:    {state}: {m.ranking.why}"
+
+
+def _tuning_line(m: Any) -> str:
+    """Whether the index uses a model tuned on its corpus, and the figures it was kept on."""
+    t = m.tuning
+    if t is None:
+        return "tuning:     none (the model as published; `tqa tune` adapts it to these documents)"
+    questions = (f", {t.questions} MRR@10 {t.questions_mrr_before:.3f} -> {t.questions_mrr_after:.3f}"
+                 if t.questions is not None and t.questions_mrr_before is not None
+                 and t.questions_mrr_after is not None else ", no question set checked")
+    return (f"tuning:     tuned from {t.base_model} on {t.pairs} pairs ({t.folder}): held-out MRR@10 "
+            f"{t.held_out_mrr_before:.3f} -> {t.held_out_mrr_after:.3f}{questions}; {t.seconds:.0f} s, {t.created}")
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning import revert_tuning, tune_index
+
+    if args.revert:
+        tuning_only = [flag for flag, value in (("--corpus", args.corpus), ("--questions", args.questions),
+                                                ("--no-questions", args.no_questions or None),
+                                                ("--epochs", args.epochs), ("--max-pairs", args.max_pairs),
+                                                ("--min-gain", args.min_gain)) if value is not None]
+        if tuning_only:
+            raise TqaError(f"--revert takes no tuning options ({', '.join(tuning_only)}).")
+        result = revert_tuning(args.index)
+    else:
+        result = tune_index(args.index, corpus=args.corpus, questions=args.questions,
+                            use_questions=not args.no_questions, epochs=args.epochs, max_pairs=args.max_pairs,
+                            min_gain=args.min_gain)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(inline(result.message))
+    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -349,8 +434,8 @@ def _cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cmd_eval, "serve": _cmd_serve,
-            "user": _cmd_user}
+COMMANDS = {"index": _cmd_index, "ask": _cmd_ask, "info": _cmd_info, "eval": _cmd_eval, "tune": _cmd_tune,
+            "serve": _cmd_serve, "user": _cmd_user}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

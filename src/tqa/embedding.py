@@ -87,12 +87,14 @@ def check_precision(embedder: object, built: str | None, index_dir: object) -> N
         )
 
 
-def embedder_for_index(model: str, precision: str | None, load: Any = None) -> Any:
+def embedder_for_index(model: str, precision: str | None, load: Any = None, source: str | None = None) -> Any:
     """The embedder an index of ``model`` whose vectors are of ``precision`` must be queried with: that model at that
     precision (whatever TQA_PRECISION says, so that vectors are never mixed). ``load`` is ``load_embedder`` or a
-    stand-in with the same signature."""
+    stand-in with the same signature. ``source``: where the model is read from when not from its name (a tuned
+    model's folder inside the index folder, tuning.py)."""
     load = load or load_embedder
-    return load(model) if precision is None else load(model, precision)
+    extra = {} if source is None else {"source": source}
+    return load(model, **extra) if precision is None else load(model, precision, **extra)
 
 
 def resolve_model(name: str) -> str:
@@ -115,10 +117,11 @@ def resolve_model(name: str) -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model. Encoding is serialised: tokenizers are not thread-safe."""
 
-    def __init__(self, name: str = DEFAULT_MODEL, precision: str | None = None):
-        self.name = name
+    def __init__(self, name: str = DEFAULT_MODEL, precision: str | None = None, source: str | None = None):
+        self.name = name  # what the manifest records
         self.precision = resolve_precision(precision)
-        path = resolve_model(name)
+        path = source or resolve_model(name)
+        self.source = path  # where the model was read from (a tuned model's folder is named apart from its path)
         if Path(path).exists() or name == DEFAULT_MODEL:
             # A local folder (or the bundled model) must never reach for a hub.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -185,14 +188,16 @@ def _to_bf16(model: object) -> None:
         modules[1].register_forward_pre_hook(to_float32)
 
 
-_CACHE: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, str | None], SentenceTransformerEmbedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_embedder(name: str = DEFAULT_MODEL, precision: str | None = None) -> SentenceTransformerEmbedder:
-    """One model per (name, precision) per process. ``precision``: ``fp32``, ``bf16`` or ``auto`` (None)."""
-    key = (name, resolve_precision(precision))
+def load_embedder(name: str = DEFAULT_MODEL, precision: str | None = None,
+                  source: str | None = None) -> SentenceTransformerEmbedder:
+    """One model per (name, precision, source) per process. ``precision``: ``fp32``, ``bf16`` or ``auto`` (None).
+    ``source``: the folder to read the model from, when the name is not one (a tuned model, tuning.py)."""
+    key = (name, resolve_precision(precision), source)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = SentenceTransformerEmbedder(name, key[1])
+            _CACHE[key] = SentenceTransformerEmbedder(name, key[1], source)
         return _CACHE[key]

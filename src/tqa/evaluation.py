@@ -460,8 +460,10 @@ class CachingEmbedder:
 
 
 def evaluate_questions(assistant: Assistant, questions: Sequence[Question], modes: Sequence[str],
-                       embedder: Any = None) -> dict[str, Any]:
-    documents = assistant.documents()
+                       embedder: Any = None, documents: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Each mode's run of ``questions`` on ``assistant``. ``documents``: the (source, text) the evidence is located
+    in, when the assistant's index holds none of its own (one assembled in memory, not yet published)."""
+    documents = assistant.documents() if documents is None else documents
     evidence = locate_evidence(questions, documents)
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:

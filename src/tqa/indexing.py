@@ -40,7 +40,7 @@ from .abstention import detect_language, name_prefixes
 from .chunking import Chunk, Chunker
 from .config import COMPRESS_ABOVE, DEFAULT_RANKING, ChunkSettings, Settings
 from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder, precision_of, resolve_precision
-from .errors import CorpusError, IndexCorrupt, IndexMismatch, shown
+from .errors import CorpusError, IndexCorrupt, IndexMismatch, TqaError, shown
 from .index import Index
 from .keywords import KeywordIndex, analyzer_settings
 from .loaders import (
@@ -55,10 +55,10 @@ from .loaders import (
     read_bounded,
 )
 from .loaders.ocr import ocr_ready
-from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo, Ranking
+from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo, Ranking, Tuning
 from .query_encoder import write_encoder
 from .retrieval import calibrate, weights_for
-from .store import check_index_location, current_generation, load_index, publish, tidy, write_lock
+from .store import check_index_location, current_generation, load_index, publish, read_manifest, tidy, write_lock
 from .vectors import VectorIndex, build_vectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -177,6 +177,7 @@ class Plan:
     files: tuple[FileTask | Reuse | Skipped, ...]  # one per corpus file found, in corpus order (the chunk order)
     unlisted: tuple[Skipped, ...] = ()  # what discovery passed over (unsupported, too large, odd names...)
     previous_sources: frozenset[str] = frozenset()  # the documents of the previous index
+    tuning: Tuning | None = None  # the model is one tuned on the corpus (tuning.py): kept in the new manifest
 
     @property
     def tasks(self) -> list[FileTask]:
@@ -256,7 +257,7 @@ class Embedded:
 
 def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]], list[Skipped]],
                previous: Manifest | None, *, model: str, precision: str, chunking: ChunkSettings, max_bytes: int,
-               on_progress: Progress | None = None) -> Plan:
+               on_progress: Progress | None = None, tuning: Tuning | None = None) -> Plan:
     """Read and hash every file ``discover`` found in ``corpus`` (``found``: candidates and what it passed over),
     within ``max_bytes``, and decide each one's fate against the previous index's manifest: unchanged or renamed
     content is reused (with the attachments read from it), the rest extracted; an unreadable file or the duplicate
@@ -296,7 +297,7 @@ def plan_build(corpus: Path, index_dir: Path, found: tuple[list[tuple[str, Path]
                 files.append(Reuse(source, old, old_files[old], parts))
             else:
                 files.append(FileTask(source, str(path), digest, chunking, max_bytes))
-    return Plan(corpus, index_dir, model, precision, chunking, tuple(files), tuple(unlisted), frozenset(every))
+    return Plan(corpus, index_dir, model, precision, chunking, tuple(files), tuple(unlisted), frozenset(every), tuning)
 
 
 def _hash(source: str, path: Path, max_bytes: int) -> str | Skipped:
@@ -428,6 +429,7 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         calibration=Calibration(),
         names=tuple(name_prefixes([c.search_text for c in chunks])),
         language=detect_language(c.text for c in chunks),
+        tuning=plan.tuning,
     )
     index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units,
                   keywords=KeywordIndex.build([c.search_text for c in chunks]))
@@ -573,9 +575,15 @@ def build_index(
     found = discover(corpus, max_bytes=settings.max_file_bytes)  # (a missing corpus is refused before the lock)
     with write_lock(index_dir, force=force), _previous(index_dir, rebuild) as previous:
         old = previous.manifest if previous else None
-        name, chunks, precision = _settle(old, corpus, index_dir, model, chunking, embedder, settings)
+        tuning = _kept_tuning(corpus, index_dir, old, model, embedder, rebuild)
+        if ray is not None and tuning is not None:
+            raise IndexMismatch(f"The index at {shown(index_dir)}/ uses a model tuned on its corpus, which `--ray` "
+                                "cannot send to its workers yet. Run `tqa index` without --ray, or `tqa tune --revert` "
+                                "first.")
+        name, chunks, precision = _settle(old, corpus, index_dir, model or (tuning.folder if tuning else None),
+                                          chunking, embedder, settings)
         plan = plan_build(corpus, index_dir, found, old, model=name, precision=precision, chunking=chunks,
-                          max_bytes=settings.max_file_bytes, on_progress=on_progress)
+                          max_bytes=settings.max_file_bytes, on_progress=on_progress, tuning=tuning)
         if ray is None:
             done: Mapping[str, Extracted | Embedded | Skipped] = _extract_here(plan, on_progress, _ocr_bar(progress))
         else:
@@ -589,7 +597,7 @@ def build_index(
             tidy(index_dir)  # what killed builds left behind, even when there is nothing to publish
             summary.chunks_total = len(previous.chunks) if previous else 0
         else:
-            emb = embedder or load_embedder(name, precision)
+            emb = embedder or load_embedder(name, precision, _model_source(index_dir, tuning))
             if ray is None:
                 embedded = embed(extracted, emb, batch_size=settings.batch_size,
                                  progress=sys.stderr.isatty() if progress is None else progress)
@@ -681,6 +689,61 @@ def _ocr_bar(progress: bool | None) -> OcrProgress | None:
             bars.pop(source, None)
 
     return update
+
+
+def _kept_tuning(corpus: Path, index_dir: Path, old: Manifest | None, model: str | None, embedder: Embedder | None,
+                 rebuild: bool) -> Tuning | None:
+    """The tuned model an update or a rebuild keeps (``tqa tune``): the live index's, unless another model is asked
+    for (``--model``, or an embedder of another name) or a rebuild replaces the documents with another folder's (the
+    model was tuned on the old ones). A rebuild reads it from the live manifest, when readable."""
+    manifest = old
+    if manifest is None and rebuild:
+        try:
+            manifest = read_manifest(index_dir)
+        except TqaError:  # no index, or a damaged one being rebuilt: nothing to keep
+            manifest = None
+    tuning = manifest.tuning if manifest is not None else None
+    if tuning is None or manifest is None or not same_corpus(manifest, corpus, index_dir):
+        return None
+    asked = embedder.name if embedder is not None else model
+    return tuning if asked is None or asked == tuning.folder else None
+
+
+def _model_source(index_dir: Path, tuning: Tuning | None) -> str | None:
+    """Where the tuned model is read from (its folder, checked against its hash), or None for a model by name."""
+    if tuning is None:
+        return None
+    from .tuning import tuned_model_path
+
+    return tuned_model_path(index_dir, tuning)
+
+
+def reembed_plan(previous: Index, index_dir: Path, model: str, precision: str,
+                 tuning: Tuning | None) -> tuple[Plan, list[Extracted], list[Skipped]]:
+    """The plan, extracted files and skipped files of a build that embeds ``previous``'s own documents and chunks
+    again with another model (``tqa tune`` and ``--revert``): nothing is read from the corpus, so the index holds
+    the same documents, chunks and offsets, only their vectors (and what is learned from them) change."""
+    m = previous.manifest
+    corpus = Path(m.corpus)
+    if m.corpus_relative is not None and (index_dir / m.corpus_relative).is_dir():
+        corpus = index_dir / m.corpus_relative
+    texts = dict(previous.documents())
+    files: list[FileTask | Reuse | Skipped] = []
+    extracted: list[Extracted] = []
+    for top, members in families(m.files).items():
+        entry = m.files[top]
+        documents = []
+        for source in members:
+            e = m.files[source]
+            chunks = tuple(previous.chunks[int(r)] for r in previous.rows_of(source))
+            documents.append(ExtractedDocument(source, e.format or "", texts.get(source, ""), chunks, e.pages,
+                                               e.warnings, "" if source == top else (e.sha256 or ""),
+                                               dict(e.metadata), e.ocr_pending or 0))
+        sha = entry.sha256 or ""
+        files.append(FileTask(top, str(corpus / top), sha, m.chunking, 0))
+        extracted.append(Extracted(top, sha, entry.size or 0, tuple(documents)))
+    plan = Plan(corpus, index_dir, model, precision, m.chunking, tuple(files), (), frozenset(m.files), tuning)
+    return plan, extracted, list(m.skipped)
 
 
 def _previous(index_dir: Path, rebuild: bool) -> Any:

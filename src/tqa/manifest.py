@@ -234,6 +234,44 @@ class Ranking:
                    grid_best=dict(result.get("grid_best", {})))
 
 
+TUNED_DIR = "models"  # the index folder's subfolder holding tuned models, each named by its content hash
+TUNED_FOLDER = re.compile(rf"{TUNED_DIR}/[0-9a-f]{{16}}")  # models/<the first 16 hex digits of its SHA-256>
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The index's model was tuned on its own passages (``tqa tune``; tuning.py): the model it was tuned from, the
+    tuned model's folder inside the index folder (``models/<hash prefix>``, also the name the manifest's ``model``
+    records) and its content hash (checked before the model is loaded), and the figures it was kept on: training
+    pairs, held-out MRR@10 before and after, the question set's MRR@10 before and after when there was one, the
+    time it took and the settings."""
+
+    base_model: str
+    folder: str  # relative to the index folder
+    model_sha256: str  # tuning.model_digest of the folder's files
+    pairs: int
+    held_out: int
+    held_out_mrr_before: float
+    held_out_mrr_after: float
+    seconds: float
+    created: str
+    settings: dict[str, float | int | str] = field(default_factory=dict)
+    questions: str | None = None  # the question set checked, when there was one
+    questions_mrr_before: float | None = None
+    questions_mrr_after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "base_model": self.base_model, "folder": self.folder, "model_sha256": self.model_sha256,
+            "pairs": self.pairs, "held_out": self.held_out, "held_out_mrr_before": self.held_out_mrr_before,
+            "held_out_mrr_after": self.held_out_mrr_after, "seconds": self.seconds, "created": self.created,
+            "settings": dict(self.settings)}
+        for key in ("questions", "questions_mrr_before", "questions_mrr_after"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A file of the generation: its size and SHA-256, checked when the index is loaded; for a big file of
@@ -284,6 +322,7 @@ class Manifest:
     # was recorded (the index detects it from its chunks when loaded)
     language: str | None = None
     ranking: Ranking | None = None  # learned at build time (adapt.py); None: written before, ranks as shipped
+    tuning: Tuning | None = None  # the model was tuned on the corpus (tqa tune); None: the model as published
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     tqa_version: str = __version__
@@ -311,10 +350,11 @@ class Manifest:
             "skipped": [s.to_dict() for s in self.skipped], "counts": self.counts.to_dict(),
             "calibration": self.calibration.to_dict(), "names": list(self.names), "language": self.language,
             "ranking": None if self.ranking is None else self.ranking.to_dict(),
+            "tuning": None if self.tuning is None else self.tuning.to_dict(),
             "artifacts": {rel: a.to_dict() for rel, a in self.artifacts.items()}, MANIFEST_SHA: self.checksum,
         }
         # left out when None (absent in older manifests)
-        optional = ("corpus_relative", "analyzer", "language", "ranking", MANIFEST_SHA)
+        optional = ("corpus_relative", "analyzer", "language", "ranking", "tuning", MANIFEST_SHA)
         return {k: v for k, v in d.items() if v is not None or k not in optional}
 
     def sealed(self) -> Manifest:
@@ -470,11 +510,14 @@ def _manifest(d: dict[str, Any]) -> Manifest:
         skipped=tuple(_skipped(entry) for entry in f("skipped", "list")), counts=_counts(f("counts", "object")),
         calibration=_calibration(f("calibration", "object")), names=f.texts("names", optional=True),
         language=f("language", "text", optional=True), ranking=_ranking(f("ranking", "object", optional=True)),
+        tuning=_tuning(f("tuning", "object", optional=True)),
         artifacts=_artifacts(f("artifacts", "object"), version), checksum=f(MANIFEST_SHA, "text", optional=True),
     )
     f.done()
     if stored_artifacts(m.vector_index) != set(m.artifacts) & STORED_ARTIFACTS:
         raise _Invalid("its stored vector rows are not those its vector_index records")
+    if m.tuning is not None and m.model.name != m.tuning.folder:
+        raise _Invalid(f"model.name is not the tuned model's folder ({m.tuning.folder})")
     return m
 
 
@@ -592,6 +635,27 @@ def _ranking(d: dict[str, Any] | None) -> Ranking | None:
     if not all(_is_number(v) or isinstance(v, str) for v in r.grid_best.values()):
         raise _Invalid("ranking.grid_best holds something other than numbers and text")
     return r
+
+
+def _tuning(d: dict[str, Any] | None) -> Tuning | None:
+    if d is None:
+        return None
+    f = _Fields(d, "tuning.")
+    t = Tuning(base_model=f("base_model", "text"), folder=f("folder", "text"), model_sha256=f("model_sha256", "sha256"),
+               pairs=f("pairs", "count"), held_out=f("held_out", "count"),
+               held_out_mrr_before=f("held_out_mrr_before", "number"),
+               held_out_mrr_after=f("held_out_mrr_after", "number"), seconds=f("seconds", "number"),
+               created=f("created", "text"), settings=f("settings", "object"),
+               questions=f("questions", "text", optional=True),
+               questions_mrr_before=f("questions_mrr_before", "number", optional=True),
+               questions_mrr_after=f("questions_mrr_after", "number", optional=True))
+    f.done()
+    # the folder is read by name inside the index folder: nothing but models/<its hash's first 16 hex digits>
+    if not TUNED_FOLDER.fullmatch(t.folder) or t.folder != f"{TUNED_DIR}/{t.model_sha256[:16]}":
+        raise _Invalid("tuning.folder is not models/ and the first 16 hex digits of tuning.model_sha256")
+    if not all(_is_number(v) or isinstance(v, str) for v in t.settings.values()):
+        raise _Invalid("tuning.settings holds something other than numbers and text")
+    return t
 
 
 def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:

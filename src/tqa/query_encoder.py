@@ -167,15 +167,16 @@ def load_query_encoder(manifest: Manifest, generation: Path | None) -> OnnxQuery
     return encoder
 
 
-def for_documents(embedder: Any, manifest: Manifest, load: Any = None) -> Any:
+def for_documents(embedder: Any, manifest: Manifest, load: Any = None, source: str | None = None) -> Any:
     """The embedder that embeds new documents into an index: the index's full model at its precision (loaded on
-    first need, then kept) when ``embedder`` is a question encoder, else ``embedder`` itself."""
+    first need, then kept; from ``source`` when given, a tuned model's folder) when ``embedder`` is a question
+    encoder, else ``embedder`` itself."""
     if not isinstance(embedder, OnnxQueryEncoder):
         return embedder
     if embedder.documents_embedder is None:
         from .embedding import embedder_for_index
 
-        embedder.documents_embedder = embedder_for_index(manifest.model.name, manifest.precision, load)
+        embedder.documents_embedder = embedder_for_index(manifest.model.name, manifest.precision, load, source)
     return embedder.documents_embedder
 
 
@@ -224,6 +225,20 @@ def write_encoder(embedder: Any, generation: Path, index_dir: str | Path) -> boo
     for name in FILES:
         (target / name).write_bytes(files[name])
     return True
+
+
+def encoder_in_memory(embedder: Any) -> OnnxQueryEncoder | None:
+    """The question encoder ``write_encoder`` would export for ``embedder``'s model, held in memory (to measure an
+    index before it is published, as it will answer), or None where a build would write none."""
+    model = _sentence_transformer(embedder)
+    if model is None:
+        return None
+    try:
+        files, config = export(model)
+        encoder = OnnxQueryEncoder(files[MODEL_FILE], files[TOKENIZER_FILE].decode("utf-8"), config)
+        return encoder if disagreement(encoder, model) <= TOLERANCE else None
+    except Exception:  # a model the exporter cannot trace: its index answers through the model itself
+        return None
 
 
 def _sentence_transformer(embedder: Any) -> Any:
@@ -289,7 +304,8 @@ def export(embedder: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and exporter warnings; the export is checked against the model
-        model = SentenceTransformer(resolve_model(embedder.name), device="cpu")
+        # (a tuned model is named by its place in the index folder, not by a path: read it from where it was)
+        model = SentenceTransformer(getattr(embedder, "source", None) or resolve_model(embedder.name), device="cpu")
         tokenizer, backend, sample, names = _traceable(model)
 
         class Graph(torch.nn.Module):

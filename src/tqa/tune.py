@@ -154,6 +154,9 @@ def tune(passages: Sequence[str], base_model: str, out_dir: str | Path, *, epoch
     from .embedding import resolve_model
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # (the "Loading weights" bar is noise beside the training steps' own)
     torch.manual_seed(seed)
     model = SentenceTransformer(resolve_model(str(base_model)), device="cpu")
     full_length = int(model.max_seq_length or 256)
