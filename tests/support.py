@@ -59,3 +59,14 @@ def chromium() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+# Six short country notes, each with two facts: a corpus small enough to tune a model on in a test.
+TOPICS = [
+    ("Sweden", "criminalises the purchase of sex rather than its sale", "street prostitution fell by half"),
+    ("Canada", "funds shelters for survivors in every province", "survivors receive temporary residence permits"),
+    ("Nepal", "sends many workers abroad through recruitment agencies", "agencies charge fees that create debts"),
+    ("Thailand", "inspects fishing vessels at sea and in port", "crews were held on boats for years"),
+    ("Nigeria", "works with courts against recruiters of young women", "the agency convicted hundreds"),
+    ("Brazil", "keeps a public list of employers using slave labour", "firms on the list lose access to credit"),
+]

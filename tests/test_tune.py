@@ -12,14 +12,7 @@ import pytest
 from tqa import tune as tuning
 from tqa.tune import Pair, TuneError, held_out_mrr, pairs_from, split
 
-TOPICS = [
-    ("Sweden", "criminalises the purchase of sex rather than its sale", "street prostitution fell by half"),
-    ("Canada", "funds shelters for survivors in every province", "survivors receive temporary residence permits"),
-    ("Nepal", "sends many workers abroad through recruitment agencies", "agencies charge fees that create debts"),
-    ("Thailand", "inspects fishing vessels at sea and in port", "crews were held on boats for years"),
-    ("Nigeria", "works with courts against recruiters of young women", "the agency convicted hundreds"),
-    ("Brazil", "keeps a public list of employers using slave labour", "firms on the list lose access to credit"),
-]
+from .support import TOPICS
 
 
 def _passages() -> list[str]:

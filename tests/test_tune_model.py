@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, TOPICS
 from tqa.assistant import Assistant
 from tqa.cli import main
 from tqa.evaluation import run_eval
@@ -26,14 +26,6 @@ from tqa.tuning import model_digest, revert_tuning, tune_index
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-TOPICS = [
-    ("Sweden", "criminalises the purchase of sex rather than its sale", "street prostitution fell by half"),
-    ("Canada", "funds shelters for survivors in every province", "survivors receive temporary residence permits"),
-    ("Nepal", "sends many workers abroad through recruitment agencies", "agencies charge fees that create debts"),
-    ("Thailand", "inspects fishing vessels at sea and in port", "crews were held on boats for years"),
-    ("Nigeria", "works with courts against recruiters of young women", "the agency convicted hundreds"),
-    ("Brazil", "keeps a public list of employers using slave labour", "firms on the list lose access to credit"),
-]
 QUESTION = "Which country publishes the names of employers who use forced labour?"
 
 
