@@ -265,3 +265,20 @@ def test_keyword_postings_are_memory_mapped_when_loaded(built):
     from tqa.keywords import KeywordIndex
 
     assert not KeywordIndex.build(["a built index is held in memory"]).mapped
+
+
+def test_tuning_a_compressed_index_keeps_it_compressed(built, tmp_path):
+    from tqa.tuning import tune_index
+
+    from .tune_fakes import Loader, Trainer
+
+    _, _, small = built
+    index = tmp_path / "index"
+    shutil.copytree(small, index)
+    result = tune_index(index, use_questions=False, trainer=Trainer(), load=Loader(),
+                        settings=Settings(compress_above=700, chunking=SMALL_CHUNKS))
+    assert result.kept, result.message
+    m = read_manifest(index)
+    assert m.tuning is not None and m.vector_index.compressed  # re-embedded with the same threshold
+    with load_index(index) as data:
+        assert isinstance(data.vectors, CompressedVectors)

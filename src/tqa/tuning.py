@@ -357,7 +357,7 @@ def _reembedded(live: Any, index_dir: Path, embedder: Any, tuning: Tuning | None
                                             tuning)
     embedded = embed(extracted, embedder, batch_size=settings.batch_size,
                      progress=sys.stderr.isatty() if progress is None else progress)
-    new = assemble(plan, embedded, skipped, None, embedder, settings.ranking)
+    new = assemble(plan, embedded, skipped, None, embedder, settings.ranking, settings.compress_above)
     return plan, new, embedded
 
 
