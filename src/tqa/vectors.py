@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -125,7 +125,59 @@ def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return scores[order], rows[order]
 
 
-class FaissVectors:
+_T = TypeVar("_T")
+
+
+class _Faiss:
+    """What both vector indexes do alike with the FAISS index they hold (``_index``; ``_ivf``, its inverted file,
+    or None for an exact one): their size, their bytes, reading one back, and asking an inverted file for
+    candidates, optionally among some rows only."""
+
+    _index: Any
+    _ivf: Any
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    def to_bytes(self) -> bytes:
+        """The FAISS index as FAISS writes it (what ``save`` writes)."""
+        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _read(path: Path, make: Callable[[Any], _T]) -> _T:
+        """``make`` applied to the FAISS index in ``path``; IndexCorrupt when the file cannot be read or ``make``
+        refuses what it holds (by raising)."""
+        try:
+            return make(_faiss().read_index(str(path)))
+        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
+            raise IndexCorrupt(
+                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
+            ) from None
+
+    def _ivf_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, depth: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """The inverted file's ``depth`` best (scores, rows) for ``q`` (one row), among ``allowed`` rows when given:
+        lists scanned in proportion to how rare those rows are, and every list when the ones scanned held fewer
+        than ``k``. FAISS's padding (row -1, in Python the last row) is removed."""
+        faiss = _faiss()
+        nlist, nprobe = int(self._ivf.nlist), int(self._ivf.nprobe)
+        selector = None
+        if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
+        scores, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+        if int((rows[0] >= 0).sum()) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
+            scores, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
+        keep = rows[0] >= 0
+        return scores[0][keep], rows[0][keep]
+
+
+class FaissVectors(_Faiss):
     """Inner-product search over normalised vectors (cosine similarity): exact up to ``EXACT_MAX`` vectors, an
     inverted file above (see ``choose_index_type``). ``take`` returns stored vectors exactly for every type."""
 
@@ -164,14 +216,6 @@ class FaissVectors:
         index.add(vectors)
         index.make_direct_map()
         return cls(index)
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    @property
-    def dim(self) -> int:
-        return int(self._index.d)
 
     @property
     def kind(self) -> str:
@@ -217,13 +261,7 @@ class FaissVectors:
         elif allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
             return top_k(self.take(allowed) @ q[0], np.asarray(allowed, dtype=np.int64), k)
         else:
-            nlist, nprobe = int(self._ivf.nlist), int(self._ivf.nprobe)
-            selector = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
-            if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
-                nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
-            scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
-            if int((rows[0] >= 0).sum()) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
-                scores, rows = self._index.search(q, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
+            return self._ivf_search(q, k, allowed, k)
         keep = rows[0] >= 0
         return scores[0][keep], rows[0][keep]
 
@@ -238,10 +276,6 @@ class FaissVectors:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.take(np.arange(self.ntotal, dtype=np.int64))
 
-    def to_bytes(self) -> bytes:
-        """The index as FAISS writes it (what ``save`` writes)."""
-        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
-
     def save(self, path: Path) -> None:
         # Serialised in memory and written by Python, so a full disk surfaces as an OSError.
         with open(path, "wb") as f:
@@ -249,16 +283,13 @@ class FaissVectors:
 
     @classmethod
     def load(cls, path: Path) -> FaissVectors:
-        faiss = _faiss()
-        try:
-            index = faiss.read_index(str(path))
+        def make(index: Any) -> FaissVectors:
+            faiss = _faiss()
             if not isinstance(faiss.downcast_index(index), (faiss.IndexFlatIP, faiss.IndexIVFFlat)):
                 raise TypeError("not a flat or inverted-file index")  # (codes would give approximate ``take``)
             return cls(index)
-        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
-            raise IndexCorrupt(
-                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
-            ) from None
+
+        return cls._read(path, make)
 
 
 # ---------------------------------------------------------------- compressed: codes in memory, rows on disk
@@ -351,7 +382,7 @@ def pq_subquantizers(dim: int) -> int:
     return max((m for m in range(2, min(PQ_M_MAX, dim) + 1, 2) if dim % m == 0), default=1)
 
 
-class CompressedVectors:
+class CompressedVectors(_Faiss):
     """Candidates from product-quantised codes (faiss ``IndexIVFPQFastScan``, inner product), scored exactly
     against the stored rows (``StoredVectors``): the scores a caller sees are those of the stored vectors (float16,
     about 1e-3 from float32), and only which candidates are found is approximate, as with the inverted file.
@@ -420,14 +451,6 @@ class CompressedVectors:
         return 1 / RETRAIN_FACTOR <= ratio <= RETRAIN_FACTOR
 
     @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    @property
-    def dim(self) -> int:
-        return int(self._index.d)
-
-    @property
     def nlist(self) -> int:
         return int(self._ivf.nlist)
 
@@ -456,19 +479,7 @@ class CompressedVectors:
         if allowed is not None and len(allowed) <= FILTER_EXACT_MAX:
             allowed = np.asarray(allowed, dtype=np.int64)
             return top_k(self.store.take(allowed) @ q[0], allowed, k)
-        faiss = _faiss()
-        depth = max(self.depth, RERANK_PER_RESULT * k)
-        nlist, nprobe = self.nlist, self.nprobe
-        selector = None
-        if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
-        _, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
-        found = rows[0][rows[0] >= 0]  # FAISS pads a short result with -1 (in Python, the last row)
-        if len(found) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
-            _, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
-            found = rows[0][rows[0] >= 0]
-        found = found.astype(np.int64)
+        found = self._ivf_search(q, k, allowed, max(self.depth, RERANK_PER_RESULT * k))[1].astype(np.int64)
         return top_k(self.store.take(found) @ q[0], found, k)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -477,10 +488,6 @@ class CompressedVectors:
 
     def vectors(self) -> np.ndarray:
         return self.take(np.arange(self.ntotal, dtype=np.int64))
-
-    def to_bytes(self) -> bytes:
-        """The codes as FAISS writes them (the stored rows are a file of their own)."""
-        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
 
     def save(self, path: Path) -> None:
         """Write the codes to ``path`` and the stored rows beside it (``stored_path``)."""
@@ -491,14 +498,7 @@ class CompressedVectors:
     @classmethod
     def load(cls, path: Path, *, check: Check | None = None) -> CompressedVectors:
         store = StoredVectors.open(stored_path(path), check=check)
-        faiss = _faiss()
-        try:
-            index = faiss.read_index(str(path))
-            return cls(index, store)
-        except Exception as exc:  # faiss raises RuntimeError with a C++ trace
-            raise IndexCorrupt(
-                f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
-            ) from None
+        return cls._read(path, lambda index: cls(index, store))
 
 
 VectorIndex = Union[FaissVectors, CompressedVectors]  # noqa: UP007 (a runtime alias)
