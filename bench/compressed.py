@@ -65,7 +65,7 @@ def bm25_mapped(texts: list[str], questions: list[str], work: Path, rounds: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import held_out, latency, log, read_beir, recall, scale_publish
+    from bench.run import answer_agreement, held_out, latency, log, read_beir, recall, scale_publish
     from bench.synthetic import synthetic_index
     from tqa.assistant import Assistant
     from tqa.config import Settings
@@ -138,13 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     log("answers, compressed against the inverted file")
     settings = Settings.from_env()
     qa_ivf, qa_c = Assistant(data, emb, settings), Assistant(compressed, emb, settings)
-    same, overlap = 0, []
-    for q in questions:
-        a = [(p.source, p.start) for p in qa_ivf.ask(q).passages]
-        b = [(p.source, p.start) for p in qa_c.ask(q).passages]
-        same += bool(a and b) and a[0] == b[0]
-        overlap.append(len(set(a) & set(b)) / max(1, len(a)))
-    R["answers"] = {"top_identical": same / len(questions), "overlap5": float(np.mean(overlap))}
+    agree = answer_agreement(qa_c, qa_ivf, questions)
+    R["answers"] = {"top_identical": agree["top_identical"], "overlap5": agree["overlap5"]}
     del qa_ivf, qa_c
 
     published = {}

@@ -617,14 +617,25 @@ def scale_answers(data: Any, exact: Any, emb: Any, questions: list[str]) -> dict
 
     settings = Settings.from_env()
     qa, qa_exact = Assistant(data, emb, settings), Assistant(exact, emb, settings)
-    same, overlap = 0, []
+    agree = answer_agreement(qa, qa_exact, questions)
+    return {"answers_identical": agree["identical"], "answers_overlap5": agree["overlap5"],
+            "latency": latency(qa, emb, questions, {"exact_ask": qa_exact.ask})}
+
+
+def answer_agreement(qa: Any, reference: Any, questions: list[str]) -> dict[str, float]:
+    """How far two assistants' answers agree over ``questions``: the share with the same passages in the same
+    order (``identical``), with the same top passage (``top_identical``), and the mean share of the reference's
+    passages also found (``overlap5``). Passages are compared by source and start."""
+    identical = top = 0
+    overlap = []
     for q in questions:
         a = [(p.source, p.start) for p in qa.ask(q).passages]
-        b = [(p.source, p.start) for p in qa_exact.ask(q).passages]
-        same += a == b
+        b = [(p.source, p.start) for p in reference.ask(q).passages]
+        identical += a == b
+        top += bool(a and b) and a[0] == b[0]
         overlap.append(len(set(a) & set(b)) / max(1, len(b)))
-    return {"answers_identical": same / len(questions), "answers_overlap5": float(np.mean(overlap)),
-            "latency": latency(qa, emb, questions, {"exact_ask": qa_exact.ask})}
+    n = max(1, len(questions))
+    return {"identical": identical / n, "top_identical": top / n, "overlap5": float(np.mean(overlap))}
 
 
 def scale_publish(data: Any, publish_to: Path) -> dict[str, Any]:
