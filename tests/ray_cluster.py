@@ -95,10 +95,13 @@ def _running(pid: int) -> bool:
 
 class LocalRayCluster:
     """``workers`` worker nodes of ``cpus`` CPUs each, beside a head of ``head_cpus`` CPUs (0: the head only
-    coordinates, so every worker actor runs in a worker node's process). Use as a context manager."""
+    coordinates, so every worker actor runs in a worker node's process). ``gpus``: GPUs each worker node declares
+    (Ray takes a node's word for them: actors asking for GPUs are placed there and given their ids, whether or not
+    the machine has any). Use as a context manager."""
 
-    def __init__(self, workers: int = 1, cpus: int = 1, head_cpus: int = 1, object_store_mb: int = 256) -> None:
-        self.workers, self.cpus, self.head_cpus = workers, cpus, head_cpus
+    def __init__(self, workers: int = 1, cpus: int = 1, head_cpus: int = 1, object_store_mb: int = 256,
+                 gpus: int = 0) -> None:
+        self.workers, self.cpus, self.head_cpus, self.gpus = workers, cpus, head_cpus, gpus
         self.object_store = object_store_mb * 1024 * 1024
         self.groups: list[int] = []
         self.ended: set[int] = set()  # every process ``stop`` ended
@@ -146,7 +149,7 @@ class LocalRayCluster:
                 if attempt == 2:
                     raise
         for _ in range(self.workers):
-            self._start("--address", self.address, "--num-cpus", str(self.cpus))
+            self._start("--address", self.address, "--num-cpus", str(self.cpus), "--num-gpus", str(self.gpus))
         self.start_seconds = time.perf_counter() - t0
         return self
 
@@ -196,6 +199,17 @@ class HashEmbedder(FakeEmbedder):
 
 def hash_embedder() -> HashEmbedder:
     return HashEmbedder()
+
+
+class DeviceProbe:
+    """A worker's embedder factory that records the device the worker would run a model on (``worker_device``)."""
+
+    def __call__(self) -> HashEmbedder:
+        from tqa.distributed import worker_device
+
+        embedder = HashEmbedder()
+        embedder.device = worker_device()  # type: ignore[attr-defined]
+        return embedder
 
 
 class PoisonEmbedder(HashEmbedder):

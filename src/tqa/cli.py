@@ -87,6 +87,9 @@ def _declare_index(sub: Any) -> None:
                         "(needs `pip install 'tqa[ray]'`); planning and publishing stay here")
     p.add_argument("--ray-workers", metavar="N", type=int, default=None,
                    help="Ray workers to start, one CPU each (default: one per CPU of the cluster)")
+    p.add_argument("--ray-gpus", metavar="N", type=float, default=None,
+                   help="GPUs per Ray worker (1, or 0.5 to share one GPU between two workers): workers embed on "
+                        "their GPU")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
@@ -240,10 +243,11 @@ def _flat(text: str) -> str:
 def _cmd_index(args: argparse.Namespace) -> int:
     from .indexing import build_index
 
-    if args.ray_workers is not None and args.ray is None:
-        raise TqaError("--ray-workers needs --ray ADDRESS (or --ray auto).")
+    for flag, value in (("--ray-workers", args.ray_workers), ("--ray-gpus", args.ray_gpus)):
+        if value is not None and args.ray is None:
+            raise TqaError(f"{flag} needs --ray ADDRESS (or --ray auto).")
     summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
-                          ray=args.ray, ray_workers=args.ray_workers)
+                          ray=args.ray, ray_workers=args.ray_workers, ray_gpus=args.ray_gpus)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:

@@ -25,20 +25,28 @@ and retried by Ray itself: a worker process that dies is restarted (``max_restar
 the calls it held are run again (``max_task_retries``); each call is a pure function of its input, so running it
 twice is safe. When Ray cannot restart a worker any more, the build stops with one line (``DistributedError``)
 before anything is published.
+
+GPU workers (``gpus_per_worker``, ``tqa index --ray-gpus N``): each actor asks Ray for N GPUs (a fraction shares
+one GPU between workers) besides its CPUs, and a worker Ray gave a GPU loads the model on it (``worker_device``).
+The precision is the one the driver resolved for the index, so GPU and CPU workers write vectors of the same kind
+(bf16 or fp32) and an update may mix them within that precision's tolerance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import DEFAULT_MODEL
-from .errors import DistributedError, TqaError
+from .errors import DistributedError, ModelError, TqaError
 
 if TYPE_CHECKING:
     from .indexing import Embedded, FileTask, Plan, Progress, Skipped
@@ -65,13 +73,14 @@ def ray_module() -> Any:
     return ray
 
 
-def check_ray(address: object, workers: object = None) -> None:
+def check_ray(address: object, workers: object = None, gpus: object = None) -> None:
     """What can be refused before a build reads anything: no ray extra, an address that is not ``auto`` nor
-    ``HOST:PORT``, or one where nothing answers, a worker count that is not a whole number of at least 1, or more
-    workers than this machine has CPUs for a local cluster."""
+    ``HOST:PORT``, or one where nothing answers, a worker count that is not a whole number of at least 1, a GPU
+    share that Ray cannot grant (``_check_gpus``), or more workers than this machine has CPUs for a local cluster."""
     if not isinstance(address, str) or not address.strip():
         raise DistributedError("The Ray address must be HOST:PORT of a running cluster's head, or auto.")
     _check_workers(workers)
+    _check_gpus(gpus)
     cpus = os.cpu_count() or 1
     if address.strip() == LOCAL and isinstance(workers, int) and workers > cpus:
         raise DistributedError(
@@ -88,20 +97,58 @@ def _check_workers(workers: object) -> None:
         raise DistributedError(f"The number of Ray workers must be a whole number of at least 1, not {workers!r}.")
 
 
+def _check_gpus(gpus: object) -> None:
+    """GPUs per worker: None (none), a fraction above 0 and at most 1 (workers share a GPU), or a whole number (Ray
+    grants fractions of one GPU only)."""
+    if gpus is None:
+        return
+    ok = isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and math.isfinite(gpus) and (
+        0 < gpus <= 1 or (gpus > 1 and float(gpus).is_integer()))
+    if not ok:
+        raise DistributedError(f"GPUs per Ray worker must be a fraction of one GPU (0.5, 1) or a whole number of GPUs, "
+                               f"not {gpus!r}.")
+
+
+def worker_device() -> str:
+    """Where a worker runs its model: ``cuda`` when Ray gave this worker a GPU (it then sets CUDA_VISIBLE_DEVICES to
+    it), else ``cpu``. Outside a Ray worker: ``cpu``."""
+    import ray
+
+    return "cuda" if ray.is_initialized() and ray.get_gpu_ids() else "cpu"
+
+
 # ---------------------------------------------------------------- the worker
 
 
 @dataclass(frozen=True)
 class ModelFactory:
-    """Loads ``load_embedder(name, precision)`` on a worker (picklable, so that it can travel to the cluster)."""
+    """Loads ``load_embedder(name, precision)`` on a worker (picklable, so that it can travel to the cluster).
+
+    ``files``: the model's folder sent with it, as (relative path, bytes), for a model no node can load by name (an
+    index's tuned model, tuning.py); the worker checks them against ``sha256`` (``tuning.files_digest``), writes
+    them to a temporary folder, loads the model from it and removes it."""
 
     name: str = DEFAULT_MODEL
     precision: str | None = None
+    files: tuple[tuple[str, bytes], ...] | None = dataclasses.field(default=None, repr=False)
+    sha256: str | None = None
 
     def __call__(self) -> Any:
         from .embedding import load_embedder
 
-        return load_embedder(self.name, self.precision)
+        if self.files is None:
+            return load_embedder(self.name, self.precision, device=worker_device())
+        from .tuning import files_digest
+
+        if files_digest(self.files) != self.sha256:
+            raise ModelError(f"The model {self.name} reached this worker damaged (its checksum differs); run the "
+                             "build again.")
+        with tempfile.TemporaryDirectory(prefix="tqa-model-") as folder:
+            for rel, data in self.files:
+                path = Path(folder, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            return load_embedder(self.name, self.precision, source=folder, device=worker_device())
 
 
 @dataclass(frozen=True)
@@ -144,6 +191,7 @@ class _Worker:
             "name": e.name, "dim": int(e.dim), "max_tokens": int(e.max_tokens),
             "precision": precision_of(e), "tqa": __version__, "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
+            "device": getattr(e, "device", "cpu"), "gpus": [str(g) for g in ray.get_gpu_ids()],
         }
 
     def stages(self, batch: list[tuple[FileTask, bytes]], batch_size: int) -> list[Embedded | Skipped]:
@@ -204,7 +252,8 @@ class RayPool:
     ``address``: ``"auto"`` starts a private local cluster with ``local_cpus`` CPUs (default: all of this machine's);
     anything else is passed to ``ray.init`` (``HOST:PORT`` of a running cluster's head). When Ray is already
     initialised in this process, that session is used as it is and left running.
-    ``workers``: how many (default: the cluster's CPUs // ``cpus_per_worker``). ``embedder``: a picklable factory
+    ``workers``: how many (default: the cluster's CPUs // ``cpus_per_worker``, and no more than its GPUs //
+    ``gpus_per_worker`` when workers ask for GPUs: see the module's "GPU workers"). ``embedder``: a picklable factory
     run once on each worker (default ``ModelFactory(model, precision)``, with ``precision`` resolved on the driver:
     ``TQA_PRECISION`` or ``auto`` for this CPU; a build passes the index's own), so that every worker encodes at the
     same one.
@@ -213,7 +262,8 @@ class RayPool:
     """
 
     def __init__(self, address: str = LOCAL, *, model: str = DEFAULT_MODEL, precision: str | None = None,
-                 workers: int | None = None, cpus_per_worker: int = 1, local_cpus: int | None = None,
+                 workers: int | None = None, cpus_per_worker: int = 1, gpus_per_worker: float | None = None,
+                 local_cpus: int | None = None,
                  max_restarts: int | None = None, embedder: Callable[[], Any] | None = None,
                  start_seconds: float = START_SECONDS, stall_seconds: float = STALL_SECONDS,
                  call_files: int | None = None, call_bytes: int | None = None,
@@ -223,6 +273,7 @@ class RayPool:
         if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
             raise DistributedError(f"cpus_per_worker must be a whole number of at least 1, not {cpus_per_worker!r}.")
         _check_workers(workers)
+        _check_gpus(gpus_per_worker)
         max_restarts = MAX_RESTARTS if max_restarts is None else max_restarts
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
             raise DistributedError(f"max_restarts must be a whole number of at least 0, not {max_restarts!r}.")
@@ -239,6 +290,7 @@ class RayPool:
         self._ray = ray = ray_module()
         self._owned = False
         self._actors: list[Any] = []
+        self._factory: Any = None
         if embedder is None:
             from .embedding import resolve_precision
 
@@ -259,14 +311,20 @@ class RayPool:
                     f"{n} Ray workers of {cpus_per_worker} CPU need {n * cpus_per_worker} CPUs; the cluster at "
                     f"{self.address} has {total:g}. Ask for fewer workers (--ray-workers), or add nodes."
                 )
+            if gpus_per_worker:
+                n = self._fit_gpus(n, workers, gpus_per_worker, float(ray.cluster_resources().get("GPU", 0)))
             remote = ray.remote(_Worker).options(
                 num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker or 0,
                 max_restarts=max_restarts,
                 max_task_retries=max_restarts,
                 scheduling_strategy="SPREAD",  # one worker per node first, so that a lost node costs the fewest
             )
             try:
-                self._actors = [remote.remote(factory, cpus_per_worker) for _ in range(n)]
+                # in the object store once, not once per worker (a model sent with the build is large), and kept
+                # referenced while the pool lives: a restarted worker is given it again
+                self._factory = ray.put(factory)
+                self._actors = [remote.remote(self._factory, cpus_per_worker) for _ in range(n)]
             except Exception as exc:  # the embedder given cannot be sent (it does not pickle)
                 raise DistributedError(f"The embedder cannot be sent to the Ray workers: {_first_line(exc)}") from None
             self.workers = self._describe(start_seconds)
@@ -276,6 +334,19 @@ class RayPool:
         first = self.workers[0]
         self.name, self.dim, self.max_tokens = first["name"], first["dim"], first["max_tokens"]
         self.precision = first["precision"]
+
+    def _fit_gpus(self, n: int, asked: int | None, per_worker: float, total: float) -> int:
+        """How many workers of ``per_worker`` GPUs the cluster's ``total`` GPUs hold: ``n`` (those its CPUs hold),
+        fewer when its GPUs hold fewer and no number was asked for; a cluster short of GPUs is refused."""
+        fit = int(total / per_worker + 1e-9)
+        if fit < 1 or (asked is not None and asked > fit):
+            workers = asked or 1
+            raise DistributedError(
+                f"{workers} Ray worker{'s' if workers > 1 else ''} of {per_worker:g} GPU need {workers * per_worker:g} "
+                f"GPUs; the cluster at {self.address} has {total:g}. Start nodes with GPUs (`ray start --num-gpus N`), "
+                "ask for fewer workers (--ray-workers), or build without --ray-gpus."
+            )
+        return min(n, fit)
 
     def check_model(self, name: str, precision: str | None) -> None:
         """Refuse workers that loaded another model or precision than the index is built with."""
@@ -319,7 +390,7 @@ class RayPool:
         if len(ready) < len(refs):
             raise DistributedError(
                 f"Only {len(ready)} of {len(refs)} Ray workers started within {timeout:.0f} s: the cluster lacks the "
-                "CPUs for them, or cannot reach them. Check `ray status`, or ask for fewer workers."
+                "CPUs (or GPUs) for them, or cannot reach them. Check `ray status`, or ask for fewer workers."
             )
         infos = [self._get(r) for r in refs]
         for info in infos:
@@ -482,7 +553,13 @@ def run_stages(plan: Plan, address: str, *, workers: int | None = None, embedder
     if not tasks:
         return {}
     if embedder is None or isinstance(embedder, SentenceTransformerEmbedder):  # loaded on each worker, not sent
-        factory: Callable[[], Any] = ModelFactory(plan.model, plan.precision)
+        files = None
+        if plan.tuning is not None:  # a tuned model lives in the index folder, which workers cannot read: sent
+            from .tuning import tuned_model_files
+
+            files = tuned_model_files(plan.index_dir, plan.tuning)
+        factory: Callable[[], Any] = ModelFactory(plan.model, plan.precision, files,
+                                                  plan.tuning.model_sha256 if plan.tuning else None)
         precision: str | None = plan.precision
     else:
         factory, precision = SameEmbedder(embedder), precision_of(embedder)

@@ -30,6 +30,7 @@ from .config import DEFAULT_MODEL, PRECISIONS
 from .errors import IndexMismatch, ModelError, first_line
 
 FULL_PRECISION = "fp32"
+CPU = "cpu"
 
 
 @runtime_checkable
@@ -117,9 +118,11 @@ def resolve_model(name: str) -> str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model. Encoding is serialised: tokenizers are not thread-safe."""
 
-    def __init__(self, name: str = DEFAULT_MODEL, precision: str | None = None, source: str | None = None):
+    def __init__(self, name: str = DEFAULT_MODEL, precision: str | None = None, source: str | None = None,
+                 device: str = CPU):
         self.name = name  # what the manifest records
         self.precision = resolve_precision(precision)
+        self.device = device  # "cpu", or "cuda" on a Ray worker given a GPU (distributed.py)
         path = source or resolve_model(name)
         self.source = path  # where the model was read from (a tuned model's folder is named apart from its path)
         if Path(path).exists() or name == DEFAULT_MODEL:
@@ -133,10 +136,11 @@ class SentenceTransformerEmbedder:
 
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()  # "Loading weights" bars are noise on every start
-            self._model = SentenceTransformer(path, device="cpu")
-        except Exception as exc:  # a bad name, a missing folder, no network for a hub name
+            self._model = SentenceTransformer(path, device=device)
+        except Exception as exc:  # a bad name, a missing folder, no network for a hub name, no GPU where one is asked
+            where = "" if device == CPU else f" on {device}"
             raise ModelError(
-                f"Could not load the embedding model {name!r}: {first_line(exc)}. "
+                f"Could not load the embedding model {name!r}{where}: {first_line(exc)}. "
                 "Pass --model with a sentence-transformers model folder, or omit it to use the bundled default."
             ) from None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -188,16 +192,17 @@ def _to_bf16(model: object) -> None:
         modules[1].register_forward_pre_hook(to_float32)
 
 
-_CACHE: dict[tuple[str, str, str | None], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, str | None, str], SentenceTransformerEmbedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def load_embedder(name: str = DEFAULT_MODEL, precision: str | None = None,
-                  source: str | None = None) -> SentenceTransformerEmbedder:
-    """One model per (name, precision, source) per process. ``precision``: ``fp32``, ``bf16`` or ``auto`` (None).
-    ``source``: the folder to read the model from, when the name is not one (a tuned model, tuning.py)."""
-    key = (name, resolve_precision(precision), source)
+                  source: str | None = None, device: str = CPU) -> SentenceTransformerEmbedder:
+    """One model per (name, precision, source, device) per process. ``precision``: ``fp32``, ``bf16`` or ``auto``
+    (None). ``source``: the folder to read the model from, when the name is not one (a tuned model, tuning.py).
+    ``device``: where the model runs (``cuda`` only on a Ray worker given a GPU)."""
+    key = (name, resolve_precision(precision), source, device)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = SentenceTransformerEmbedder(name, key[1], source)
+            _CACHE[key] = SentenceTransformerEmbedder(name, key[1], source, device)
         return _CACHE[key]

@@ -549,6 +549,7 @@ def build_index(
     on_progress: Progress | None = None,
     ray: str | None = None,
     ray_workers: int | None = None,
+    ray_gpus: float | None = None,
 ) -> IndexSummary:
     """Index ``corpus`` into ``index``, embedding only what changed since the last run.
 
@@ -561,8 +562,9 @@ def build_index(
 
     ``ray``: run stages 2 and 3 (extract and chunk, embed) on a Ray cluster: ``HOST:PORT`` of its head, or ``"auto"``
     for a private local one (needs ``pip install 'tqa[ray]'``); ``ray_workers`` workers (default: one per CPU of the
-    cluster). Plan, assemble and publish run here, as in a local build, and the index is the same. ``embedder``, when
-    given, is sent to every worker as it is (it must pickle); otherwise each worker loads ``model``.
+    cluster), each with ``ray_gpus`` GPUs when given (the model then runs on the worker's GPU). Plan, assemble and
+    publish run here, as in a local build, and the index is the same. ``embedder``, when given, is sent to every
+    worker as it is (it must pickle); otherwise each worker loads ``model`` (a tuned model is sent with its files).
     """
     t0 = time.perf_counter()
     settings = settings or Settings.from_env()
@@ -571,15 +573,11 @@ def build_index(
     if ray is not None:  # a missing extra or a cluster that does not answer is refused before anything is read
         from .distributed import check_ray
 
-        check_ray(ray, ray_workers)
+        check_ray(ray, ray_workers, ray_gpus)
     found = discover(corpus, max_bytes=settings.max_file_bytes)  # (a missing corpus is refused before the lock)
     with write_lock(index_dir, force=force), _previous(index_dir, rebuild) as previous:
         old = previous.manifest if previous else None
         tuning = _kept_tuning(corpus, index_dir, old, model, embedder, rebuild)
-        if ray is not None and tuning is not None:
-            raise IndexMismatch(f"The index at {shown(index_dir)}/ uses a model tuned on its corpus, which `--ray` "
-                                "cannot send to its workers yet. Run `tqa index` without --ray, or `tqa tune --revert` "
-                                "first.")
         name, chunks, precision = _settle(old, corpus, index_dir, model or (tuning.folder if tuning else None),
                                           chunking, embedder, settings)
         plan = plan_build(corpus, index_dir, found, old, model=name, precision=precision, chunking=chunks,
@@ -590,7 +588,8 @@ def build_index(
             from .distributed import run_stages
 
             done = run_stages(plan, ray, workers=ray_workers, embedder=embedder, batch_size=settings.batch_size,
-                              on_progress=on_progress, progress=sys.stderr.isatty() if progress is None else progress)
+                              on_progress=on_progress, progress=sys.stderr.isatty() if progress is None else progress,
+                              gpus_per_worker=ray_gpus)
         extracted, skipped = _in_plan_order(plan, done)
         summary = _summary(plan, extracted, skipped)
         if old and not summary.changed and [s.to_dict() for s in old.skipped] == summary.skipped:

@@ -84,18 +84,46 @@ def model_digest(folder: Path) -> str:
     sorted order. A symlink or anything but files and folders is refused (``IndexCorrupt``)."""
     from .store import sha256_file
 
-    lines = []
+    return _digest(folder, [(rel, sha256_file(path)) for rel, path in _model_files(folder)])
+
+
+def _model_files(folder: Path) -> list[tuple[str, Path]]:
+    """Each regular file of a model folder as (path relative to it, POSIX; path), sorted; a symlink or anything but
+    files and folders is refused (``IndexCorrupt``)."""
+    files = []
     for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
         mode = os.lstat(path).st_mode
         if stat.S_ISDIR(mode):
             continue
         if not stat.S_ISREG(mode):
             raise IndexCorrupt(f"{shown(path)} is not a regular file")
-        lines.append(f"{rel}\0{sha256_file(path)}\n")
-    if not lines:
+        files.append((path.relative_to(folder).as_posix(), path))
+    return files
+
+
+def _digest(folder: Path | str, hashed: Sequence[tuple[str, str]]) -> str:
+    if not hashed:
         raise IndexCorrupt(f"{shown(folder)} holds no files")
-    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    lines = "".join(f"{rel}\0{sha}\n" for rel, sha in hashed)
+    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def files_digest(files: Sequence[tuple[str, bytes]], where: str = "the model") -> str:
+    """``model_digest`` of a model folder held in memory as (relative path, bytes), as ``tuned_model_files``
+    reads it."""
+    return _digest(where, [(rel, hashlib.sha256(data).hexdigest()) for rel, data in sorted(files)])
+
+
+def tuned_model_files(index_dir: str | Path, tuning: Tuning) -> tuple[tuple[str, bytes], ...]:
+    """The tuned model's files as (relative path, bytes), to send where the index folder cannot be read (Ray
+    workers, distributed.py): read once, and checked against the manifest's hash as read, so that what is sent is
+    what the hash vouches for."""
+    folder = Path(tuned_model_path(index_dir, tuning))
+    files = tuple((rel, path.read_bytes()) for rel, path in _model_files(folder))
+    if files_digest(files, str(folder)) != tuning.model_sha256:
+        raise IndexCorrupt(f"The tuned model {shown(folder)} of the index changed while it was read. Run the build "
+                           "again.")
+    return files
 
 
 def tuned_model_path(index_dir: str | Path, tuning: Tuning) -> str:
