@@ -398,3 +398,24 @@ def test_linking_falls_back_to_a_copy(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "link", no_links)
     Q._link_or_copy(source, tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == b"graph" and os.stat(tmp_path / "b").st_ino != os.stat(source).st_ino
+
+
+@pytest.mark.model
+def test_an_export_measured_in_memory_is_written_without_tracing_the_model_again(real_embedder, tmp_path,
+                                                                                monkeypatch):
+    """``tqa tune`` measures the tuned index through the encoder it will publish (``encoder_in_memory``), then
+    publishes: the model is traced once, the files written are those measured, and only once."""
+    traced = []
+    export = Q.export
+    monkeypatch.setattr(Q, "export", lambda model: traced.append(model) or export(model))
+    encoder = Q.encoder_in_memory(real_embedder)
+    assert encoder is not None and len(traced) == 1
+    first, second = tmp_path / "g1", tmp_path / "g2"
+    first.mkdir(), second.mkdir()
+    assert Q.write_encoder(real_embedder, first, tmp_path / "no-index") and len(traced) == 1
+    question = ["Which law criminalises the purchase of sex?"]
+    written = Q.OnnxQueryEncoder((first / Q.ENCODER_DIR / Q.MODEL_FILE).read_bytes(),
+                                 (first / Q.ENCODER_DIR / Q.TOKENIZER_FILE).read_text(encoding="utf-8"),
+                                 json.loads((first / Q.ENCODER_DIR / Q.CONFIG_FILE).read_text(encoding="utf-8")))
+    assert np.array_equal(written.encode(question), encoder.encode(question))
+    assert Q.write_encoder(real_embedder, second, tmp_path / "no-index") and len(traced) == 2  # held once only

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, cast
 
@@ -205,9 +206,13 @@ def write_encoder(embedder: Any, generation: Path, index_dir: str | Path) -> boo
             _link_or_copy(previous / ENCODER_DIR / name, target / name)
         return True
     try:
-        files, config = export(model)
-        encoder = OnnxQueryEncoder(files[MODEL_FILE], files[TOKENIZER_FILE].decode("utf-8"), config)
-        distance = disagreement(encoder, model)
+        held = _take_held(model)
+        if held is not None:  # exported by ``encoder_in_memory`` for this very model: not traced twice
+            files, config, distance = held
+        else:
+            files, config = export(model)
+            encoder = OnnxQueryEncoder(files[MODEL_FILE], files[TOKENIZER_FILE].decode("utf-8"), config)
+            distance = disagreement(encoder, model)
     except OSError:
         raise
     except Exception as exc:  # a model the exporter cannot trace: questions go through sentence-transformers
@@ -229,16 +234,34 @@ def write_encoder(embedder: Any, generation: Path, index_dir: str | Path) -> boo
 
 def encoder_in_memory(embedder: Any) -> OnnxQueryEncoder | None:
     """The question encoder ``write_encoder`` would export for ``embedder``'s model, held in memory (to measure an
-    index before it is published, as it will answer), or None where a build would write none."""
+    index before it is published, as it will answer), or None where a build would write none. The export is kept
+    for the next ``write_encoder`` of the same model object (one, then released), which then writes it rather than
+    tracing the model again."""
     model = _sentence_transformer(embedder)
     if model is None:
         return None
     try:
         files, config = export(model)
         encoder = OnnxQueryEncoder(files[MODEL_FILE], files[TOKENIZER_FILE].decode("utf-8"), config)
-        return encoder if disagreement(encoder, model) <= TOLERANCE else None
+        distance = disagreement(encoder, model)
     except Exception:  # a model the exporter cannot trace: its index answers through the model itself
         return None
+    with _HELD_LOCK:
+        _HELD[:] = [(weakref.ref(model), files, config, distance)]
+    return encoder if distance <= TOLERANCE else None
+
+
+# The export ``encoder_in_memory`` made last, until ``write_encoder`` takes it for the same model object.
+_HELD: list[tuple[weakref.ref[Any], dict[str, bytes], dict[str, Any], float]] = []
+_HELD_LOCK = threading.Lock()
+
+
+def _take_held(model: Any) -> tuple[dict[str, bytes], dict[str, Any], float] | None:
+    with _HELD_LOCK:
+        if not _HELD:
+            return None
+        ref, files, config, distance = _HELD.pop()
+    return (dict(files), dict(config), distance) if ref() is model else None
 
 
 def _sentence_transformer(embedder: Any) -> Any:
