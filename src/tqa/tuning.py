@@ -11,8 +11,8 @@ of it:
    when held-out sentences find their passages better (``tune.MIN_GAIN`` or ``min_gain``), and, where a question
    set is available, when the index re-embedded with it answers that set at least as well (MRR@10 in the search
    mode the assistant uses, hybrid by default) as the live index does, each measured as ``tqa eval`` measures it:
-   questions encoded by the index's exported question encoder (for the new index, exported in memory; the
-   publish exports it again into the generation), or by its model where it has none. A refusal is a result: it
+   questions encoded by the index's exported question encoder (for the new index, exported in memory, and that
+   export is what the publish writes into the generation), or by its model where it has none. A refusal is a result: it
    removes what it wrote and changes nothing else.
 3. A kept model goes to ``models/<first 16 hex digits of its SHA-256>/`` (the hash is over its files' names and
    contents; a folder of that hash already there is reused), the index's own documents and chunks are embedded
