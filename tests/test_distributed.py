@@ -89,7 +89,7 @@ def test_without_the_extra_the_cli_says_how_to_install(monkeypatch, small_corpus
     (["--ray", " "], "HOST:PORT"), (["--ray", "auto", "--ray-workers", "0"], "at least 1"),
     (["--ray-workers", "2"], "needs --ray"), (["--ray", "auto", "--ray-workers", str((os.cpu_count() or 1) + 1)],
                                                "this machine has"),
-    (["--ray-gpus", "1"], "needs --ray"), (["--ray", "auto", "--ray-gpus", "0"], "fraction of one GPU"),
+    (["--ray-gpus", "1"], "needs --ray"), (["--ray", "auto", "--ray-gpus", "0"], "share of one GPU"),
     (["--ray", "auto", "--ray-gpus", "1.5"], "whole number"), (["--ray", "auto", "--ray-gpus", "-1"], "GPU"),
     (["--ray", "auto", "--ray-gpus", "nan"], "GPU"), (["--ray", "auto", "--ray-gpus", "inf"], "GPU"),
 ])
@@ -122,7 +122,7 @@ def test_bad_pool_arguments_are_refused_before_anything_starts(kwargs):
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("gpus", [0, -0.5, 1.5, float("nan"), float("inf"), True, "1", [1]])
+@pytest.mark.parametrize("gpus", [0, -0.0, -0.5, 0.001, 1.5, float("nan"), float("inf"), True, "1", [1]])
 def test_a_gpu_share_ray_cannot_grant_is_refused_before_anything_starts(gpus):
     for call in (lambda: RayPool(gpus_per_worker=gpus), lambda: check_ray("auto", None, gpus)):
         with pytest.raises(DistributedError) as err:
@@ -306,7 +306,7 @@ def test_gpus_the_cluster_lacks_are_one_line_through_the_cli(cluster, small_corp
     code, out, err = cli(["index", str(small_corpus), "--index", str(tmp_path / "index"), "--ray", cluster.address,
                           "--ray-gpus", "1"], capsys)  # the cluster's nodes declare no GPU
     assert code == 1 and not out
-    assert "need 1 GPUs" in one_line(err) and "has 0" in err and "--ray-gpus" in err
+    assert "has 0 GPUs; 1 Ray worker with 1 GPU each needs 1." in one_line(err) and "--ray-gpus" in err
     assert not ray.is_initialized()
     assert not [p for p in (tmp_path / "index").glob("*") if p.name.startswith(("g-", ".tmp"))]
 

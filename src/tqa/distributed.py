@@ -59,6 +59,7 @@ CALL_FILES = 256  # files per call at most
 CALL_BYTES = 1 << 20  # and at most this many bytes of file data per call (one large file is a call of its own)
 IN_FLIGHT = 2  # calls queued per worker: the next call's input reaches the worker while it runs the current one
 START_SECONDS = 600.0  # workers must have loaded the model within this
+MIN_GPU_SHARE = 0.01  # the smallest share of a GPU a worker may ask for (Ray counts GPUs in 1/10,000ths)
 STALL_SECONDS = 900.0  # no call finished for this long: workers are gone and cannot be placed again
 
 
@@ -98,15 +99,15 @@ def _check_workers(workers: object) -> None:
 
 
 def _check_gpus(gpus: object) -> None:
-    """GPUs per worker: None (none), a fraction above 0 and at most 1 (workers share a GPU), or a whole number (Ray
-    grants fractions of one GPU only)."""
+    """GPUs per worker: None (none), a share of one GPU from ``MIN_GPU_SHARE`` to 1 (workers share a GPU), or a
+    whole number (Ray grants fractions of one GPU only)."""
     if gpus is None:
         return
     ok = isinstance(gpus, (int, float)) and not isinstance(gpus, bool) and math.isfinite(gpus) and (
-        0 < gpus <= 1 or (gpus > 1 and float(gpus).is_integer()))
+        MIN_GPU_SHARE <= gpus <= 1 or (gpus > 1 and float(gpus).is_integer()))
     if not ok:
-        raise DistributedError(f"GPUs per Ray worker must be a fraction of one GPU (0.5, 1) or a whole number of GPUs, "
-                               f"not {gpus!r}.")
+        raise DistributedError(f"GPUs per Ray worker must be a share of one GPU from {MIN_GPU_SHARE} to 1 (such as "
+                               f"0.5) or a whole number of GPUs, not {gpus!r}.")
 
 
 def worker_device() -> str:
@@ -341,10 +342,12 @@ class RayPool:
         fit = int(total / per_worker + 1e-9)
         if fit < 1 or (asked is not None and asked > fit):
             workers = asked or 1
+            cluster = "this machine's local Ray cluster" if self.address == LOCAL else f"the cluster at {self.address}"
             raise DistributedError(
-                f"{workers} Ray worker{'s' if workers > 1 else ''} of {per_worker:g} GPU need {workers * per_worker:g} "
-                f"GPUs; the cluster at {self.address} has {total:g}. Start nodes with GPUs (`ray start --num-gpus N`), "
-                "ask for fewer workers (--ray-workers), or build without --ray-gpus."
+                f"{cluster[0].upper()}{cluster[1:]} has {total:g} GPUs; {workers} Ray worker{'s' if workers > 1 else ''}"
+                f" with {per_worker:g} GPU{'s' if per_worker > 1 else ''} each need{'' if workers > 1 else 's'} "
+                f"{workers * per_worker:g}. Start nodes with GPUs (`ray start --num-gpus N`), ask for fewer workers "
+                "(--ray-workers), or build without --ray-gpus."
             )
         return min(n, fit)
 
