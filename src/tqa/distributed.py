@@ -342,9 +342,9 @@ class RayPool:
         fit = int(total / per_worker + 1e-9)
         if fit < 1 or (asked is not None and asked > fit):
             workers = asked or 1
-            cluster = "this machine's local Ray cluster" if self.address == LOCAL else f"the cluster at {self.address}"
+            cluster = "This machine's local Ray cluster" if self.address == LOCAL else f"The cluster at {self.address}"
             raise DistributedError(
-                f"{cluster[0].upper()}{cluster[1:]} has {total:g} GPUs; {workers} Ray worker{'s' if workers > 1 else ''}"
+                f"{cluster} has {total:g} GPUs; {workers} Ray worker{'s' if workers > 1 else ''}"
                 f" with {per_worker:g} GPU{'s' if per_worker > 1 else ''} each need{'' if workers > 1 else 's'} "
                 f"{workers * per_worker:g}. Start nodes with GPUs (`ray start --num-gpus N`), ask for fewer workers "
                 "(--ray-workers), or build without --ray-gpus."
