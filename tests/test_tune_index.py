@@ -362,3 +362,27 @@ def test_bad_tune_options_are_refused_before_anything_runs(index: Path, args: li
         main(["tune", "--index", str(index), *args])
     assert exc.value.code == 2
     assert _state(index) == before
+
+
+def test_the_model_files_sent_elsewhere_are_the_ones_the_hash_vouches_for(index: Path, monkeypatch) -> None:
+    """What a Ray build sends its workers (``tuned_model_files``): every file, with the manifest's hash over the bytes
+    as read; a model edited between the check of its folder and the read is refused in one line."""
+    from tqa import tuning
+    from tqa.tuning import files_digest, tuned_model_files
+
+    t = _tuned(index).tuning
+    assert t is not None
+    files = tuned_model_files(index, t)
+    assert sorted(rel for rel, _ in files) == ["config.json", "sub/weights.bin"]
+    assert files_digest(files) == t.model_sha256 == model_digest(index / t.folder)
+    checked = tuning.tuned_model_path
+
+    def edited_after_the_check(index_dir, tuned):
+        path = checked(index_dir, tuned)
+        (Path(path) / "sub" / "weights.bin").write_text("edited", encoding="utf-8")
+        return path
+
+    monkeypatch.setattr(tuning, "tuned_model_path", edited_after_the_check)
+    with pytest.raises(IndexCorrupt) as err:
+        tuned_model_files(index, t)
+    assert "changed while it was read" in str(err.value) and "\n" not in str(err.value)
