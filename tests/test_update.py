@@ -3,6 +3,7 @@ training kept), and answers exactly as a full rebuild of the same corpus does.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from tqa import vectors
 from tqa.config import Settings
 from tqa.indexing import build_index, compact_index
+from tqa.keywords import KeywordIndex
 from tqa.store import current_generation, load_index
 from tqa.vectors import CompressedVectors, FaissVectors, update_vectors
 
@@ -142,6 +144,58 @@ def test_update_vectors_refuses_a_layout_that_does_not_match_the_new_rows():
         update_vectors(None, np.array([-1, -1]), unit(3, 8, 0), 8)
 
 
+# ---------------------------------------------------------------- the keyword index alone
+
+TEXTS = [" ".join(np.random.default_rng(i).choice(WORDS, 5 + i % 40)) + f" item{i}" for i in range(300)] + [
+    "", "salt salt salt salt", "the of and", "x"]  # (no terms: a placeholder; one term many times)
+
+
+def test_keyword_counts_are_read_back_exactly():
+    kw = KeywordIndex.build(TEXTS)
+    counts = kw._counts()
+    assert counts is not None
+    terms, doc, term, tf = counts
+    salt = terms.index("salt")
+    assert tf[(doc == 301) & (term == salt)].tolist() == [4]
+
+
+@pytest.mark.parametrize("case", ["middle", "first and last", "all new", "reordered"])
+def test_keyword_update_scores_as_a_whole_rebuild(case):
+    old = KeywordIndex.build(TEXTS)
+    n = len(TEXTS)
+    if case == "middle":
+        old_rows = np.r_[np.arange(0, 100), [-1, -1], np.arange(110, n)]
+        texts = TEXTS[:100] + ["copper salt ledger new", "harbour pilot anchor anchor"] + TEXTS[110:]
+    elif case == "first and last":
+        old_rows = np.r_[[-1], np.arange(1, n - 1), [-1]]
+        texts = ["lighthouse storm"] + TEXTS[1:n - 1] + ["quarry forge mill"]
+    elif case == "all new":
+        old_rows = np.full(3, -1)
+        texts = ["a harbour", "two harbours", "canal"]
+    else:
+        old_rows = np.r_[np.arange(150, n), np.arange(0, 150)]
+        texts = TEXTS[150:] + TEXTS[:150]
+    new = KeywordIndex.updated(old, old_rows, texts)
+    full = KeywordIndex.build(texts)
+    assert new.size == full.size == len(texts)
+    assert {t for t in full._vocab} == {t for t in new._vocab}  # terms no row holds are gone
+    for q in ["harbour", "copper salt", "item7 storm", "salt", "anchor pilot tide", "item105"]:
+        s1, r1 = new.search(q, 400)
+        s2, r2 = full.search(q, 400)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(s1, s2)  # bit for bit
+        assert new.idf(q.split()[0]) == pytest.approx(full.idf(q.split()[0]))
+
+
+def test_keyword_update_falls_back_to_a_rebuild_when_counts_do_not_read_back(monkeypatch):
+    old = KeywordIndex.build(TEXTS)
+    old._bm25.scores["data"] = old._bm25.scores["data"] * np.float32(1.001)  # not scores bm25s would compute
+    assert old._counts() is None
+    texts = TEXTS[:-1]
+    new = KeywordIndex.updated(old, np.arange(len(texts)), texts)
+    np.testing.assert_array_equal(new.search("salt", 5)[0], KeywordIndex.build(texts).search("salt", 5)[0])
+
+
 # ---------------------------------------------------------------- whole updates against full rebuilds
 
 
@@ -179,7 +233,7 @@ def assert_same_as_rebuild(index: Path, corpus: Path, tmp_path: Path, settings: 
             s1, r1 = a.keywords.search(q, 20)
             s2, r2 = b.keywords.search(q, 20)
             np.testing.assert_array_equal(r1, r2)
-            np.testing.assert_allclose(s1, s2, rtol=1e-5)
+            np.testing.assert_array_equal(s1, s2)
             qv = emb.encode([q])[0]
             for v in (a.vectors, b.vectors):
                 if v.nlist is not None:
@@ -316,3 +370,41 @@ def test_a_kill_during_an_update_leaves_the_previous_generation_live(tmp_path, s
         assert [c.to_dict() for c in ix.chunks] == before
     build_index(corpus, index, embedder=FakeEmbedder())  # the next update goes through
     assert_same_as_rebuild(index, corpus, tmp_path)
+
+
+# ---------------------------------------------------------------- tqa index --compact
+
+
+def test_cli_compact(tmp_path, small_ivf, monkeypatch, capsys):
+    import tqa.indexing
+    from tqa.cli import main
+
+    monkeypatch.setattr(tqa.indexing, "load_embedder", lambda *a: FakeEmbedder())
+    corpus, index = make_corpus(tmp_path / "corpus"), tmp_path / "index"
+    build_index(corpus, index, embedder=FakeEmbedder())
+    write_file(corpus, 60)
+    build_index(corpus, index, embedder=FakeEmbedder())
+    assert vector_info(index).changed
+    assert main(["index", "--compact", "--index", str(index), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["published"] and summary["chunks_total"] == load_index(index).manifest.counts.chunks
+    assert vector_info(index).changed == 0
+    assert_same_as_rebuild(index, corpus, tmp_path)
+
+
+@pytest.mark.parametrize("args", [["--rebuild"], ["--model", "other"], ["--force"]])
+def test_cli_compact_refuses_what_would_change_the_index(tmp_path, capsys, args):
+    from tqa.cli import main
+
+    assert main(["index", "--compact", "--index", str(tmp_path / "index"), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --compact") and err.count("\n") == 1
+
+
+def test_cli_compact_of_no_index_is_one_line(tmp_path, capsys):
+    from tqa.cli import main
+
+    assert main(["index", "--compact", "--index", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "nothing").exists()  # nothing created

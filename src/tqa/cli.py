@@ -87,6 +87,9 @@ def _declare_index(sub: Any) -> None:
                         "(needs `pip install 'tqa[ray]'`); planning and publishing stay here")
     p.add_argument("--ray-workers", metavar="N", type=int, default=None,
                    help="Ray workers to start, one CPU each (default: one per CPU of the cluster)")
+    p.add_argument("--compact", action="store_true",
+                   help="rebuild the index's vector and keyword indexes whole from the index itself (no document "
+                        "read, nothing embedded again): re-trains what updates changed in place")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
@@ -242,8 +245,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     if args.ray_workers is not None and args.ray is None:
         raise TqaError("--ray-workers needs --ray ADDRESS (or --ray auto).")
-    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
-                          ray=args.ray, ray_workers=args.ray_workers)
+    if args.compact:
+        clash = [flag for flag, on in (("--rebuild", args.rebuild), ("--model", args.model), ("--ray", args.ray),
+                                       ("--force", args.force)) if on]
+        if clash:
+            raise TqaError(f"--compact works on the index as it is; drop {' '.join(clash)}.")
+        from .indexing import compact_index
+
+        summary = compact_index(args.index)
+    else:
+        summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
+                              ray=args.ray, ray_workers=args.ray_workers)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:

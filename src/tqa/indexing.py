@@ -409,7 +409,9 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
     compressed (``vectors.build_vectors``). ``previous``'s trained vector indexes (inverted file, compressed) are
     changed in place by row (``vectors.update_vectors``: the rows of files gone or changed removed, the new ones
     added, the rest renumbered; its training kept until ``RETRAIN_SHARE`` of the rows changed since), so
-    ``previous`` is not to be searched after this. ``learned``: the ranking to keep instead of learning one."""
+    ``previous`` is not to be searched after this. Its keyword index lends the term counts of the chunks kept
+    (``KeywordIndex.updated``: only new chunks are analysed; the scores are those of a whole rebuild).
+    ``learned``: the ranking to keep instead of learning one."""
     parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
@@ -435,8 +437,9 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         language=detect_language(c.text for c in chunks),
         tuning=plan.tuning,
     )
-    index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units,
-                  keywords=KeywordIndex.build([c.search_text for c in chunks]))
+    keywords = KeywordIndex.updated(None if previous is None else previous.keywords,
+                                    _old_rows([p.rows for p in parts]), [c.search_text for c in chunks])
+    index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units, keywords=keywords)
     embedded_now = sum(len(e.file.chunks) for e in embedded)
     index.manifest = dataclasses.replace(draft, ranking=learned if learned is not None else
                                          learn_ranking(index, embedder, previous, embedded_now))
