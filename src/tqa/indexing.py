@@ -9,7 +9,10 @@
    one batched pass of the model.
 4. **assemble** (``assemble``): the plan, the embedded files and the previous index give a new ``Index`` in
    memory: chunk table, vector and keyword indexes, the documents' language, the ranking learned from the
-   corpus's own sentences (``learn_ranking``, adapt.py), calibration, manifest.
+   corpus's own sentences (``learn_ranking``, adapt.py), calibration, manifest. An update changes the previous
+   index's trained vector indexes in place by row and re-scores its keyword index from the counts it holds,
+   analysing only the new chunks (``vectors.update_vectors``, ``KeywordIndex.updated``); ``compact_index``
+   rebuilds them whole from the live index without embedding (``tqa index --compact``).
 5. **publish** (``publish_index``): written as a new generation and made live atomically (``store.publish``).
 
 The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
