@@ -90,6 +90,9 @@ def _declare_index(sub: Any) -> None:
     p.add_argument("--ray-gpus", metavar="N", type=float, default=None,
                    help="GPUs per Ray worker (1, or 0.5 to share one GPU between two workers): workers embed on "
                         "their GPU")
+    p.add_argument("--compact", action="store_true",
+                   help="rebuild the index's vector and keyword indexes whole from the index itself (no document "
+                        "read, nothing embedded again): re-trains what updates changed in place")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_index(p)
 
@@ -246,8 +249,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
     for flag, value in (("--ray-workers", args.ray_workers), ("--ray-gpus", args.ray_gpus)):
         if value is not None and args.ray is None:
             raise TqaError(f"{flag} needs --ray ADDRESS (or --ray auto).")
-    summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
-                          ray=args.ray, ray_workers=args.ray_workers, ray_gpus=args.ray_gpus)
+    if args.compact:
+        clash = [flag for flag, on in (("--rebuild", args.rebuild), ("--model", args.model), ("--ray", args.ray),
+                                       ("--force", args.force)) if on]
+        if clash:
+            raise TqaError(f"--compact works on the index as it is; drop {' '.join(clash)}.")
+        from .indexing import compact_index
+
+        summary = compact_index(args.index)
+    else:
+        summary = build_index(args.corpus, args.index, model=args.model, rebuild=args.rebuild, force=args.force,
+                              ray=args.ray, ray_workers=args.ray_workers, ray_gpus=args.ray_gpus)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
     else:

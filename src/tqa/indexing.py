@@ -9,7 +9,10 @@
    one batched pass of the model.
 4. **assemble** (``assemble``): the plan, the embedded files and the previous index give a new ``Index`` in
    memory: chunk table, vector and keyword indexes, the documents' language, the ranking learned from the
-   corpus's own sentences (``learn_ranking``, adapt.py), calibration, manifest.
+   corpus's own sentences (``learn_ranking``, adapt.py), calibration, manifest. An update changes the previous
+   index's trained vector indexes in place by row and re-scores its keyword index from the counts it holds,
+   analysing only the new chunks (``vectors.update_vectors``, ``KeywordIndex.updated``); ``compact_index``
+   rebuilds them whole from the live index without embedding (``tqa index --compact``).
 5. **publish** (``publish_index``): written as a new generation and made live atomically (``store.publish``).
 
 The stages take and return plain data (frozen dataclasses of text, numbers and arrays; ``FileTask``, ``Extracted``
@@ -59,7 +62,7 @@ from .manifest import Calibration, Counts, FileEntry, Manifest, ModelInfo, Ranki
 from .query_encoder import write_encoder
 from .retrieval import calibrate, weights_for
 from .store import check_index_location, current_generation, load_index, publish, read_manifest, tidy, write_lock
-from .vectors import VectorIndex, build_vectors
+from .vectors import VectorIndex, update_vectors
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 OcrProgress = Callable[[str, int, int], None]  # (source, pages read, pages to read)
@@ -399,20 +402,26 @@ def embed(files: Sequence[Extracted], embedder: Embedder, *, batch_size: int = 3
 
 
 def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped], previous: Index | None,
-             embedder: Embedder, ranking: str = DEFAULT_RANKING, compress_above: int = COMPRESS_ABOVE) -> Index:
+             embedder: Embedder, ranking: str = DEFAULT_RANKING, compress_above: int = COMPRESS_ABOVE, *,
+             learned: Ranking | None = None) -> Index:
     """The new index in memory: every file of the plan in corpus order (embedded files' chunks and vectors, reused
     files' from ``previous``), its vector and keyword indexes, its documents' language, the ranking learned from
     it (``learn_ranking``), its abstention calibration (with the weights ``ranking``, the setting of
     ``config.RANKINGS`` the index will be searched with, selects) and its manifest. ``skipped`` is every file the
     build passed over, as the manifest lists them. A vector index of more than ``compress_above`` vectors is
-    compressed (``vectors.build_vectors``), keeping the training of ``previous``'s when it still serves."""
+    compressed (``vectors.build_vectors``). ``previous``'s trained vector indexes (inverted file, compressed) are
+    changed in place by row (``vectors.update_vectors``: the rows of files gone or changed removed, the new ones
+    added, the rest renumbered; its training kept until ``RETRAIN_SHARE`` of the rows changed since), so
+    ``previous`` is not to be searched after this. Its keyword index lends the term counts of the chunks kept
+    (``KeywordIndex.updated``: only new chunks are analysed; the scores are those of a whole rebuild).
+    ``learned``: the ranking to keep instead of learning one."""
     parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
-    vectors = build_vectors(_stack([p.vectors for p in parts], dim), dim, compress_above=compress_above,
-                            previous=None if previous is None else previous.vectors)
-    units = build_vectors(_stack([p.units for p in parts], dim), dim, compress_above=compress_above,
-                          previous=None if previous is None else previous.units)
+    vectors = update_vectors(None if previous is None else previous.vectors, _old_rows([p.rows for p in parts]),
+                             _stack([p.vectors for p in parts], dim), dim, compress_above=compress_above)
+    units = update_vectors(None if previous is None else previous.units, _old_rows([p.unit_rows for p in parts]),
+                           _stack([p.units for p in parts], dim), dim, compress_above=compress_above)
     files = {source: entry for p in parts for source, entry in p.entries}
     draft = Manifest(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -431,10 +440,12 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         language=detect_language(c.text for c in chunks),
         tuning=plan.tuning,
     )
-    index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units,
-                  keywords=KeywordIndex.build([c.search_text for c in chunks]))
+    keywords = KeywordIndex.updated(None if previous is None else previous.keywords,
+                                    _old_rows([p.rows for p in parts]), [c.search_text for c in chunks])
+    index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units, keywords=keywords)
     embedded_now = sum(len(e.file.chunks) for e in embedded)
-    index.manifest = dataclasses.replace(draft, ranking=learn_ranking(index, embedder, previous, embedded_now))
+    index.manifest = dataclasses.replace(draft, ranking=learned if learned is not None else
+                                         learn_ranking(index, embedder, previous, embedded_now))
     index.manifest = dataclasses.replace(index.manifest,
                                          calibration=calibrate(embedder, index, weights_for(index, ranking)))
     return index
@@ -470,18 +481,22 @@ class _Rows:
 
 @dataclass
 class _Part:
-    """One file's share of the new index: its chunks, their vectors and units, its manifest entries."""
+    """One file's share of the new index: its chunks, their vectors and units (new ones), or the rows of the previous
+    index they are (a reused file's), and its manifest entries."""
 
     chunks: list[Chunk]
-    vectors: np.ndarray
+    vectors: np.ndarray  # new vectors (none for a reused file) ...
     units: np.ndarray
     entries: list[tuple[str, FileEntry]]
+    rows: np.ndarray | int  # ... or the previous index's rows (an int: that many new rows)
+    unit_rows: np.ndarray | int
 
 
 def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) -> list[_Part]:
     parts = []
     old = previous.manifest.files if previous is not None else {}
     grouped = families(old)
+    none = np.zeros((0, 0), dtype=np.float32)
     for f in plan.files:
         if isinstance(f, Reuse):
             assert previous is not None
@@ -490,8 +505,9 @@ def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) ->
             chunks = [c if f.source == f.previous_source else
                       dataclasses.replace(c, source=_renamed(c.source, f.previous_source, f.source))
                       for c in (previous.chunks[int(r)] for r in rows)]
-            parts.append(_Part(chunks, previous.vectors.take(rows), previous.units.take(previous.unit_rows(rows)),
-                               [(_renamed(m, f.previous_source, f.source), old[m]) for m in members]))
+            parts.append(_Part(chunks, none, none,
+                               [(_renamed(m, f.previous_source, f.source), old[m]) for m in members],
+                               rows, np.asarray(previous.unit_rows(rows), dtype=np.int64)))
         elif isinstance(f, FileTask) and f.source in embedded:
             e = embedded[f.source]
             entries = [(d.source, FileEntry(sha256=d.sha256 or e.file.sha256,
@@ -499,11 +515,18 @@ def _parts(plan: Plan, embedded: dict[str, Embedded], previous: Index | None) ->
                                             format=d.format, chars=len(d.text), chunks=len(d.chunks), pages=d.pages,
                                             warnings=d.warnings, metadata=dict(d.metadata),
                                             ocr_pending=d.ocr_pending or None)) for d in e.file.documents]
-            parts.append(_Part(e.file.chunks, e.vectors, e.units, entries))
+            parts.append(_Part(e.file.chunks, e.vectors, e.units, entries, len(e.vectors), len(e.units)))
     return parts
 
 
+def _old_rows(blocks: list[np.ndarray | int]) -> np.ndarray:
+    """Each new row's row in the previous index, -1 for a new one (``vectors.update_vectors``)."""
+    out = [np.full(b, -1, dtype=np.int64) if isinstance(b, int) else b for b in blocks]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def _stack(blocks: list[np.ndarray], dim: int) -> np.ndarray:
+    blocks = [b for b in blocks if len(b)]
     return np.vstack(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
 
 
@@ -606,6 +629,41 @@ def build_index(
             publish_index(plan, new, embedded, previous, emb)
             summary.published, summary.chunks_total = True, len(new.chunks)
             summary.chunks_embedded = sum(len(e.file.chunks) for e in embedded)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def compact_index(index: str | Path = "index", *, embedder: Embedder | None = None,
+                  settings: Settings | None = None) -> IndexSummary:
+    """Rebuild the live index's structures whole from the index itself, nothing read from the corpus and no chunk
+    embedded again (``tqa index --compact``): the vector indexes trained anew on all their vectors (the updates
+    since the last training forgotten, see ``vectors.RETRAIN_SHARE``), the keyword index and the chunk table
+    written again, published as a new generation atomically. The documents, chunks, vectors and learned ranking
+    stay what they were; the calibration is measured again, as a build does."""
+    t0 = time.perf_counter()
+    settings = settings or Settings.from_env()
+    index_dir = Path(index)
+    if current_generation(index_dir) is None:
+        load_index(index_dir)  # raises the one-line refusal of a folder that holds no index
+    with write_lock(index_dir), load_index(index_dir) as previous:
+        m = previous.manifest
+        if embedder is not None:
+            if embedder.name != m.model.name:
+                raise IndexMismatch(f"The index at {shown(index_dir)}/ was built with model {m.model.name!r}, not "
+                                    f"{embedder.name!r}.")
+            check_precision(embedder, m.precision, index_dir)
+        precision = m.precision or FULL_PRECISION
+        emb = embedder or load_embedder(m.model.name, precision, _model_source(index_dir, m.tuning))
+        plan, extracted, skipped = reembed_plan(previous, index_dir, m.model.name, precision, m.tuning)
+        embedded = []
+        for f in extracted:
+            rows = np.concatenate([previous.rows_of(d.source) for d in f.documents]).astype(np.int64)
+            embedded.append(Embedded(f, previous.vectors.take(rows), previous.units.take(previous.unit_rows(rows))))
+        new = assemble(plan, embedded, skipped, None, emb, settings.ranking, settings.compress_above,
+                       learned=m.ranking)
+        publish_index(plan, new, embedded, None, emb)
+        summary = IndexSummary(index_dir=str(index_dir), files_unchanged=sorted(f.source for f in extracted),
+                               skipped=[x.to_dict() for x in skipped], chunks_total=len(new.chunks), published=True)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -836,4 +894,5 @@ def _check_compatible(manifest: Manifest, model: str, chunking: ChunkSettings, i
 
 
 __all__ = ["Embedded", "Extracted", "ExtractedDocument", "FileTask", "IndexSummary", "Plan", "Reuse", "assemble",
-           "build_index", "embed", "extract_and_chunk", "plan_build", "publish_index", "read_task", "same_corpus"]
+           "build_index", "compact_index", "embed", "extract_and_chunk", "plan_build", "publish_index", "read_task",
+           "same_corpus"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import mmap
 import re
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,98 @@ class KeywordIndex:
             bm25.index(tokens, show_progress=False)
         return cls(bm25)
 
+    @classmethod
+    def updated(cls, previous: KeywordIndex | None, old_rows: np.ndarray, texts: list[str]) -> KeywordIndex:
+        """The index of ``texts`` (row i is text i) when row i is ``previous``'s row ``old_rows[i]`` (the same
+        text) or, where that is -1, a new text: only the new texts are analysed. The term counts of the rows kept
+        are read back from ``previous``'s scores (``_counts``) and every score computed again from the new
+        corpus's document frequencies and mean length, as bm25s computes them, so the scores are those of
+        ``build(texts)``. When the counts cannot be read back exactly (an index built otherwise), it is ``build``."""
+        counts = None if previous is None else previous._counts()
+        old_rows = np.asarray(old_rows, dtype=np.int64)
+        if previous is None or counts is None or len(old_rows) != len(texts):
+            return cls.build(texts)
+        terms, p_doc, p_term, p_tf = counts
+        table = np.full(previous.size, -1, dtype=np.int64)  # old row -> new row
+        kept = old_rows >= 0
+        table[old_rows[kept]] = np.flatnonzero(kept)
+        new_doc = table[p_doc]
+        keep = new_doc >= 0
+        docs, term_ids, tfs = [new_doc[keep]], [p_term[keep]], [p_tf[keep]]
+        ids = {t: i for i, t in enumerate(terms)}
+        rows, words, freqs = [], [], []
+        for row in np.flatnonzero(~kept):
+            analysed = cls.analyze(texts[row]) or ["\u2205"]
+            for word, n in Counter(analysed).items():
+                rows.append(row)
+                words.append(ids.setdefault(word, len(ids)))
+                freqs.append(n)
+        docs.append(np.asarray(rows, dtype=np.int64))
+        term_ids.append(np.asarray(words, dtype=np.int64))
+        tfs.append(np.asarray(freqs, dtype=np.int64))
+        return cls(_scored(list(ids), np.concatenate(docs), np.concatenate(term_ids), np.concatenate(tfs),
+                           len(texts)))
+
+    def _counts(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+        """(terms, row, term id and count of every posting), read back from the scores: a score is
+        ``idf * tf / (tf + K)`` with ``K = k1 (1 - b + b dl / avgdl)``, so ``tf / K`` follows from it, a row's
+        length from those (``dl = K * sum(tf / K)``, given the mean length, which is found by bisection), and each
+        count from its length. Exact or nothing: the scores computed again from the counts must equal the stored
+        ones bit for bit, else None."""
+        bm = self._bm25
+        if not self._vocab or (bm.method, bm.idf_method, bm.k1, bm.b) != ("lucene", "lucene", 1.5, 0.75):
+            return None
+        sc = bm.scores
+        for key, (check, offset, size) in self._checks.items():  # every byte about to be read, verified first
+            check(np.array([offset]), np.array([len(sc[key]) * size]))
+        n = int(sc["num_docs"])
+        indptr = np.asarray(sc["indptr"], dtype=np.int64)
+        data = np.asarray(sc["data"], dtype=np.float32)
+        doc = np.asarray(sc["indices"], dtype=np.int64)
+        width = len(indptr) - 1
+        terms = [""] * width
+        for t, i in self._vocab.items():
+            if i < width:
+                terms[i] = t
+        if "" in terms or len(data) == 0:
+            return None
+        df = np.diff(indptr)
+        term = np.repeat(np.arange(width, dtype=np.int64), df)
+        idf = _idf(df, n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = data.astype(np.float64) / idf[term].astype(np.float64)
+            q = r / (1 - r)  # tf / K
+        if not np.all(np.isfinite(q)) or np.any(q <= 0):
+            return None
+        a = np.bincount(doc, weights=q, minlength=n)  # dl / K for each row
+        k1, b = 1.5, 0.75
+        if np.any(a <= 0):
+            return None
+
+        def lengths(avg: float) -> np.ndarray:
+            return k1 * (1 - b) * a / (1 - k1 * b * a / avg)
+
+        lo = k1 * b * float(a.max()) * (1 + 1e-12)
+        hi = max(2 * lo, 1.0)
+        while float(lengths(hi).sum()) > n * hi:
+            hi *= 2
+        for _ in range(200):  # the mean length, where the lengths it implies average to it
+            mid = (lo + hi) / 2
+            if float(lengths(mid).sum()) > n * mid:
+                lo = mid
+            else:
+                hi = mid
+        dl = np.rint(lengths((lo + hi) / 2)).astype(np.int64)
+        avg = dl.mean()
+        big_k = k1 * ((1 - b) + b * dl / avg)
+        tf = np.rint(q * big_k[doc]).astype(np.int64)
+        if np.any(tf < 1) or not np.array_equal(np.bincount(doc, weights=tf, minlength=n).astype(np.int64), dl):
+            return None
+        again = (idf[term].astype(np.float64) * (tf / (big_k[doc] + tf))).astype(np.float32)
+        if not np.array_equal(again, data):
+            return None
+        return terms, doc, term, tf
+
     @property
     def size(self) -> int:
         return int(self._bm25.scores["num_docs"]) if self._vocab else 0
@@ -216,6 +310,43 @@ class KeywordIndex:
                 f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
         return cls(bm25, checks)
+
+
+def _idf(df: np.ndarray, n: int) -> np.ndarray:
+    """bm25s's idf (Lucene's) of each document frequency, float32, computed as bm25s computes it."""
+    return np.array([math.log(1 + (n - d + 0.5) / (d + 0.5)) if d else 0.0 for d in df.tolist()], dtype=np.float32)
+
+
+def _scored(terms: list[str], doc: np.ndarray, term: np.ndarray, tf: np.ndarray, n: int) -> Any:
+    """A bm25s index of ``n`` rows from its postings' (row, term id, count), as ``bm25s.BM25.index`` scores them:
+    terms no row holds any more are left out."""
+    import bm25s
+
+    width = len(terms)
+    df = np.bincount(term, minlength=width)
+    used = np.flatnonzero(df > 0)
+    renumber = np.full(width, -1, dtype=np.int64)
+    renumber[used] = np.arange(len(used))
+    term = renumber[term]
+    df = df[used]
+    dl = np.bincount(doc, weights=tf, minlength=n).astype(np.int64)
+    avg = dl.mean()  # (np.float64, as bm25s's)
+    k1, b = 1.5, 0.75
+    big_k = k1 * ((1 - b) + b * dl / avg)
+    idf = _idf(df, n)
+    order = np.lexsort((doc, term))
+    doc, term, tf = doc[order], term[order], tf[order]
+    data = (idf[term].astype(np.float64) * (tf / (big_k[doc] + tf))).astype(np.float32)
+    indptr = np.zeros(len(used) + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    bm = bm25s.BM25()
+    bm.scores = {"data": data, "indices": doc.astype(np.int32), "indptr": indptr, "num_docs": n}
+    vocab = {terms[int(i)]: j for j, i in enumerate(used)}
+    vocab.setdefault("", len(vocab))  # (as bm25s.BM25.index adds it)
+    bm.vocab_dict = vocab
+    bm.unique_token_ids_set = set(vocab.values())
+    bm.nonoccurrence_array = None  # (Lucene's BM25 has none; ``index`` sets it)
+    return bm
 
 
 def _mapped(array: Any) -> bool:

@@ -560,6 +560,7 @@ def _vector_index(d: dict[str, Any], at: str, top: bool = False) -> VectorIndexI
                         code_bytes=f("code_bytes", "positive", optional=True),
                         rerank_depth=f("rerank_depth", "positive", optional=True),
                         stored=f("stored", "text", optional=True),
+                        changed=f("changed", "count", optional=True),
                         units=None if units is None else _vector_index(units, f"{at}units."))
     f.done()
     if v.stored not in (None, "float16"):

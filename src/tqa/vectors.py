@@ -55,6 +55,14 @@ RERANK_PER_RESULT = 4  # ... and 4 per result asked for
 # training would choose is within this factor of the trained one (the vector count within its square); beyond it,
 # the build trains again.
 RETRAIN_FACTOR = 2 ** 0.5
+# An update changes a trained index (inverted file or compressed) in place: the rows of the files removed or changed
+# leave it, the new rows are added by id, and the others are renumbered so that row i is still chunk i; its training
+# (centroids, codebooks) is kept. Rows added or removed this way since the last training are counted (``changed``);
+# once they exceed this share of the index, the next update trains it again on all its vectors (``tqa index
+# --compact`` always does). A fifth: the centroids then still come from at least four fifths of the rows they
+# partition, and a re-training at a million rows (about a minute) is spread over 200,000 changed rows (thousands of
+# file updates of a second or two each).
+RETRAIN_SHARE = 0.2
 STORED_SUFFIX = ".f16.npy"  # vectors.faiss's stored rows are vectors.f16.npy
 # (byte offsets, lengths) about to be read from a file: raises IndexCorrupt when they fail their checksum (store.py)
 Check = Callable[[np.ndarray, np.ndarray], None]
@@ -76,6 +84,7 @@ class VectorIndexInfo:
     code_bytes: int | None = None  # compressed: bytes of code a vector ...
     rerank_depth: int | None = None  # ... candidates re-ranked exactly ...
     stored: str | None = None  # ... from rows stored as this type ("float16") in a file of their own
+    changed: int | None = None  # inverted file: rows added or removed by updates since it was trained (0: none)
 
     @property
     def compressed(self) -> bool:
@@ -84,7 +93,7 @@ class VectorIndexInfo:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type, "metric": self.metric, "vectors": self.vectors, "exact": self.exact,
                              "nlist": self.nlist, "nprobe": self.nprobe, "code_bytes": self.code_bytes,
-                             "rerank_depth": self.rerank_depth, "stored": self.stored,
+                             "rerank_depth": self.rerank_depth, "stored": self.stored, "changed": self.changed,
                              "units": None if self.units is None else self.units.to_dict()}
         return {k: v for k, v in d.items() if v is not None}
 
@@ -158,6 +167,34 @@ class _Faiss:
             raise IndexCorrupt(
                 f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
+
+    changed: int = 0  # rows added or removed by updates since the inverted file was trained (``RETRAIN_SHARE``)
+
+    def _splice_lists(self, old_rows: np.ndarray, added: np.ndarray) -> None:
+        """Change the inverted file in place so that row i is its row ``old_rows[i]`` or, where that is -1, the next
+        row of ``added``: the rows not named leave it, the others are renumbered and the new ones are added by id
+        (coded with the kept training). The caller rebuilds what maps rows to places (``make_direct_map``)."""
+        faiss = _faiss()
+        ivf = self._ivf
+        kept = old_rows >= 0
+        table = np.full(int(ivf.ntotal), -1, dtype=np.int64)  # old row -> new row (-1: leaves)
+        table[old_rows[kept]] = np.flatnonzero(kept)
+        gone = np.flatnonzero(table < 0)
+        if ivf.direct_map.type != faiss.DirectMap.NoMap:
+            ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # (faiss removes by id only without the array map)
+        if len(gone):
+            ivf.remove_ids(faiss.IDSelectorBatch(gone))
+        lists = ivf.invlists
+        for n in range(int(ivf.nlist)):
+            size = int(lists.list_size(n))
+            if size:
+                ids = faiss.rev_swig_ptr(lists.get_ids(n), size)  # the list's ids, in place
+                ids[:] = table[ids]
+        if len(added):
+            step = 65_536
+            new_at = np.flatnonzero(~kept)
+            for s in range(0, len(added), step):
+                ivf.add_with_ids(np.ascontiguousarray(added[s:s + step], dtype=np.float32), new_at[s:s + step])
 
     def _ivf_search(self, q: np.ndarray, k: int, allowed: np.ndarray | None, depth: int
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +277,16 @@ class FaissVectors(_Faiss):
     def describe(self) -> VectorIndexInfo:
         """What was built, for the manifest."""
         return VectorIndexInfo(type=f"faiss.{type(self._index).__name__}", metric="cosine", vectors=self.ntotal,
-                               exact=self._ivf is None, nlist=self.nlist, nprobe=self.nprobe)
+                               exact=self._ivf is None, nlist=self.nlist, nprobe=self.nprobe,
+                               changed=None if self._ivf is None else self.changed)
+
+    def splice(self, old_rows: np.ndarray, added: np.ndarray) -> None:
+        """Row i becomes this index's row ``old_rows[i]``, or where that is -1 the next row of ``added``; in place,
+        keeping the inverted file's training (an inverted file only)."""
+        if self._ivf is None:
+            raise ValueError("an exact index is rebuilt, not spliced")
+        self._splice_lists(old_rows, added)
+        self._ivf.make_direct_map()
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows.
@@ -466,7 +512,19 @@ class CompressedVectors(_Faiss):
         return VectorIndexInfo(type=f"faiss.{type(self._index).__name__}", metric="cosine", vectors=self.ntotal,
                                exact=False, nlist=self.nlist, nprobe=self.nprobe,
                                code_bytes=int(self._ivf.pq.M) * int(self._ivf.pq.nbits) // 8,
-                               rerank_depth=self.depth, stored="float16")
+                               rerank_depth=self.depth, stored="float16", changed=self.changed)
+
+    def splice(self, old_rows: np.ndarray, added: np.ndarray) -> None:
+        """As ``FaissVectors.splice``: the codes changed in place (training kept), the stored rows copied anew."""
+        kept = old_rows >= 0
+        rows = np.empty((len(old_rows), self.dim), dtype=StoredVectors.DTYPE)
+        step = 65_536
+        where = np.flatnonzero(kept)
+        for s in range(0, len(where), step):
+            rows[where[s:s + step]] = self.store.take(old_rows[where[s:s + step]])
+        rows[~kept] = added
+        self._splice_lists(old_rows, added)
+        self.store = StoredVectors(rows)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) for one query vector, optionally only among ``allowed`` rows; the codes choose
@@ -515,9 +573,55 @@ def build_vectors(vectors: np.ndarray, dim: int, *, compress_above: int = COMPRE
     return FaissVectors.build(vectors, dim)
 
 
+def wanted_kind(n: int, compress_above: int = COMPRESS_ABOVE) -> str:
+    """The kind of index ``build_vectors`` makes of ``n`` vectors: "flat", "ivf" or "compressed"."""
+    if n > compress_above and n >= PQ_MIN_VECTORS:
+        return "compressed"
+    kind = choose_index_type(n)
+    return "flat" if kind == "ivf" and n < IVF_MIN_VECTORS else kind
+
+
+def update_vectors(previous: VectorIndex | None, old_rows: np.ndarray, added: np.ndarray, dim: int, *,
+                   compress_above: int = COMPRESS_ABOVE) -> VectorIndex:
+    """The vector index whose row i is ``previous``'s row ``old_rows[i]`` or, where that is -1, the next row of
+    ``added``: an update's. A trained ``previous`` (inverted file, compressed) that stays of its kind is changed in
+    place (``splice``: its training kept) while the rows changed since it was trained stay within ``RETRAIN_SHARE``
+    of the index and its number of lists within ``RETRAIN_FACTOR`` of what a fresh training would choose; otherwise
+    the index is built again from all its vectors (exact indexes always: that costs little below ``EXACT_MAX``)."""
+    old_rows = np.asarray(old_rows, dtype=np.int64)
+    added = np.ascontiguousarray(added, dtype=np.float32).reshape(-1, dim)
+    kept = old_rows >= 0
+    if int((~kept).sum()) != len(added):
+        raise ValueError(f"{int((~kept).sum())} new rows, {len(added)} vectors")
+    n = len(old_rows)
+    if previous is not None and previous.dim == dim and _spliceable(previous, n, compress_above):
+        changed = previous.changed + (previous.ntotal - int(kept.sum())) + len(added)
+        if changed <= RETRAIN_SHARE * n:
+            previous.splice(old_rows, added)
+            previous.changed = changed
+            return previous
+    whole = np.empty((n, dim), dtype=np.float32)
+    if previous is not None and kept.any():
+        whole[kept] = previous.take(old_rows[kept])
+    whole[~kept] = added
+    return build_vectors(whole, dim, compress_above=compress_above)
+
+
+def _spliceable(previous: VectorIndex, n: int, compress_above: int) -> bool:
+    kind = wanted_kind(n, compress_above)
+    if kind != previous.kind or kind == "flat" or previous.nlist is None:
+        return False
+    fresh = (pq_settings(n) if kind == "compressed" else ivf_settings(n))[0]
+    return 1 / RETRAIN_FACTOR <= fresh / previous.nlist <= RETRAIN_FACTOR
+
+
 def load_vectors(path: Path, info: VectorIndexInfo | None, *, check: Check | None = None) -> VectorIndex:
     """The vector index in ``path``, of the kind the manifest records (``info``; compressed when it has stored
-    rows); the file's own type must agree."""
+    rows); the file's own type must agree. ``changed`` (rows changed since training) is read from ``info``."""
+    index: VectorIndex
     if info is not None and info.compressed:
-        return CompressedVectors.load(path, check=check)
-    return FaissVectors.load(path)
+        index = CompressedVectors.load(path, check=check)
+    else:
+        index = FaissVectors.load(path)
+    index.changed = (info.changed if info is not None else None) or 0
+    return index
