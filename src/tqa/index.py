@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .chunking import Chunk, Section
+from .chunktable import ChunkTable
 from .keywords import KeywordIndex
 from .manifest import DOCUMENTS, Manifest
 from .vectors import VectorIndex
@@ -59,7 +60,8 @@ class Index:
     """
 
     manifest: Manifest
-    chunks: list[Chunk]  # row i of ``vectors`` is chunks[i]
+    # row i of ``vectors`` is chunks[i]: a list (a build), or a ``ChunkTable`` that parses a row when it is used
+    chunks: Sequence[Chunk]
     vectors: VectorIndex
     units: VectorIndex  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
     keywords: KeywordIndex  # row i is chunks[i]'s search text
@@ -74,6 +76,8 @@ class Index:
     def close(self) -> None:
         """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
         lease, self.lease = self.lease, None
+        if isinstance(self.chunks, ChunkTable):
+            self.chunks.close()
         if self.checks is not None:
             self.checks.close()
         if lease is not None:
@@ -126,12 +130,17 @@ class Index:
 
     @functools.cached_property
     def unit_ptr(self) -> np.ndarray:
-        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
+        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units`` (from the table's array, when it has
+        one: not a parse of every row)."""
+        if isinstance(self.chunks, ChunkTable):
+            return self.chunks.unit_ptr
         counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     @functools.cached_property
     def _source_rows(self) -> dict[str, np.ndarray]:
+        if isinstance(self.chunks, ChunkTable):
+            return self.chunks.source_rows()
         by_source: dict[str, list[int]] = {}
         for i, c in enumerate(self.chunks):
             by_source.setdefault(c.source, []).append(i)
