@@ -318,3 +318,34 @@ def test_a_damaged_faiss_file_is_refused_at_load(index, capsys, monkeypatch, rel
 def test_files_hashed_in_threads_load_an_intact_index(built, monkeypatch):
     monkeypatch.setattr(integrity, "BIG_BYTES", 1)
     assert ask(built)
+
+
+@pytest.mark.parametrize("rel", [VECTORS, UNITS])
+def test_a_damaged_faiss_file_loaded_in_the_background_refuses_every_question(index, monkeypatch, rel):
+    """`Assistant.load` verifies and reads the FAISS files while the model loads: damage refuses the first question
+    and every later one, and the vectors are never handed out; `load_index` refuses it at once."""
+    monkeypatch.setattr(integrity, "BIG_BYTES", 1)  # hashed in a thread, as a big file is
+    path = gen_of(index) / rel
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IndexCorrupt, match=rel):
+        load_index(index)
+    qa = Assistant.load(index, embedder=FakeEmbedder())
+    try:
+        for _ in range(2):
+            with pytest.raises(IndexCorrupt, match=rel):
+                qa.ask(QUESTION)
+        with pytest.raises(IndexCorrupt, match=rel):
+            qa.index.vectors  # noqa: B018
+    finally:
+        qa.index.close()
+
+
+def test_vectors_loaded_in_the_background_are_the_ones_verified_at_once(built):
+    with load_index(built) as now, load_index(built, defer=True) as later:
+        assert later.ready is not None or later.vectors.ntotal == now.vectors.ntotal
+        assert later.vectors.ntotal == now.vectors.ntotal and later.units.ntotal == now.units.ntotal
+        assert later.ready is None  # waited for once, then kept
+        q = FakeEmbedder().encode([QUESTION])[0]
+        assert np.array_equal(later.vectors.search(q, 5)[1], now.vectors.search(q, 5)[1])

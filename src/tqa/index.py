@@ -69,6 +69,9 @@ class Index:
     lease: Lease | None = field(default=None, repr=False)
     # the block checks of its big files (integrity.py; None: an index in memory, or loaded without verifying)
     checks: Checks | None = field(default=None, repr=False)
+    # the vector indexes being verified and read in the background (``store.load_index(defer=True)``): ``vectors``,
+    # ``units`` and ``raise_if_damaged()`` wait for them
+    ready: VectorsPending | None = field(default=None, repr=False)
     _scopes: dict[frozenset[str], Scope] = field(default_factory=dict, init=False, repr=False)
     # the example questions made for this generation (tqa.examples), by how many were asked for
     examples: dict[int, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
@@ -84,9 +87,19 @@ class Index:
             lease.release()
 
     def raise_if_damaged(self) -> None:
-        """Raise IndexCorrupt when a check of its files (on a read, or in the background) found damage."""
+        """Raise IndexCorrupt when a check of its files (on a read, or in the background) found damage; wait for the
+        vector indexes when they are still being verified and read."""
+        if self.__dict__.get("ready") is not None:
+            self._wait_vectors()
         if self.checks is not None:
             self.checks.raise_if_damaged()
+
+    def _wait_vectors(self) -> None:
+        ready = self.__dict__.get("ready")
+        if ready is not None:
+            vectors, units = ready.wait()  # raises IndexCorrupt, every time, when they are damaged
+            self.__dict__["_vectors"], self.__dict__["_units"] = vectors, units
+            self.__dict__["ready"] = None
 
     def __enter__(self) -> Index:
         return self
@@ -236,6 +249,31 @@ class Index:
         with open(self.path / DOCUMENTS, "rb") as f:
             f.seek(where[0])
             return str(json.loads(f.read(where[1]))["text"])
+
+
+def _waiting(name: str) -> property:
+    """``Index.vectors`` and ``Index.units``: stored as given, read after the background load (if any) is done."""
+    key = f"_{name}"
+
+    def get(self: Index) -> VectorIndex:
+        if self.__dict__.get("ready") is not None:
+            self._wait_vectors()
+        return self.__dict__[key]  # type: ignore[no-any-return]
+
+    def put(self: Index, value: VectorIndex) -> None:
+        self.__dict__[key] = value
+
+    return property(get, put)
+
+
+setattr(Index, "vectors", _waiting("vectors"))  # noqa: B010 (after the dataclass made its fields)
+setattr(Index, "units", _waiting("units"))  # noqa: B010
+
+
+class VectorsPending(Protocol):
+    """Vector indexes loading in the background (``store``): ``wait()`` returns them or raises IndexCorrupt."""
+
+    def wait(self) -> tuple[VectorIndex, VectorIndex]: ...
 
 
 @dataclass(eq=False)

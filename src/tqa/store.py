@@ -102,7 +102,7 @@ from .manifest import (
     artifact_set,
     json_bytes,
 )
-from .vectors import Check, load_vectors
+from .vectors import Check, VectorIndex, load_vectors
 
 log = logging.getLogger("tqa")
 
@@ -361,9 +361,14 @@ def _verify_artifacts(gen: Path, manifest: Manifest, pending: list[_Hashing], ke
                              for rel, a in sorted(by_blocks.items())])
 
 
-def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
+def load_index(index_dir: str | Path, *, verify: bool = True, defer: bool = False) -> Index:
     """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
-    generation's lease (see ``Index``)."""
+    generation's lease (see ``Index``).
+
+    ``defer``: the FAISS files (read whole) are verified and then read in a background thread, and the index's
+    ``vectors``, ``units`` and ``raise_if_damaged()`` wait for them (raising IndexCorrupt when they are damaged):
+    a caller with other work to do before its first search (loading a model) does it meanwhile. Without it they
+    are ready, or refused, when this returns."""
     root = Path(index_dir)
     for attempt in range(_LOAD_ATTEMPTS):
         last = attempt == _LOAD_ATTEMPTS - 1
@@ -379,7 +384,7 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
             raise IndexCorrupt(
                 f"{shown(root / CURRENT)} points to a missing folder {gen.name}. {REBUILD_HINT}") from None
         try:
-            data = _load_generation(gen, verify)
+            data = _load_generation(gen, verify, defer)
         except IndexCorrupt:
             if lease is not None:
                 lease.release()
@@ -395,40 +400,45 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
     raise AssertionError("unreachable")
 
 
-def _load_generation(gen: Path, verify: bool) -> Index:
+def _load_generation(gen: Path, verify: bool, defer: bool) -> Index:
     manifest = Manifest.read(gen)
     _check_analyzer(gen, manifest)
-    pending: list[_Hashing] = []  # big files read whole, hashed while the others are read
+    pending: list[_Hashing] = []  # big files read whole, hashed in threads of their own
     kept: dict[str, bytes] = {}  # small files of the chunk table, as verified
     checks = None
     try:
         checks = _verify_artifacts(gen, manifest, pending, kept) if verify else None
-        data = _read_generation(gen, manifest, checks, kept)
-        try:
-            for h in pending:
-                h.verify()  # before the index is returned: no answer from a byte not verified
-        except BaseException:
-            data.close()
-            raise
+        data = _read_generation(gen, manifest, checks, kept, pending)
     except BaseException:
         for h in pending:
             h.cancel()
         if checks is not None:
             checks.close()
         raise
+    if not defer:
+        try:
+            data.raise_if_damaged()  # the vector indexes verified and read now
+        except BaseException:
+            data.close()
+            raise
     if checks is not None:
         checks.start()  # every block verified in the background, at a low priority
     return data
 
 
-def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes]) -> Index:
+def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes],
+                     pending: list[_Hashing]) -> Index:
     chunks = _read_chunks(gen, manifest, checks, kept)
     try:
-        return _read_rest(gen, manifest, checks, chunks)
+        keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(_blocks(checks, f"{BM25_DIR}/{name}"))
+                                                             for name in BM25_FILES})
+        ready = _VectorLoad(gen, manifest, checks, pending, len(chunks), _unit_total(chunks))
     except BaseException:
         if isinstance(chunks, ChunkTable):
             chunks.close()
         raise
+    return Index(manifest=manifest, chunks=chunks, vectors=None, units=None, keywords=keywords,  # type: ignore[arg-type]
+                 path=gen, checks=checks, ready=ready)
 
 
 def _read_chunks(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes]) -> Sequence[Chunk]:
@@ -464,31 +474,71 @@ def _read_chunks(gen: Path, manifest: Manifest, checks: Checks | None, kept: dic
     return chunks
 
 
-def _read_rest(gen: Path, manifest: Manifest, checks: Checks | None, chunks: Sequence[Chunk]) -> Index:
-    def check(rel: str) -> BlockFile | None:
-        return None if checks is None else checks.for_file(rel)
+def _blocks(checks: Checks | None, rel: str) -> BlockFile | None:
+    return None if checks is None else checks.for_file(rel)
 
-    vectors = load_vectors(gen / VECTORS, manifest.vector_index, check=_checker(check(VECTORS_STORED)))
-    units = load_vectors(gen / UNITS, manifest.vector_index.units, check=_checker(check(UNITS_STORED)))
-    keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(check(f"{BM25_DIR}/{name}"))
-                                                         for name in BM25_FILES})
-    expected = manifest.counts.chunks
-    if not (vectors.ntotal == len(chunks) == expected):
-        raise IndexCorrupt(
-            f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
-            f"{expected}. {REBUILD_HINT}"
-        )
-    dim = manifest.model.dim
-    if len(chunks) and vectors.dim != dim:
-        raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen,
-                 checks=checks)
-    if units.ntotal != int(data.unit_ptr[-1]):
-        raise IndexCorrupt(
-            f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
-            f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
-        )
-    return data
+
+def _unit_total(chunks: Sequence[Chunk]) -> int:
+    if isinstance(chunks, ChunkTable):
+        return int(chunks.unit_ptr[-1])
+    return sum(len(c.units) for c in chunks)
+
+
+class _VectorLoad:
+    """The vector indexes of a generation, loaded in a thread of its own: the FAISS files' checksums first (their
+    hashing threads, ``pending``), then FAISS reads them, then they must agree with the chunk table and the
+    manifest. ``wait()`` returns them or raises IndexCorrupt (the damage is also recorded in ``checks``, so every
+    later check of the index raises it too). FAISS never reads a byte before its file is verified."""
+
+    def __init__(self, gen: Path, manifest: Manifest, checks: Checks | None, pending: list[_Hashing], rows: int,
+                 unit_total: int):
+        self._args = (gen, manifest, checks, pending, rows, unit_total)
+        self._checks = checks
+        self._result: tuple[VectorIndex, VectorIndex] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tqa-vectors", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        gen, manifest, checks, pending, rows, unit_total = self._args
+        try:
+            for h in pending:
+                h.verify()
+            vectors = load_vectors(gen / VECTORS, manifest.vector_index,
+                                   check=_checker(_blocks(checks, VECTORS_STORED)))
+            units = load_vectors(gen / UNITS, manifest.vector_index.units,
+                                 check=_checker(_blocks(checks, UNITS_STORED)))
+            expected = manifest.counts.chunks
+            if not (vectors.ntotal == rows == expected):
+                raise IndexCorrupt(f"The index disagrees with itself: {vectors.ntotal} vectors, {rows} chunks, "
+                                   f"manifest says {expected}. {REBUILD_HINT}")
+            dim = manifest.model.dim
+            if rows and vectors.dim != dim:
+                raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. "
+                                   f"{REBUILD_HINT}")
+            if units.ntotal != unit_total:
+                raise IndexCorrupt(f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table "
+                                   f"lists {unit_total}. {REBUILD_HINT}")
+            self._result = (vectors, units)
+        except BaseException as exc:  # noqa: BLE001 (handed to the thread that waits)
+            for h in pending:
+                h.cancel()
+            self._error = exc
+        finally:
+            self._args = ()  # type: ignore[assignment]
+
+    def wait(self) -> tuple[VectorIndex, VectorIndex]:
+        self._thread.join()
+        if self._result is not None:
+            return self._result
+        exc = self._error
+        if isinstance(exc, IndexCorrupt):
+            if self._checks is not None:
+                self._checks.damage.set(exc)
+            raise IndexCorrupt(str(exc))
+        if isinstance(exc, TqaError):
+            raise type(exc)(str(exc))
+        raise IndexCorrupt(f"The vector index could not be read ({type(exc).__name__}). {REBUILD_HINT}")
 
 
 def _checker(f: BlockFile | None) -> Check | None:
