@@ -230,6 +230,14 @@ class ChunkTable(Sequence[Chunk]):
                 self._cache.popitem(last=False)
         return chunk
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a list (or table) of the same rows, as a list of the parsed rows would be (reads every row)."""
+        if not isinstance(other, (list, tuple, ChunkTable)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __iter__(self) -> Iterator[Chunk]:
         """Every row in order, read a few MiB at a time (for a build or a rebuild; not cached)."""
         for s in range(0, self._rows, _READ_ROWS):
