@@ -349,3 +349,16 @@ def test_vectors_loaded_in_the_background_are_the_ones_verified_at_once(built):
         assert later.ready is None  # waited for once, then kept
         q = FakeEmbedder().encode([QUESTION])[0]
         assert np.array_equal(later.vectors.search(q, 5)[1], now.vectors.search(q, 5)[1])
+
+
+def test_a_big_file_read_whole_other_than_faiss_is_verified_before_the_load_returns(index, monkeypatch):
+    """Only the FAISS files are verified in the background (nothing reads them before); the rows of an index from
+    before the table, read whole at load, are verified first, however big."""
+    monkeypatch.setattr(integrity, "BIG_BYTES", 1)
+    as_before(index)
+    path = gen_of(index) / CHUNKS
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IndexCorrupt, match="fails its checksum"):
+        Assistant.load(index, embedder=FakeEmbedder())

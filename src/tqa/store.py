@@ -310,8 +310,8 @@ def _verify_artifacts(gen: Path, manifest: Manifest, pending: list[_Hashing], ke
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
     listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else. A big file
     listed with block checksums is not read here: its companion is checked whole, its size, and its blocks as they
-    are read (the ``Checks`` returned, integrity.py). A big file read whole (the FAISS files) is hashed in a thread
-    of its own, added to ``pending``: the caller waits for it before the index is used (``_load_generation``). The
+    are read (the ``Checks`` returned, integrity.py). A big FAISS file is hashed in a thread of its own, added to
+    ``pending``: FAISS reads it only once that is done (``_VectorLoad``); every other file is verified here. The
     small files of a chunk table read on demand are read once, verified, and their bytes put in ``kept``."""
     artifacts = manifest.artifacts
     by_blocks = {rel: a for rel, a in artifacts.items() if a.by_blocks}
@@ -337,7 +337,7 @@ def _verify_artifacts(gen: Path, manifest: Manifest, pending: list[_Hashing], ke
             os.close(fd)
             raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
                                f"{meta.size}. {REBUILD_HINT}")
-        if size >= integrity.BIG_BYTES:
+        if rel in (VECTORS, UNITS) and size >= integrity.BIG_BYTES:  # (only FAISS waits: nothing reads it before)
             pending.append(_Hashing(path, fd, meta.sha256))
             continue
         with os.fdopen(fd, "rb") as f:
