@@ -172,6 +172,7 @@ def test_the_web_app_reports_a_damaged_index_instead_of_dying(small_corpus, tmp_
     index = tmp_path / "index"
     build_index(small_corpus, index, embedder=FakeEmbedder())
     qa = Assistant.load(index, embedder=FakeEmbedder())
+    qa.index.raise_if_damaged()  # loaded whole (its vector indexes are read in the background until then)
     _damage(current_generation(index), "flipped byte")
     (small_corpus / "new.md").write_text("# New\n\nA new report.\n")
     with pytest.raises(TqaError, match="rebuild"):

@@ -187,14 +187,14 @@ def test_an_update_of_a_block_checked_index_verifies(built, tmp_path: Path, monk
     assert len(generations) == 2 and not [p for p in index.iterdir() if p.name.startswith((".tmp-", ".retired-"))]
 
 
-@pytest.mark.parametrize("edit", ["blocks on a small file", "block size without digests", "digests of a damaged "
+@pytest.mark.parametrize("edit", ["blocks on a file read whole", "block size without digests", "digests of a damaged "
                                   "kind", "stored rows without codes"])
 def test_a_manifest_with_checks_it_cannot_have_is_refused(built, edit):
     from tqa.manifest import Manifest
 
     d = read_manifest(built[1]).to_dict()
-    if edit == "blocks on a small file":
-        d["artifacts"]["chunks.jsonl"].update(block_bytes=1024, blocks_sha256="0" * 64)
+    if edit == "blocks on a file read whole":
+        d["artifacts"]["vectors.faiss"].update(block_bytes=1024, blocks_sha256="0" * 64)
     elif edit == "block size without digests":
         del d["artifacts"][DOCUMENTS]["blocks_sha256"]
     elif edit == "digests of a damaged kind":

@@ -280,7 +280,7 @@ class Assistant:
     def load(cls, index: str | Path = "index", *, embedder: Embedder | None = None,
              settings: Settings | None = None) -> Assistant:
         settings = settings or Settings.from_env()
-        loaded = load_index(index)
+        loaded = load_index(index, defer=True)  # its vector indexes verified and read while the model loads
         if embedder is None:
             # the index's exported model, without torch (query_encoder.py); else the index's model at the
             # precision its vectors were made at (embedding.py)

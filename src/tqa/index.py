@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .chunking import Chunk, Section
+from .chunktable import ChunkTable
 from .keywords import KeywordIndex
 from .manifest import DOCUMENTS, Manifest
 from .vectors import VectorIndex
@@ -59,7 +60,8 @@ class Index:
     """
 
     manifest: Manifest
-    chunks: list[Chunk]  # row i of ``vectors`` is chunks[i]
+    # row i of ``vectors`` is chunks[i]: a list (a build), or a ``ChunkTable`` that parses a row when it is used
+    chunks: Sequence[Chunk]
     vectors: VectorIndex
     units: VectorIndex  # the chunks' units (paragraphs), in chunk order: see ``unit_ptr``
     keywords: KeywordIndex  # row i is chunks[i]'s search text
@@ -67,6 +69,9 @@ class Index:
     lease: Lease | None = field(default=None, repr=False)
     # the block checks of its big files (integrity.py; None: an index in memory, or loaded without verifying)
     checks: Checks | None = field(default=None, repr=False)
+    # the vector indexes being verified and read in the background (``store.load_index(defer=True)``): ``vectors``,
+    # ``units`` and ``raise_if_damaged()`` wait for them
+    ready: VectorsPending | None = field(default=None, repr=False)
     _scopes: dict[frozenset[str], Scope] = field(default_factory=dict, init=False, repr=False)
     # the example questions made for this generation (tqa.examples), by how many were asked for
     examples: dict[int, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False)
@@ -74,15 +79,27 @@ class Index:
     def close(self) -> None:
         """Release the generation, so that a later publish may retire it. Its documents may then disappear."""
         lease, self.lease = self.lease, None
+        if isinstance(self.chunks, ChunkTable):
+            self.chunks.close()
         if self.checks is not None:
             self.checks.close()
         if lease is not None:
             lease.release()
 
     def raise_if_damaged(self) -> None:
-        """Raise IndexCorrupt when a check of its files (on a read, or in the background) found damage."""
+        """Raise IndexCorrupt when a check of its files (on a read, or in the background) found damage; wait for the
+        vector indexes when they are still being verified and read."""
+        if self.__dict__.get("ready") is not None:
+            self._wait_vectors()
         if self.checks is not None:
             self.checks.raise_if_damaged()
+
+    def _wait_vectors(self) -> None:
+        ready = self.__dict__.get("ready")
+        if ready is not None:
+            vectors, units = ready.wait()  # raises IndexCorrupt, every time, when they are damaged
+            self.__dict__["_vectors"], self.__dict__["_units"] = vectors, units
+            self.__dict__["ready"] = None
 
     def __enter__(self) -> Index:
         return self
@@ -126,12 +143,17 @@ class Index:
 
     @functools.cached_property
     def unit_ptr(self) -> np.ndarray:
-        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units``."""
+        """Chunk i's units are rows unit_ptr[i]:unit_ptr[i + 1] of ``units`` (from the table's array, when it has
+        one: not a parse of every row)."""
+        if isinstance(self.chunks, ChunkTable):
+            return self.chunks.unit_ptr
         counts = np.fromiter((len(c.units) for c in self.chunks), dtype=np.int64, count=len(self.chunks))
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     @functools.cached_property
     def _source_rows(self) -> dict[str, np.ndarray]:
+        if isinstance(self.chunks, ChunkTable):
+            return self.chunks.source_rows()
         by_source: dict[str, list[int]] = {}
         for i, c in enumerate(self.chunks):
             by_source.setdefault(c.source, []).append(i)
@@ -227,6 +249,31 @@ class Index:
         with open(self.path / DOCUMENTS, "rb") as f:
             f.seek(where[0])
             return str(json.loads(f.read(where[1]))["text"])
+
+
+def _waiting(name: str) -> property:
+    """``Index.vectors`` and ``Index.units``: stored as given, read after the background load (if any) is done."""
+    key = f"_{name}"
+
+    def get(self: Index) -> VectorIndex:
+        if self.__dict__.get("ready") is not None:
+            self._wait_vectors()
+        return self.__dict__[key]  # type: ignore[no-any-return]
+
+    def put(self: Index, value: VectorIndex) -> None:
+        self.__dict__[key] = value
+
+    return property(get, put)
+
+
+setattr(Index, "vectors", _waiting("vectors"))  # noqa: B010 (after the dataclass made its fields)
+setattr(Index, "units", _waiting("units"))  # noqa: B010
+
+
+class VectorsPending(Protocol):
+    """Vector indexes loading in the background (``store``): ``wait()`` returns them or raises IndexCorrupt."""
+
+    def wait(self) -> tuple[VectorIndex, VectorIndex]: ...
 
 
 @dataclass(eq=False)

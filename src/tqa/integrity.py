@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -169,6 +170,19 @@ class BlockFile:
     def check_all(self) -> None:
         """Verify the whole file (a reader about to read all of it)."""
         self.check(0, self.size)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length), verified, read through the descriptor that is verified."""
+        self.check(offset, length)
+        try:
+            return os.pread(self._fd, length, offset) if length > 0 else b""
+        except OSError as exc:
+            raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
+
+    def map(self) -> mmap.mmap | bytes:
+        """The file as a read-only memory map of the descriptor that is verified (call ``check_all`` first when
+        all of it is used)."""
+        return mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""
 
     def _verify(self, b: int) -> None:
         with self._lock:

@@ -59,16 +59,26 @@ STORED_ARTIFACTS = frozenset({VECTORS_STORED, UNITS_STORED})
 ENCODER_DIR = "encoder"
 ENCODER_FILES = ("model.onnx", "tokenizer.json", "config.json")
 OPTIONAL_ARTIFACTS = frozenset(f"{ENCODER_DIR}/{n}" for n in ENCODER_FILES)
+# The arrays of the chunk table read on demand (chunktable.py): where each row lies in chunks.jsonl, its units, its
+# document. A group that is all there (an index written since) or all absent (written before: its rows are read
+# whole when it loads, as they always were); each of them, and chunks.jsonl with them, is block-checked.
+CHUNK_OFFSETS = "chunks.offsets.npy"
+CHUNK_UNITS = "chunks.units.npy"
+CHUNK_SOURCES = "chunks.sources.npy"
+TABLE_ARTIFACTS = frozenset({CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES})
 # Big artifacts a reader reads in pieces: from integrity.BIG_BYTES on, each has a companion ``<file>.blocks`` with the
 # SHA-256 of each of its blocks (its own listed in the file's entry), and is checked block by block as it is read
 # (integrity.py). The companions are not artifacts of their own.
 BLOCK_CHECKED = frozenset({DOCUMENTS, VECTORS_STORED, UNITS_STORED, f"{BM25_DIR}/data.csc.index.npy",
-                           f"{BM25_DIR}/indices.csc.index.npy"})
+                           f"{BM25_DIR}/indices.csc.index.npy", CHUNKS, *TABLE_ARTIFACTS})
+# The files of the chunk table read on demand (chunktable.py): a small one is verified whole at load and its
+# verified bytes kept; a big one is read through its block checks.
+TABLE_FILES = frozenset({CHUNKS, *TABLE_ARTIFACTS})
 BLOCKS_SUFFIX = ".blocks"
 COMPANIONS = frozenset(rel + BLOCKS_SUFFIX for rel in BLOCK_CHECKED)
 # read by name, nothing else (the companions are there only when listed)
 SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}
-FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | STORED_ARTIFACTS | COMPANIONS | {MANIFEST}
+FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | TABLE_ARTIFACTS | STORED_ARTIFACTS | COMPANIONS | {MANIFEST}
 # A manifest grows with the corpus (a few hundred bytes a document, plus the name prefixes): 256 MiB is about a
 # million documents, and it is parsed whole in memory.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -79,12 +89,14 @@ THRESHOLD_FLOOR = 0.15
 
 def artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
     """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group, with the stored rows of its compressed vector indexes), or None when the listed set is none of
-    those. Which stored rows it must hold is checked against the manifest's vector_index (``stored_artifacts``)."""
+    optional group, with or without the whole group of the chunk table's arrays, with the stored rows of its
+    compressed vector indexes), or None when the listed set is none of those. Which stored rows it must hold is
+    checked against the manifest's vector_index (``stored_artifacts``)."""
     stored = set(listed) & STORED_ARTIFACTS
     for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        if set(listed) == allowed | stored:
-            return allowed | stored
+        for table in (frozenset(), TABLE_ARTIFACTS):
+            if set(listed) == allowed | table | stored:
+                return allowed | table | stored
     return None
 
 
@@ -662,7 +674,8 @@ def _tuning(d: dict[str, Any] | None) -> Tuning | None:
 def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:
     listed = artifact_set(set(d))
     if listed is None:
-        known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(d) else set())
+        known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(d) else set()) \
+            | (TABLE_ARTIFACTS if TABLE_ARTIFACTS & set(d) else set())
         missing, unknown = known - set(d), set(d) - known - STORED_ARTIFACTS
         raise _Invalid(f"its artifacts are not those of format {version}"
                        + (f": {', '.join(sorted(missing))} not listed" if missing else "")

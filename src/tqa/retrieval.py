@@ -18,7 +18,7 @@ The relevance used for abstention is the best dense score, compared with a thres
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -130,7 +130,7 @@ def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray, unit_weight: 
     return (1 - unit_weight) * chunk_sims + unit_weight * best_unit
 
 
-def drop_overlaps(hits: Iterable[Scored], chunks: list[Chunk]) -> Iterator[Scored]:
+def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[Scored]:
     """Keep the better-ranked of any two passages that overlap in the same document, and the better-ranked of
     passages with the same text (words and their order; spacing aside) in several documents, naming the others
     in its ``also_in`` (a report kept in the corpus and attached to messages is one passage, not five). Lazy in

@@ -15,7 +15,11 @@ Layout of an index folder::
         units.faiss         FAISS index of the chunks' units (paragraphs), in chunk order
         vectors.f16.npy     the stored rows of a compressed vectors.faiss (float16, memory-mapped; vectors.py)
         units.f16.npy       the same for a compressed units.faiss
-        chunks.jsonl        the chunk table, one JSON object per row
+        chunks.jsonl        the chunk table, one JSON object per row, read a row at a time (chunktable.py)
+        chunks.offsets.npy  where each row lies in chunks.jsonl; chunks.units.npy, each row's units (rows of
+        chunks.units.npy    units.faiss); chunks.sources.npy, each row's document (its place in the manifest's
+        chunks.sources.npy  sorted files). Absent from a generation written before them (its rows are read whole)
+        x.blocks            the SHA-256 of each block of a block-checked file x (integrity.py)
         documents.jsonl     the extracted text of every document (for context views and offset checks)
         bm25/               the keyword index (bm25s: .npy arrays without pickle, JSON vocabulary)
         encoder/            the question encoder, when the model could be exported (query_encoder.py)
@@ -48,15 +52,17 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, integrity
 from .chunking import Chunk
+from .chunktable import ChunkTable, write_table
 from .errors import (
     REBUILD_HINT,
     IndexBusy,
@@ -85,6 +91,8 @@ from .manifest import (
     MANIFEST,
     REQUIRED_ARTIFACTS,
     SUBFOLDERS,
+    TABLE_ARTIFACTS,
+    TABLE_FILES,
     UNITS,
     UNITS_STORED,
     VECTORS,
@@ -94,7 +102,7 @@ from .manifest import (
     artifact_set,
     json_bytes,
 )
-from .vectors import Check, load_vectors
+from .vectors import Check, VectorIndex, load_vectors
 
 log = logging.getLogger("tqa")
 
@@ -262,18 +270,60 @@ def read_manifest(index_dir: str | Path) -> Manifest:
     return Manifest.read(gen)
 
 
-def _verify_artifacts(gen: Path, manifest: Manifest) -> Checks:
+class _Hashing:
+    """The SHA-256 of one open file, computed in a thread of its own (hashlib releases the interpreter lock, so it
+    runs beside the reading of the other files); ``verify()`` waits for it and raises IndexCorrupt on a mismatch."""
+
+    def __init__(self, path: Path, fd: int, sha256: str):
+        self.path, self._fd, self._sha256 = path, fd, sha256
+        self._stop = threading.Event()
+        self._digest: str | None = None
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="tqa-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            h = hashlib.sha256()
+            while not self._stop.is_set() and (block := os.read(self._fd, 8 << 20)):
+                h.update(block)
+            self._digest = h.hexdigest()
+        except OSError as exc:
+            self._error = exc.strerror or str(exc)
+        finally:
+            os.close(self._fd)
+
+    def verify(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise IndexCorrupt(f"Cannot read the index file {shown(self.path)}: {self._error}. {REBUILD_HINT}")
+        if self._digest != self._sha256:
+            raise IndexCorrupt(f"The index file {shown(self.path)} fails its checksum (damaged or edited). "
+                               f"{REBUILD_HINT}")
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _verify_artifacts(gen: Path, manifest: Manifest, pending: list[_Hashing], kept: dict[str, bytes]) -> Checks:
     """Every artifact the format requires (the list is the code's, not the manifest's) is a regular file of the
     listed size and checksum; the keyword index's folder, which bm25s reads by name, holds nothing else. A big file
     listed with block checksums is not read here: its companion is checked whole, its size, and its blocks as they
-    are read (the ``Checks`` returned, integrity.py)."""
+    are read (the ``Checks`` returned, integrity.py). A big FAISS file is hashed in a thread of its own, added to
+    ``pending``: FAISS reads it only once that is done (``_VectorLoad``); every other file is verified here. The
+    small files of a chunk table read on demand are read once, verified, and their bytes put in ``kept``."""
     artifacts = manifest.artifacts
     by_blocks = {rel: a for rel, a in artifacts.items() if a.by_blocks}
+    table = TABLE_FILES if TABLE_ARTIFACTS <= set(artifacts) else frozenset()
     for rel in sorted(artifact_set(set(artifacts)) or REQUIRED_ARTIFACTS):
         if rel in by_blocks:
             continue
         path = gen / rel
         meta = artifacts[rel]
+        if rel in table:
+            kept[rel] = integrity.read_verified(path, meta.size, meta.sha256)
+            continue
         try:
             fd = _open_regular(path)
         except FileNotFoundError:
@@ -282,11 +332,15 @@ def _verify_artifacts(gen: Path, manifest: Manifest) -> Checks:
             raise IndexCorrupt(f"The index file {shown(path)} is {exc}. {REBUILD_HINT}") from None
         except OSError as exc:
             raise IndexCorrupt(f"Cannot read the index file {shown(path)}: {exc.strerror}. {REBUILD_HINT}") from None
+        size = os.fstat(fd).st_size
+        if size != meta.size:
+            os.close(fd)
+            raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
+                               f"{meta.size}. {REBUILD_HINT}")
+        if rel in (VECTORS, UNITS) and size >= integrity.BIG_BYTES:  # (only FAISS waits: nothing reads it before)
+            pending.append(_Hashing(path, fd, meta.sha256))
+            continue
         with os.fdopen(fd, "rb") as f:
-            size = os.fstat(fd).st_size
-            if size != meta.size:
-                raise IndexCorrupt(f"The index file {shown(path)} has {size} bytes, the manifest says "
-                                   f"{meta.size}. {REBUILD_HINT}")
             h = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -307,9 +361,14 @@ def _verify_artifacts(gen: Path, manifest: Manifest) -> Checks:
                              for rel, a in sorted(by_blocks.items())])
 
 
-def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
+def load_index(index_dir: str | Path, *, verify: bool = True, defer: bool = False) -> Index:
     """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
-    generation's lease (see ``Index``)."""
+    generation's lease (see ``Index``).
+
+    ``defer``: the FAISS files (read whole) are verified and then read in a background thread, and the index's
+    ``vectors``, ``units`` and ``raise_if_damaged()`` wait for them (raising IndexCorrupt when they are damaged):
+    a caller with other work to do before its first search (loading a model) does it meanwhile. Without it they
+    are ready, or refused, when this returns."""
     root = Path(index_dir)
     for attempt in range(_LOAD_ATTEMPTS):
         last = attempt == _LOAD_ATTEMPTS - 1
@@ -325,7 +384,7 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
             raise IndexCorrupt(
                 f"{shown(root / CURRENT)} points to a missing folder {gen.name}. {REBUILD_HINT}") from None
         try:
-            data = _load_generation(gen, verify)
+            data = _load_generation(gen, verify, defer)
         except IndexCorrupt:
             if lease is not None:
                 lease.release()
@@ -341,25 +400,67 @@ def load_index(index_dir: str | Path, *, verify: bool = True) -> Index:
     raise AssertionError("unreachable")
 
 
-def _load_generation(gen: Path, verify: bool) -> Index:
+def _load_generation(gen: Path, verify: bool, defer: bool) -> Index:
     manifest = Manifest.read(gen)
     _check_analyzer(gen, manifest)
-    checks = _verify_artifacts(gen, manifest) if verify else None
+    pending: list[_Hashing] = []  # big files read whole, hashed in threads of their own
+    kept: dict[str, bytes] = {}  # small files of the chunk table, as verified
+    checks = None
     try:
-        data = _read_generation(gen, manifest, checks)
+        checks = _verify_artifacts(gen, manifest, pending, kept) if verify else None
+        data = _read_generation(gen, manifest, checks, kept, pending)
     except BaseException:
+        for h in pending:
+            h.cancel()
         if checks is not None:
             checks.close()
         raise
+    if not defer:
+        try:
+            data.raise_if_damaged()  # the vector indexes verified and read now
+        except BaseException:
+            data.close()
+            raise
     if checks is not None:
         checks.start()  # every block verified in the background, at a low priority
     return data
 
 
-def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None) -> Index:
-    def check(rel: str) -> BlockFile | None:
-        return None if checks is None else checks.for_file(rel)
+def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes],
+                     pending: list[_Hashing]) -> Index:
+    chunks = _read_chunks(gen, manifest, checks, kept)
+    try:
+        keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(_blocks(checks, f"{BM25_DIR}/{name}"))
+                                                             for name in BM25_FILES})
+        ready = _VectorLoad(gen, manifest, checks, pending, len(chunks), _unit_total(chunks))
+    except BaseException:
+        if isinstance(chunks, ChunkTable):
+            chunks.close()
+        raise
+    return Index(manifest=manifest, chunks=chunks, vectors=None, units=None, keywords=keywords,  # type: ignore[arg-type]
+                 path=gen, checks=checks, ready=ready)
 
+
+def _read_chunks(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes]) -> Sequence[Chunk]:
+    """The chunk table: read on demand when the generation has the table's arrays (chunktable.py), each file through
+    its block checks or as verified whole at load (``kept``), its arrays verified and checked against the manifest
+    here; parsed whole, as before, for a generation written before the arrays."""
+    if TABLE_ARTIFACTS <= set(manifest.artifacts):
+        verified: dict[str, BlockFile | bytes] | None = None
+        if checks is not None:
+            verified = dict(kept)
+            for rel in TABLE_FILES - set(kept):
+                blocks = checks.for_file(rel)
+                if blocks is None:  # (unreachable: a file is verified whole or by blocks)
+                    raise IndexCorrupt(f"The index file {shown(gen / rel)} is not verified. {REBUILD_HINT}")
+                verified[rel] = blocks
+        table = ChunkTable(gen, manifest.counts.chunks, manifest.sources, verified)
+        try:
+            table.offsets, table.unit_ptr, table.source_ids  # noqa: B018 (verified and checked now, not at a question)
+        except BaseException:
+            table.close()
+            raise
+        return table
     chunks: list[Chunk] = []
     try:
         with open(gen / CHUNKS, "rb") as f:
@@ -370,27 +471,74 @@ def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None) -> In
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexCorrupt(f"The chunk table {shown(gen / CHUNKS)} is damaged ({first_line(exc)}). "
                            f"{REBUILD_HINT}") from None
-    vectors = load_vectors(gen / VECTORS, manifest.vector_index, check=_checker(check(VECTORS_STORED)))
-    units = load_vectors(gen / UNITS, manifest.vector_index.units, check=_checker(check(UNITS_STORED)))
-    keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(check(f"{BM25_DIR}/{name}"))
-                                                         for name in BM25_FILES})
-    expected = manifest.counts.chunks
-    if not (vectors.ntotal == len(chunks) == expected):
-        raise IndexCorrupt(
-            f"The index disagrees with itself: {vectors.ntotal} vectors, {len(chunks)} chunks, manifest says "
-            f"{expected}. {REBUILD_HINT}"
-        )
-    dim = manifest.model.dim
-    if len(chunks) and vectors.dim != dim:
-        raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. {REBUILD_HINT}")
-    data = Index(manifest=manifest, chunks=chunks, vectors=vectors, units=units, keywords=keywords, path=gen,
-                 checks=checks)
-    if units.ntotal != int(data.unit_ptr[-1]):
-        raise IndexCorrupt(
-            f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table lists "
-            f"{int(data.unit_ptr[-1])}. {REBUILD_HINT}"
-        )
-    return data
+    return chunks
+
+
+def _blocks(checks: Checks | None, rel: str) -> BlockFile | None:
+    return None if checks is None else checks.for_file(rel)
+
+
+def _unit_total(chunks: Sequence[Chunk]) -> int:
+    if isinstance(chunks, ChunkTable):
+        return int(chunks.unit_ptr[-1])
+    return sum(len(c.units) for c in chunks)
+
+
+class _VectorLoad:
+    """The vector indexes of a generation, loaded in a thread of its own: the FAISS files' checksums first (their
+    hashing threads, ``pending``), then FAISS reads them, then they must agree with the chunk table and the
+    manifest. ``wait()`` returns them or raises IndexCorrupt (the damage is also recorded in ``checks``, so every
+    later check of the index raises it too). FAISS never reads a byte before its file is verified."""
+
+    def __init__(self, gen: Path, manifest: Manifest, checks: Checks | None, pending: list[_Hashing], rows: int,
+                 unit_total: int):
+        self._args = (gen, manifest, checks, pending, rows, unit_total)
+        self._checks = checks
+        self._result: tuple[VectorIndex, VectorIndex] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tqa-vectors", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        gen, manifest, checks, pending, rows, unit_total = self._args
+        try:
+            for h in pending:
+                h.verify()
+            vectors = load_vectors(gen / VECTORS, manifest.vector_index,
+                                   check=_checker(_blocks(checks, VECTORS_STORED)))
+            units = load_vectors(gen / UNITS, manifest.vector_index.units,
+                                 check=_checker(_blocks(checks, UNITS_STORED)))
+            expected = manifest.counts.chunks
+            if not (vectors.ntotal == rows == expected):
+                raise IndexCorrupt(f"The index disagrees with itself: {vectors.ntotal} vectors, {rows} chunks, "
+                                   f"manifest says {expected}. {REBUILD_HINT}")
+            dim = manifest.model.dim
+            if rows and vectors.dim != dim:
+                raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. "
+                                   f"{REBUILD_HINT}")
+            if units.ntotal != unit_total:
+                raise IndexCorrupt(f"The index disagrees with itself: {units.ntotal} unit vectors, the chunk table "
+                                   f"lists {unit_total}. {REBUILD_HINT}")
+            self._result = (vectors, units)
+        except BaseException as exc:  # noqa: BLE001 (handed to the thread that waits)
+            for h in pending:
+                h.cancel()
+            self._error = exc
+        finally:
+            self._args = ()  # type: ignore[assignment]
+
+    def wait(self) -> tuple[VectorIndex, VectorIndex]:
+        self._thread.join()
+        if self._result is not None:
+            return self._result
+        exc = self._error
+        if isinstance(exc, IndexCorrupt):
+            if self._checks is not None:
+                self._checks.damage.set(exc)
+            raise IndexCorrupt(str(exc))
+        if isinstance(exc, TqaError):
+            raise type(exc)(str(exc))
+        raise IndexCorrupt(f"The vector index could not be read ({type(exc).__name__}). {REBUILD_HINT}")
 
 
 def _checker(f: BlockFile | None) -> Check | None:
@@ -690,9 +838,7 @@ def _write_generation(tmp: Path, data: Index, documents: Iterator[tuple[str, str
                       extra: Callable[[Path], object] | None) -> None:
     """Write the artifacts of ``data`` into the folder ``tmp``, then its manifest (listing them, sealed), and sync
     it all to disk."""
-    with open(tmp / CHUNKS, "wb") as f:
-        for c in data.chunks:
-            f.write(json_bytes(c.to_dict()) + b"\n")
+    write_table(tmp, data.chunks, data.manifest.sources)
     with open(tmp / DOCUMENTS, "wb") as f:
         for source, text in documents:
             f.write(json_bytes({"source": source, "text": text}) + b"\n")
