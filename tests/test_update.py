@@ -408,3 +408,18 @@ def test_cli_compact_of_no_index_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "nothing").exists()  # nothing created
+
+
+def test_compact_with_another_model_is_refused_in_one_line_and_changes_nothing(tmp_path):
+    from tqa.errors import IndexMismatch
+
+    from .tune_fakes import NamedFake
+
+    corpus, index = make_corpus(tmp_path / "corpus"), tmp_path / "index"
+    build_index(corpus, index, embedder=FakeEmbedder())
+    before = current_generation(index)
+    with pytest.raises(IndexMismatch) as err:
+        compact_index(index, embedder=NamedFake("another-model"))
+    message = str(err.value)
+    assert "built with model" in message and "another-model" in message and "tqa index --rebuild" in message
+    assert "\n" not in message and current_generation(index) == before

@@ -18,7 +18,7 @@ from typing import Any
 from . import abstention, examples
 from .chunking import SECTION_SEPARATOR, Chunk
 from .config import MAX_K, MAX_SEARCH_K, MODES, Settings
-from .embedding import Embedder, check_precision, embedder_for_index, load_embedder
+from .embedding import Embedder, check_model, embedder_for_index, load_embedder
 from .errors import BadQuestion, IndexMismatch, TqaError, shown
 from .index import Index
 from .keywords import KeywordIndex
@@ -618,14 +618,8 @@ def _check_embedder(embedder: Embedder, index: Index, where: Any) -> None:
     """Refuse an index made with another model (or precision) than ``embedder`` encodes questions with. The
     question encoder exported from the model (query_encoder.py) computes in fp32 for an index of any precision: its
     agreement with the index's own vectors was checked when it was exported."""
-    model = index.manifest.model.name
-    if embedder.name != model:
-        raise IndexMismatch(
-            f"The index at {where}/ was built with model {model!r}, not {embedder.name!r}. "
-            "Run `tqa index --rebuild` with the model you want."
-        )
-    if not isinstance(embedder, OnnxQueryEncoder):
-        check_precision(embedder, index.manifest.precision, where)
+    exported = isinstance(embedder, OnnxQueryEncoder)
+    check_model(embedder, index.manifest.model.name, None if exported else index.manifest.precision, where)
 
 
 def _stamp(index_dir: Path) -> tuple[int, ...] | None:

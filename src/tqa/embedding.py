@@ -88,6 +88,17 @@ def check_precision(embedder: object, built: str | None, index_dir: object) -> N
         )
 
 
+def check_model(embedder: Embedder, model: str, precision: str | None, where: object) -> None:
+    """Refuse an embedder of another model than the index's (``model``, as its manifest records it), or of another
+    precision than its vectors' (``check_precision``; ``precision`` None skips that check)."""
+    if embedder.name != model:
+        raise IndexMismatch(
+            f"The index at {where}/ was built with model {model!r}, not {embedder.name!r}. "
+            "Run `tqa index --rebuild` with the model you want."
+        )
+    check_precision(embedder, precision, where)
+
+
 def embedder_for_index(model: str, precision: str | None, load: Any = None, source: str | None = None) -> Any:
     """The embedder an index of ``model`` whose vectors are of ``precision`` must be queried with: that model at that
     precision (whatever TQA_PRECISION says, so that vectors are never mixed). ``load`` is ``load_embedder`` or a

@@ -42,7 +42,15 @@ import numpy as np
 from .abstention import detect_language, name_prefixes
 from .chunking import Chunk, Chunker
 from .config import COMPRESS_ABOVE, DEFAULT_RANKING, ChunkSettings, Settings
-from .embedding import FULL_PRECISION, Embedder, check_precision, load_embedder, precision_of, resolve_precision
+from .embedding import (
+    FULL_PRECISION,
+    Embedder,
+    check_model,
+    check_precision,
+    load_embedder,
+    precision_of,
+    resolve_precision,
+)
 from .errors import CorpusError, IndexCorrupt, IndexMismatch, TqaError, shown
 from .index import Index
 from .keywords import KeywordIndex, analyzer_settings
@@ -418,7 +426,8 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
     parts = _parts(plan, {e.file.source: e for e in embedded}, previous)
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
-    vectors = update_vectors(None if previous is None else previous.vectors, _old_rows([p.rows for p in parts]),
+    old_rows = _old_rows([p.rows for p in parts])
+    vectors = update_vectors(None if previous is None else previous.vectors, old_rows,
                              _stack([p.vectors for p in parts], dim), dim, compress_above=compress_above)
     units = update_vectors(None if previous is None else previous.units, _old_rows([p.unit_rows for p in parts]),
                            _stack([p.units for p in parts], dim), dim, compress_above=compress_above)
@@ -440,8 +449,8 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         language=detect_language(c.text for c in chunks),
         tuning=plan.tuning,
     )
-    keywords = KeywordIndex.updated(None if previous is None else previous.keywords,
-                                    _old_rows([p.rows for p in parts]), [c.search_text for c in chunks])
+    keywords = KeywordIndex.updated(None if previous is None else previous.keywords, old_rows,
+                                    [c.search_text for c in chunks])
     index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units, keywords=keywords)
     embedded_now = sum(len(e.file.chunks) for e in embedded)
     index.manifest = dataclasses.replace(draft, ranking=learned if learned is not None else
@@ -648,10 +657,7 @@ def compact_index(index: str | Path = "index", *, embedder: Embedder | None = No
     with write_lock(index_dir), load_index(index_dir) as previous:
         m = previous.manifest
         if embedder is not None:
-            if embedder.name != m.model.name:
-                raise IndexMismatch(f"The index at {shown(index_dir)}/ was built with model {m.model.name!r}, not "
-                                    f"{embedder.name!r}.")
-            check_precision(embedder, m.precision, index_dir)
+            check_model(embedder, m.model.name, m.precision, shown(index_dir))
         precision = m.precision or FULL_PRECISION
         emb = embedder or load_embedder(m.model.name, precision, _model_source(index_dir, m.tuning))
         plan, extracted, skipped = reembed_plan(previous, index_dir, m.model.name, precision, m.tuning)
