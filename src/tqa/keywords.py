@@ -160,7 +160,7 @@ class KeywordIndex:
         count from its length. Exact or nothing: the scores computed again from the counts must equal the stored
         ones bit for bit, else None."""
         bm = self._bm25
-        if not self._vocab or (bm.method, bm.idf_method, bm.k1, bm.b) != ("lucene", "lucene", 1.5, 0.75):
+        if not self._vocab or (bm.method, bm.idf_method, bm.k1, bm.b) != ("lucene", "lucene", K1, B):
             return None
         sc = bm.scores
         for key, (check, offset, size) in self._checks.items():  # every byte about to be read, verified first
@@ -185,7 +185,7 @@ class KeywordIndex:
         if not np.all(np.isfinite(q)) or np.any(q <= 0):
             return None
         a = np.bincount(doc, weights=q, minlength=n)  # dl / K for each row
-        k1, b = 1.5, 0.75
+        k1, b = K1, B
         if np.any(a <= 0):
             return None
 
@@ -204,11 +204,11 @@ class KeywordIndex:
                 hi = mid
         dl = np.rint(lengths((lo + hi) / 2)).astype(np.int64)
         avg = dl.mean()
-        big_k = k1 * ((1 - b) + b * dl / avg)
+        big_k = _length_norm(dl, avg)
         tf = np.rint(q * big_k[doc]).astype(np.int64)
         if np.any(tf < 1) or not np.array_equal(np.bincount(doc, weights=tf, minlength=n).astype(np.int64), dl):
             return None
-        again = (idf[term].astype(np.float64) * (tf / (big_k[doc] + tf))).astype(np.float32)
+        again = _score(idf[term], tf, big_k[doc])
         if not np.array_equal(again, data):
             return None
         return terms, doc, term, tf
@@ -312,6 +312,19 @@ class KeywordIndex:
         return cls(bm25, checks)
 
 
+K1, B = 1.5, 0.75  # bm25s's defaults, with which every index is built: the postings' scores depend on them
+
+
+def _length_norm(dl: np.ndarray, avg: float) -> np.ndarray:
+    """K of each row: ``k1 (1 - b + b dl / avgdl)``, as bm25s computes it."""
+    return K1 * ((1 - B) + B * dl / avg)
+
+
+def _score(idf: np.ndarray, tf: np.ndarray, big_k: np.ndarray) -> np.ndarray:
+    """Each posting's stored score, ``idf * tf / (tf + K)``, to the bit as bm25s computes it."""
+    return (idf.astype(np.float64) * (tf / (big_k + tf))).astype(np.float32)
+
+
 def _idf(df: np.ndarray, n: int) -> np.ndarray:
     """bm25s's idf (Lucene's) of each document frequency, float32, computed as bm25s computes it."""
     return np.array([math.log(1 + (n - d + 0.5) / (d + 0.5)) if d else 0.0 for d in df.tolist()], dtype=np.float32)
@@ -331,12 +344,11 @@ def _scored(terms: list[str], doc: np.ndarray, term: np.ndarray, tf: np.ndarray,
     df = df[used]
     dl = np.bincount(doc, weights=tf, minlength=n).astype(np.int64)
     avg = dl.mean()  # (np.float64, as bm25s's)
-    k1, b = 1.5, 0.75
-    big_k = k1 * ((1 - b) + b * dl / avg)
+    big_k = _length_norm(dl, avg)
     idf = _idf(df, n)
     order = np.lexsort((doc, term))
     doc, term, tf = doc[order], term[order], tf[order]
-    data = (idf[term].astype(np.float64) * (tf / (big_k[doc] + tf))).astype(np.float32)
+    data = _score(idf[term], tf, big_k[doc])
     indptr = np.zeros(len(used) + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     bm = bm25s.BM25()
