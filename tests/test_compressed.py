@@ -1,5 +1,5 @@
 """The compressed vector index (vectors.CompressedVectors): recall against exact search, exact re-ranking from stored
-float16 rows that are memory-mapped when loaded, filtered search, keeping the training on an update, refusal of
+float16 rows that are memory-mapped when loaded, filtered search, when an update may keep the training, refusal of
 damaged or mismatched files, and the whole build above a lowered threshold (TQA_COMPRESS_ABOVE): the same top
 passage as an uncompressed build, updates by one file, source filters, ``tqa info``."""
 
@@ -101,19 +101,14 @@ def test_filtered_search_returns_only_allowed_rows(data, share, monkeypatch):
     assert len(v.search(queries[0], 10, np.zeros(0, dtype=np.int64))[1]) == 0
 
 
-def test_an_update_keeps_the_training_while_it_serves(data):
+def test_an_update_keeps_the_training_only_while_it_serves(data):
+    """``update_vectors`` changes a trained index in place only while a fresh training would choose about as many
+    lists (``RETRAIN_FACTOR``); four times the vectors want twice the lists: trained again."""
     x, _, v = data
-    w = CompressedVectors.build(x[:4900], 48, previous=v)
-    faiss = vectors._faiss()
-    assert w.nlist == v.nlist
-    assert np.array_equal(faiss.vector_to_array(w._ivf.pq.centroids), faiss.vector_to_array(v._ivf.pq.centroids))
-    assert w.ntotal == 4900 and np.array_equal(w.take(np.array([4899])), f16(x[[4899]]))
-    assert w.search(x[123], 1)[1].tolist() == [123]
-    assert v.ntotal == 5000  # the previous index is untouched (a reader may still hold it)
-    # four times as many vectors want twice the lists: trained again
-    big, _ = clustered(20000, dim=48, seed=5)
-    assert not v.reusable(len(big), 48)
-    assert CompressedVectors.build(big, 48, previous=v).nlist == vectors.pq_settings(20000)[0] != v.nlist
+    assert vectors._spliceable(v, 4900, compress_above=0)
+    assert not vectors._spliceable(v, 20000, compress_above=0)
+    assert vectors.pq_settings(20000)[0] != v.nlist
+    assert not vectors._spliceable(v, 4900, compress_above=10_000)  # no longer compressed: built anew
 
 
 def test_mismatched_or_damaged_files_are_refused(data, tmp_path: Path):

@@ -51,9 +51,8 @@ PQ_CODEBOOK_ITERATIONS = 25  # of each sub-quantizer's k-means (faiss's default;
 PQ_MIN_VECTORS = 39 * 16  # 16 lists (and 16 centroids a 4-bit sub-quantizer) of 39 training vectors
 RERANK_DEPTH = 200  # candidates scored exactly from the stored rows, at least ...
 RERANK_PER_RESULT = 4  # ... and 4 per result asked for
-# An update keeps the previous build's training (coarse centroids and codebooks) while the number of lists a fresh
-# training would choose is within this factor of the trained one (the vector count within its square); beyond it,
-# the build trains again.
+# An update keeps the trained index (``update_vectors``) only while the number of lists a fresh training would choose
+# is within this factor of the trained one (the vector count within its square); beyond it, it trains again.
 RETRAIN_FACTOR = 2 ** 0.5
 # An update changes a trained index (inverted file or compressed) in place: the rows of the files removed or changed
 # leave it, the new rows are added by id, and the others are renumbered so that row i is still chunk i; its training
@@ -473,28 +472,15 @@ class CompressedVectors(_Faiss):
         return index
 
     @classmethod
-    def build(cls, vectors: np.ndarray, dim: int, previous: CompressedVectors | None = None) -> CompressedVectors:
-        """The compressed index of ``vectors`` (float32 rows). With ``previous`` (the index this build updates)
-        still fit for this many vectors (``reusable``), its training is kept and only the codes are made again;
-        otherwise the index is trained on a sample of ``vectors``."""
-        faiss = _faiss()
-        if previous is not None and previous.reusable(len(vectors), dim):
-            index = faiss.clone_index(previous._index)
-            index.reset()  # codes gone, coarse centroids and codebooks kept
-        else:
-            index = cls.trained(vectors, dim)
+    def build(cls, vectors: np.ndarray, dim: int) -> CompressedVectors:
+        """The compressed index of ``vectors`` (float32 rows), trained on a sample of them. (An update changes a
+        trained one in place instead: ``splice``, ``update_vectors``.)"""
+        index = cls.trained(vectors, dim)
         store = StoredVectors.of(vectors)
         step = 65_536  # rows coded at a time (a few tens of MB of floats)
         for s in range(0, len(vectors), step):
             index.add(np.ascontiguousarray(vectors[s:s + step], dtype=np.float32))
         return cls(index, store)
-
-    def reusable(self, n: int, dim: int) -> bool:
-        """Whether this index's training serves ``n`` vectors of ``dim`` (see ``RETRAIN_FACTOR``)."""
-        if dim != self.dim or n < PQ_MIN_VECTORS:
-            return False
-        ratio = pq_settings(n)[0] / int(self._ivf.nlist)
-        return 1 / RETRAIN_FACTOR <= ratio <= RETRAIN_FACTOR
 
     @property
     def nlist(self) -> int:
@@ -562,15 +548,15 @@ class CompressedVectors(_Faiss):
 VectorIndex = Union[FaissVectors, CompressedVectors]  # noqa: UP007 (a runtime alias)
 
 
-def build_vectors(vectors: np.ndarray, dim: int, *, compress_above: int = COMPRESS_ABOVE,
-                  previous: VectorIndex | None = None) -> VectorIndex:
-    """The vector index of ``vectors``: compressed above ``compress_above`` vectors (when there are enough to train
-    codes, ``PQ_MIN_VECTORS``), otherwise ``FaissVectors`` (exact or inverted file by size). ``previous``, the
-    index an update replaces, lends its training to a compressed one (``CompressedVectors.build``)."""
+def build_vectors(vectors: np.ndarray, dim: int, *, compress_above: int = COMPRESS_ABOVE) -> VectorIndex:
+    """The vector index of ``vectors``, of the kind ``wanted_kind`` names: compressed above ``compress_above``
+    vectors (when there are enough to train codes, ``PQ_MIN_VECTORS``), otherwise ``FaissVectors`` (exact or
+    inverted file by size)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
-    if len(vectors) > compress_above and len(vectors) >= PQ_MIN_VECTORS:
-        return CompressedVectors.build(vectors, dim, previous if isinstance(previous, CompressedVectors) else None)
-    return FaissVectors.build(vectors, dim)
+    kind = wanted_kind(len(vectors), compress_above)
+    if kind == "compressed":
+        return CompressedVectors.build(vectors, dim)
+    return FaissVectors.build(vectors, dim, kind)
 
 
 def wanted_kind(n: int, compress_above: int = COMPRESS_ABOVE) -> str:
