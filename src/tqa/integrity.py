@@ -179,26 +179,35 @@ class BlockFile:
         except OSError as exc:
             raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
 
+    def opener(self) -> str:
+        """A name that opens the very file verified here, for a library that opens files by name (FAISS): the
+        descriptor's entry in /proc where there is one (Linux), the path elsewhere."""
+        proc = f"/proc/self/fd/{self._fd}"
+        return proc if self._fd >= 0 and os.path.exists(proc) else str(self.path)
+
     def map(self) -> mmap.mmap | bytes:
         """The file as a read-only memory map of the descriptor that is verified (call ``check_all`` first when
         all of it is used)."""
         return mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""
 
     def _verify(self, b: int) -> None:
+        # Read and hashed outside the lock: a reader and the background check never wait for each other's block
+        # (two may hash the same one; the first to finish marks it).
+        if self._verified[b]:
+            return
+        self.damage.raise_if_set()
+        start = b * self.block
+        want = min(self.block, self.size - start)
+        try:
+            data = os.pread(self._fd, want, start)
+        except OSError as exc:
+            raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
+        if len(data) != want or hashlib.sha256(data).digest() != self._digests[b * DIGEST:(b + 1) * DIGEST]:
+            raise self.damage.set(_damaged(self.path, "fails its checksum (damaged or edited)"))
         with self._lock:
-            if self._verified[b]:
-                return
-            self.damage.raise_if_set()
-            start = b * self.block
-            want = min(self.block, self.size - start)
-            try:
-                data = os.pread(self._fd, want, start)
-            except OSError as exc:
-                raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
-            if len(data) != want or hashlib.sha256(data).digest() != self._digests[b * DIGEST:(b + 1) * DIGEST]:
-                raise self.damage.set(_damaged(self.path, "fails its checksum (damaged or edited)"))
-            self._verified[b] = True
-            self._left -= 1
+            if not self._verified[b]:
+                self._verified[b] = True
+                self._left -= 1
 
     def verify_all(self, stop: threading.Event | None = None) -> bool:
         """Verify every block not verified yet; False when stopped first."""
