@@ -194,7 +194,7 @@ def test_a_manifest_with_checks_it_cannot_have_is_refused(built, edit):
 
     d = read_manifest(built[1]).to_dict()
     if edit == "blocks on a file read whole":
-        d["artifacts"]["vectors.faiss"].update(block_bytes=1024, blocks_sha256="0" * 64)
+        d["artifacts"]["bm25/vocab.index.json"].update(block_bytes=1024, blocks_sha256="0" * 64)
     elif edit == "block size without digests":
         del d["artifacts"][DOCUMENTS]["blocks_sha256"]
     elif edit == "digests of a damaged kind":

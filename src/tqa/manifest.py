@@ -68,9 +68,11 @@ CHUNK_SOURCES = "chunks.sources.npy"
 TABLE_ARTIFACTS = frozenset({CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES})
 # Big artifacts a reader reads in pieces: from integrity.BIG_BYTES on, each has a companion ``<file>.blocks`` with the
 # SHA-256 of each of its blocks (its own listed in the file's entry), and is checked block by block as it is read
-# (integrity.py). The companions are not artifacts of their own.
+# (integrity.py). The companions are not artifacts of their own. The FAISS files are among them: an inverted file's
+# lists are mapped and each verified when a search first scans it (vectors.py); other kinds are verified by their
+# blocks, then read whole.
 BLOCK_CHECKED = frozenset({DOCUMENTS, VECTORS_STORED, UNITS_STORED, f"{BM25_DIR}/data.csc.index.npy",
-                           f"{BM25_DIR}/indices.csc.index.npy", CHUNKS, *TABLE_ARTIFACTS})
+                           f"{BM25_DIR}/indices.csc.index.npy", CHUNKS, *TABLE_ARTIFACTS, VECTORS, UNITS})
 # The files of the chunk table read on demand (chunktable.py): a small one is verified whole at load and its
 # verified bytes kept; a big one is read through its block checks.
 TABLE_FILES = frozenset({CHUNKS, *TABLE_ARTIFACTS})

@@ -365,10 +365,13 @@ def load_index(index_dir: str | Path, *, verify: bool = True, defer: bool = Fals
     """Load the live generation, checking checksums and that FAISS and the chunk table agree. The result holds the
     generation's lease (see ``Index``).
 
-    ``defer``: the FAISS files (read whole) are verified and then read in a background thread, and the index's
-    ``vectors``, ``units`` and ``raise_if_damaged()`` wait for them (raising IndexCorrupt when they are damaged):
-    a caller with other work to do before its first search (loading a model) does it meanwhile. Without it they
-    are ready, or refused, when this returns."""
+    ``defer``: the FAISS files are verified and then read in a background thread, and the index's ``vectors``,
+    ``units`` and ``raise_if_damaged()`` wait for them (raising IndexCorrupt when they are damaged): a caller with
+    other work to do before its first search (loading a model) does it meanwhile. An inverted file published with
+    block checks is then not read whole: its header is verified and read, its lists are memory-mapped and each is
+    verified when a search first scans it (``vectors.MappedLists``), the rest by the background check. For a reader
+    that answers questions; an index to be changed (an update) is loaded without it. Without ``defer`` the vector
+    indexes are read whole, and ready, or refused, when this returns."""
     root = Path(index_dir)
     for attempt in range(_LOAD_ATTEMPTS):
         last = attempt == _LOAD_ATTEMPTS - 1
@@ -408,7 +411,7 @@ def _load_generation(gen: Path, verify: bool, defer: bool) -> Index:
     checks = None
     try:
         checks = _verify_artifacts(gen, manifest, pending, kept) if verify else None
-        data = _read_generation(gen, manifest, checks, kept, pending)
+        data = _read_generation(gen, manifest, checks, kept, pending, mapped=defer)
     except BaseException:
         for h in pending:
             h.cancel()
@@ -427,12 +430,12 @@ def _load_generation(gen: Path, verify: bool, defer: bool) -> Index:
 
 
 def _read_generation(gen: Path, manifest: Manifest, checks: Checks | None, kept: dict[str, bytes],
-                     pending: list[_Hashing]) -> Index:
+                     pending: list[_Hashing], *, mapped: bool) -> Index:
     chunks = _read_chunks(gen, manifest, checks, kept)
     try:
         keywords = KeywordIndex.load(gen / BM25_DIR, checks={name: _checker(_blocks(checks, f"{BM25_DIR}/{name}"))
                                                              for name in BM25_FILES})
-        ready = _VectorLoad(gen, manifest, checks, pending, len(chunks), _unit_total(chunks))
+        ready = _VectorLoad(gen, manifest, checks, pending, len(chunks), _unit_total(chunks), mapped)
     except BaseException:
         if isinstance(chunks, ChunkTable):
             chunks.close()
@@ -486,13 +489,15 @@ def _unit_total(chunks: Sequence[Chunk]) -> int:
 
 class _VectorLoad:
     """The vector indexes of a generation, loaded in a thread of its own: the FAISS files' checksums first (their
-    hashing threads, ``pending``), then FAISS reads them, then they must agree with the chunk table and the
-    manifest. ``wait()`` returns them or raises IndexCorrupt (the damage is also recorded in ``checks``, so every
-    later check of the index raises it too). FAISS never reads a byte before its file is verified."""
+    hashing threads, ``pending``, or their blocks), then FAISS reads them (``mapped``: an inverted file's header
+    only, its lists mapped, see ``load_index``), then they must agree with the chunk table and the manifest.
+    ``wait()`` returns them or raises IndexCorrupt (the damage is also recorded in ``checks``, so every later check
+    of the index raises it too). FAISS never reads a byte before it is verified."""
 
     def __init__(self, gen: Path, manifest: Manifest, checks: Checks | None, pending: list[_Hashing], rows: int,
-                 unit_total: int):
+                 unit_total: int, mapped: bool = False):
         self._args = (gen, manifest, checks, pending, rows, unit_total)
+        self._mapped = mapped
         self._checks = checks
         self._result: tuple[VectorIndex, VectorIndex] | None = None
         self._error: BaseException | None = None
@@ -504,15 +509,17 @@ class _VectorLoad:
         try:
             for h in pending:
                 h.verify()
+            dim, mapped = manifest.model.dim, self._mapped
             vectors = load_vectors(gen / VECTORS, manifest.vector_index,
-                                   check=_checker(_blocks(checks, VECTORS_STORED)))
+                                   check=_checker(_blocks(checks, VECTORS_STORED)), blocks=_blocks(checks, VECTORS),
+                                   mapped=(rows, dim) if mapped else None)
             units = load_vectors(gen / UNITS, manifest.vector_index.units,
-                                 check=_checker(_blocks(checks, UNITS_STORED)))
+                                 check=_checker(_blocks(checks, UNITS_STORED)), blocks=_blocks(checks, UNITS),
+                                 mapped=(unit_total, dim) if mapped else None)
             expected = manifest.counts.chunks
             if not (vectors.ntotal == rows == expected):
                 raise IndexCorrupt(f"The index disagrees with itself: {vectors.ntotal} vectors, {rows} chunks, "
                                    f"manifest says {expected}. {REBUILD_HINT}")
-            dim = manifest.model.dim
             if rows and vectors.dim != dim:
                 raise IndexCorrupt(f"The vectors have dimension {vectors.dim}, the manifest says {dim}. "
                                    f"{REBUILD_HINT}")

@@ -15,12 +15,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
 from .config import COMPRESS_ABOVE
-from .errors import REBUILD_HINT, IndexCorrupt
+from .errors import REBUILD_HINT, IndexCorrupt, shown
+
+if TYPE_CHECKING:
+    from .integrity import BlockFile
 
 # Below this many vectors the index is exact (faiss.IndexFlatIP): a scan of 20,000 384-dimensional vectors takes
 # about 1 ms on 2 cores, below the time to encode the question. Above it, an inverted-file index
@@ -143,6 +146,7 @@ class _Faiss:
 
     _index: Any
     _ivf: Any
+    _mapped: MappedLists | None = None  # the inverted file's lists, when FAISS reads them from the mapped file
 
     @property
     def ntotal(self) -> int:
@@ -153,19 +157,57 @@ class _Faiss:
         return int(self._index.d)
 
     def to_bytes(self) -> bytes:
-        """The FAISS index as FAISS writes it (what ``save`` writes)."""
+        """The FAISS index as FAISS writes it (what ``save`` writes): for a mapped one, its file as verified."""
+        if self._mapped is not None:
+            return self._mapped.blocks.read(0, self._mapped.blocks.size)
         return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
 
     @staticmethod
-    def _read(path: Path, make: Callable[[Any], _T]) -> _T:
+    def _read(path: Path, make: Callable[[Any], _T], blocks: BlockFile | None = None,
+              lists_at: int | None = None) -> _T:
         """``make`` applied to the FAISS index in ``path``; IndexCorrupt when the file cannot be read or ``make``
-        refuses what it holds (by raising)."""
+        refuses what it holds (by raising). ``blocks``, the file's block checks: every block is verified before
+        FAISS reads it (through the descriptor verified) or, with ``lists_at`` (where an inverted file's lists
+        begin, ``lists_start``), the blocks before it, and FAISS maps the lists instead of reading them."""
+        name, flags = str(path), 0
+        if blocks is not None:
+            name = blocks.opener()
+            if lists_at is None:
+                blocks.check_all()
+            else:
+                blocks.check(0, lists_at)
+                flags = _faiss().IO_FLAG_MMAP
         try:
-            return make(_faiss().read_index(str(path)))
+            return make(_faiss().read_index(name, flags))
+        except IndexCorrupt:
+            raise
         except Exception as exc:  # faiss raises RuntimeError with a C++ trace
             raise IndexCorrupt(
                 f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
+
+    def _materialize(self) -> None:
+        """Read a mapped inverted file into memory (verified): FAISS changes and writes only lists it holds."""
+        if self._mapped is not None:
+            data = self._mapped.blocks.read(0, self._mapped.blocks.size)
+            nprobe = int(self._ivf.nprobe)
+            self._index = _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            self._ivf = _faiss().try_extract_index_ivf(self._index)
+            self._ivf.nprobe = nprobe
+            self._mapped = None
+
+    def _probe(self, q: np.ndarray, depth: int, selector: Any, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's search of ``nprobe`` lists; the lists of a mapped file are verified before they are scanned."""
+        faiss = _faiss()
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        if self._mapped is None:
+            return self._index.search(q, depth, params=params)  # type: ignore[no-any-return]
+        dist, lists = self._ivf.quantizer.search(q, nprobe)  # the lists FAISS's own search would scan
+        self._mapped.check_lists(lists[0])
+        scores, rows = np.empty((1, depth), dtype=np.float32), np.empty((1, depth), dtype=np.int64)
+        ptr = faiss.swig_ptr  # (the Python wrapper of search_preassigned takes no parameters: the C++ call does)
+        self._ivf.search_preassigned_c(1, ptr(q), depth, ptr(lists), ptr(dist), ptr(scores), ptr(rows), False, params)
+        return scores, rows
 
     changed: int = 0  # rows added or removed by updates since the inverted file was trained (``RETRAIN_SHARE``)
 
@@ -174,6 +216,7 @@ class _Faiss:
         row of ``added``: the rows not named leave it, the others are renumbered and the new ones are added by id
         (coded with the kept training). The caller rebuilds what maps rows to places (``make_direct_map``)."""
         faiss = _faiss()
+        self._materialize()
         ivf = self._ivf
         kept = old_rows >= 0
         table = np.full(int(ivf.ntotal), -1, dtype=np.int64)  # old row -> new row (-1: leaves)
@@ -206,9 +249,9 @@ class _Faiss:
         if allowed is not None:  # allowed rows are rarer in each list: scan proportionally more lists
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
             nprobe = min(nlist, int(np.ceil(nprobe * self.ntotal / len(allowed))))
-        scores, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+        scores, rows = self._probe(q, depth, selector, nprobe)
         if int((rows[0] >= 0).sum()) < k and nprobe < nlist:  # the lists scanned held fewer than k rows
-            scores, rows = self._index.search(q, depth, params=faiss.SearchParametersIVF(sel=selector, nprobe=nlist))
+            scores, rows = self._probe(q, depth, selector, nlist)
         keep = rows[0] >= 0
         return scores[0][keep], rows[0][keep]
 
@@ -217,13 +260,17 @@ class FaissVectors(_Faiss):
     """Inner-product search over normalised vectors (cosine similarity): exact up to ``EXACT_MAX`` vectors, an
     inverted file above (see ``choose_index_type``). ``take`` returns stored vectors exactly for every type."""
 
-    def __init__(self, index: Any):
+    def __init__(self, index: Any, mapped: tuple[BlockFile, int] | None = None):
         faiss = _faiss()
         self._index = index
         self._ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
         if self._ivf is not None:
             self._ivf.nprobe = ivf_probes(int(self._ivf.nlist))
+            if mapped is not None:
+                self._mapped = MappedLists(self._ivf, *mapped)
             if self._ivf.direct_map.type == faiss.DirectMap.NoMap and index.ntotal:
+                if self._mapped is not None:
+                    self._mapped.blocks.check_all()  # (it reads every list's ids)
                 self._ivf.make_direct_map()  # for ``take``; normally saved with the index
 
     @classmethod
@@ -314,7 +361,10 @@ class FaissVectors(_Faiss):
         """The stored vectors of the given rows, as an (n, dim) array."""
         if len(rows) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if self._mapped is not None:
+            self._mapped.check_rows(self._ivf, rows)
+        return self._index.reconstruct_batch(rows)
 
     def vectors(self) -> np.ndarray:
         if self.ntotal == 0:
@@ -327,14 +377,63 @@ class FaissVectors(_Faiss):
             f.write(self.to_bytes())
 
     @classmethod
-    def load(cls, path: Path) -> FaissVectors:
+    def load(cls, path: Path, *, blocks: BlockFile | None = None, lists_at: int | None = None) -> FaissVectors:
+        """The index in ``path``; with ``blocks`` verified by them, and with ``lists_at`` too, its lists mapped
+        (``_read``)."""
         def make(index: Any) -> FaissVectors:
             faiss = _faiss()
             if not isinstance(faiss.downcast_index(index), (faiss.IndexFlatIP, faiss.IndexIVFFlat)):
                 raise TypeError("not a flat or inverted-file index")  # (codes would give approximate ``take``)
-            return cls(index)
+            return cls(index, None if lists_at is None or blocks is None else (blocks, lists_at))
 
-        return cls._read(path, make)
+        return cls._read(path, make, blocks, lists_at)
+
+
+class MappedLists:
+    """The lists of an inverted file that FAISS reads from a memory map of its file (``IO_FLAG_MMAP``) rather than
+    from memory, and where each lies in the file, so that the bytes a search or ``take`` is about to read are
+    verified first (``blocks``, integrity.py). FAISS's format puts a header first (the training, the map from rows
+    to lists: ``lists_at`` bytes, verified before FAISS parses them), then list after list, each its vectors' codes
+    and then their ids; anything else is refused, as a search could then read bytes no check covers."""
+
+    def __init__(self, ivf: Any, blocks: BlockFile, lists_at: int):
+        faiss = _faiss()
+        lists = faiss.downcast_InvertedLists(ivf.invlists)
+        if not isinstance(lists, faiss.OnDiskInvertedLists):
+            raise TypeError("the inverted file's lists are not mapped")
+        lists.prefetch_nthread = 0  # (FAISS would start threads to touch a search's pages first: slower, measured)
+        n = int(ivf.nlist)
+        self.blocks, self.code = blocks, int(ivf.code_size)
+        self.at = np.fromiter((lists.lists.at(i).offset for i in range(n)), dtype=np.int64, count=n)
+        self.bytes = np.fromiter((lists.list_size(i) for i in range(n)), dtype=np.int64, count=n) * (self.code + 8)
+        used = np.flatnonzero(self.bytes)
+        ends = lists_at + np.cumsum(self.bytes[used])
+        if not (np.array_equal(self.at[used], ends - self.bytes[used]) and (ends[-1] if len(ends) else lists_at)
+                == blocks.size):
+            raise IndexCorrupt(f"The vector file {shown(blocks.path)} is not laid out as tqa writes it. "
+                               f"{REBUILD_HINT}")
+        self._where: np.ndarray | None = None  # row -> (list << 32 | place in it): FAISS's direct map, copied once
+
+    def check_lists(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[ids >= 0]  # (FAISS pads with -1 when there are fewer lists than asked)
+        self.blocks.check(self.at[ids], self.bytes[ids])
+
+    def check_rows(self, ivf: Any, rows: np.ndarray) -> None:
+        if self._where is None:
+            self._where = _faiss().vector_to_array(ivf.direct_map.array).astype(np.int64)
+        where = self._where[rows]
+        self.blocks.check(self.at[where >> 32] + (where & 0xFFFFFFFF) * self.code, np.full(len(rows), self.code))
+
+
+def lists_start(info: VectorIndexInfo | None, size: int, rows: int, dim: int) -> int | None:
+    """Where the lists of the inverted file of ``rows`` float32 vectors of dimension ``dim`` that ``info`` describes
+    begin in its file of ``size`` bytes: after the header, as every vector's code (4 bytes a dimension) and id
+    (8 bytes) fill the end of it. None for another kind of index, whose file is read whole."""
+    if info is None or info.type != "faiss.IndexIVFFlat" or rows <= 0:
+        return None
+    start = size - rows * (4 * dim + 8)
+    return start if 0 < start < size else None
 
 
 # ---------------------------------------------------------------- compressed: codes in memory, rows on disk
@@ -540,9 +639,9 @@ class CompressedVectors(_Faiss):
         self.store.write(stored_path(path))
 
     @classmethod
-    def load(cls, path: Path, *, check: Check | None = None) -> CompressedVectors:
+    def load(cls, path: Path, *, check: Check | None = None, blocks: BlockFile | None = None) -> CompressedVectors:
         store = StoredVectors.open(stored_path(path), check=check)
-        return cls._read(path, lambda index: cls(index, store))
+        return cls._read(path, lambda index: cls(index, store), blocks)
 
 
 VectorIndex = Union[FaissVectors, CompressedVectors]  # noqa: UP007 (a runtime alias)
@@ -601,13 +700,18 @@ def _spliceable(previous: VectorIndex, n: int, compress_above: int) -> bool:
     return 1 / RETRAIN_FACTOR <= fresh / previous.nlist <= RETRAIN_FACTOR
 
 
-def load_vectors(path: Path, info: VectorIndexInfo | None, *, check: Check | None = None) -> VectorIndex:
+def load_vectors(path: Path, info: VectorIndexInfo | None, *, check: Check | None = None,
+                 blocks: BlockFile | None = None, mapped: tuple[int, int] | None = None) -> VectorIndex:
     """The vector index in ``path``, of the kind the manifest records (``info``; compressed when it has stored
-    rows); the file's own type must agree. ``changed`` (rows changed since training) is read from ``info``."""
+    rows); the file's own type must agree. ``changed`` (rows changed since training) is read from ``info``.
+    ``check``: the stored rows' block checks; ``blocks``: the FAISS file's, which with ``mapped`` (the rows and
+    dimension the index must have) map an inverted file's lists, verified as searches reach them (``MappedLists``),
+    instead of reading the whole file."""
     index: VectorIndex
     if info is not None and info.compressed:
-        index = CompressedVectors.load(path, check=check)
+        index = CompressedVectors.load(path, check=check, blocks=blocks)
     else:
-        index = FaissVectors.load(path)
+        at = None if mapped is None or blocks is None else lists_start(info, blocks.size, *mapped)
+        index = FaissVectors.load(path, blocks=blocks, lists_at=at)
     index.changed = (info.changed if info is not None else None) or 0
     return index
