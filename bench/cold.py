@@ -5,12 +5,14 @@
     python bench/cold.py --rounds 5           # more interleaved rounds
     python bench/cold.py --index build/cold-new --from build/cold-old   # publish an index again with this tqa
     python bench/cold.py --before /tmp/old/src build/cold-old             # also time an earlier tqa, same run
+    python bench/cold.py --busy 2             # with two CPU-bound processes competing, as on a shared machine
 
 The index is made as bench/run.py's scale section makes it (``bench.synthetic.synthetic_index`` from real MS MARCO
 passages and their embeddings, published with ``scale_publish``) and kept under build/ for later runs (delete it
 to rebuild). Each round runs, in a rotated order, fresh processes: ``import sentence_transformers`` and load the
 model (the baseline, "import + load"), and ``tqa ask`` on the large index. The figures are medians over the rounds
-and the ratio of the medians, from the same run.
+and the ratio of the medians, from the same run; also the CPU seconds (user + system) and the peak resident set of
+each process, which depend less on what else the machine is doing than wall time does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +58,25 @@ def convert(old: Path, dest: Path) -> None:
         publish(dest, data, data.documents())
 
 
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak resident set (MiB) of one fresh process."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{argv} failed: {err.read().decode(errors='replace')[-1000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def busy(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` processes that keep a core busy each (a shared machine), stopped by the caller."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def measure(index: Path, question: str, rounds: int, before: tuple[str, Path] | None) -> dict[str, object]:
     """Medians of ``rounds`` interleaved rounds of fresh processes: import + load, `tqa ask` on ``index``, and with
     ``before`` (a source folder holding an earlier tqa, and an index it published) `tqa ask` by that tqa."""
@@ -71,20 +93,23 @@ def measure(index: Path, question: str, rounds: int, before: tuple[str, Path] | 
         commands["ask_before"] = ([py, "-m", "tqa", "ask", question, "--index", str(before[1])],
                                   dict(env, PYTHONPATH=before[0]))
     times: dict[str, list[float]] = {k: [] for k in commands}
+    cpu: dict[str, list[float]] = {k: [] for k in commands}
+    rss: dict[str, list[float]] = {k: [] for k in commands}
     for r in range(rounds):
         for name in rotated(list(commands), r):
-            argv, e = commands[name]
-            t0 = time.perf_counter()
-            p = subprocess.run(argv, capture_output=True, text=True, env=e, timeout=3600)
-            times[name].append(time.perf_counter() - t0)
-            if p.returncode != 0:
-                raise RuntimeError(f"{argv} failed: {p.stderr[-1000:]}")
-            log(f"round {r + 1}: {name} {times[name][-1]:.2f} s")
+            wall, used, peak = run(*commands[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+            rss[name].append(peak)
+            log(f"round {r + 1}: {name} {wall:.2f} s, {used:.2f} CPU s, {peak:.0f} MiB")
     out: dict[str, object] = {f"{k}_s": median(v) for k, v in times.items()}
+    out.update({f"{k}_cpu_s": median(v) for k, v in cpu.items()})
+    out.update({f"{k}_peak_mib": median(v) for k, v in rss.items()})
     out["runs"] = rounds
     for name in times:
         if name != "import_load":
             out[f"{name}_ratio"] = median(times[name]) / median(times["import_load"])
+            out[f"{name}_cpu_ratio"] = median(cpu[name]) / median(cpu["import_load"])
     out["all"] = times
     out["loadavg"] = os.getloadavg()
     return out
@@ -99,6 +124,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--question", default="what is the capital of france")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes kept running while measuring")
     ap.add_argument("--from", dest="source", default=None,
                     help="instead of building, publish the index in this folder again with this tqa")
     ap.add_argument("--before", nargs=2, metavar=("SRC", "INDEX"), default=None,
@@ -113,7 +139,15 @@ def main() -> int:
     if args.build_only:
         return 0
     before = None if args.before is None else (args.before[0], Path(args.before[1]))
-    print(json.dumps(measure(index, args.question, args.rounds, before)))
+    competitors = busy(args.busy)
+    try:
+        out = measure(index, args.question, args.rounds, before)
+    finally:
+        for p in competitors:
+            p.kill()
+            p.wait()
+    out["busy"] = args.busy
+    print(json.dumps(out))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tqa.abstention import detect_language
 from tqa.chunking import Chunk, sentence_spans
 from tqa.config import ChunkSettings
 from tqa.index import Index
@@ -139,6 +140,7 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
         counts=Counts(len(sizes), n, len(units)),
         calibration=Calibration(abstain_threshold=THRESHOLD_FLOOR),
         names=tuple(name_prefixes(base_texts)),
+        language=detect_language(base_texts),  # recorded as a build records it (its chunks are copies of these)
     )
     data = Index(manifest=manifest, chunks=chunks, vectors=vec_index, units=unit_index, keywords=keywords)
     if embedder is not None:
