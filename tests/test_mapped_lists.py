@@ -272,3 +272,46 @@ def test_an_inverted_file_without_block_checks_is_read_whole(tmp_path, monkeypat
     assert m.vector_index.type == "faiss.IndexIVFFlat" and not m.artifacts[VECTORS].by_blocks
     with load_index(tmp_path / "index", defer=True) as data:
         assert data.vectors._mapped is None and len(data.vectors.search(query(QUESTIONS[0]), 5)[1]) == 5
+
+
+def test_faiss_opens_the_verified_file_through_its_descriptor(built, monkeypatch):
+    """FAISS opens files by name: it is given the descriptor's entry in /proc, so a file renamed over the
+    verified one after the check is not the one mapped; where /proc has no entry, the path."""
+    with load_index(built) as data:
+        blocks = data.checks.for_file(VECTORS)
+        name = blocks.opener()
+        assert name.startswith("/proc/self/fd/")
+        import os
+
+        assert os.path.samefile(name, gen_of(built) / VECTORS)
+        monkeypatch.setattr(os.path, "exists", lambda p: False)
+        assert blocks.opener() == str(gen_of(built) / VECTORS)
+
+
+def test_a_file_renamed_over_the_verified_one_is_not_the_one_read(index, no_background):
+    """Between the check of the header and FAISS opening the file, another file put in its place (a rename) is
+    not read: FAISS opens the very file verified."""
+    import tqa.vectors as v_mod
+
+    path = gen_of(index) / VECTORS
+    original = v_mod._faiss().read_index
+
+    def swapped(name, flags=0):
+        other = path.with_name("other.faiss")
+        raw = bytearray(path.read_bytes())
+        half = len(raw) // 2
+        raw[half:] = bytes(len(raw) - half)  # every vector in the second half of the lists zeroed
+        other.write_bytes(bytes(raw))
+        other.replace(path)  # the published name now holds a damaged copy
+        return original(name, flags)
+
+    with load_index(index) as whole:
+        expected = [whole.vectors.search(query(t), 5) for t in QUESTIONS]
+    faiss = v_mod._faiss()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(faiss, "read_index", swapped)
+        with load_index(index, defer=True) as data:
+            for text, (scores, rows) in zip(QUESTIONS, expected):
+                got = data.vectors.search(query(text), 5)  # the verified file, intact
+                assert np.array_equal(got[1], rows) and np.array_equal(got[0], scores)
+            data.checks.verify_all()
