@@ -30,6 +30,15 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def no_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the reads of an index check its blocks (the background check would find damage on its own
+    schedule)."""
+    import tqa.integrity
+
+    monkeypatch.setattr(tqa.integrity.Checks, "start", lambda self, nice=10: None)
+
+
+@pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     root.mkdir()

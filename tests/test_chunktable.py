@@ -67,12 +67,6 @@ def index(built: Path, tmp_path: Path, fake_model) -> Path:
     return shutil.copytree(built, tmp_path / "index", symlinks=True)
 
 
-@pytest.fixture
-def no_background(monkeypatch):
-    """Only the reads check blocks (the background check would find damage on its own schedule)."""
-    monkeypatch.setattr(integrity.Checks, "start", lambda self, nice=10: None)
-
-
 def gen_of(index: Path) -> Path:
     gen = current_generation(index)
     assert gen is not None

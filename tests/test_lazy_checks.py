@@ -42,12 +42,6 @@ def index(built, tmp_path: Path) -> Path:
     return shutil.copytree(built[1], tmp_path / "index", symlinks=True)
 
 
-@pytest.fixture
-def no_background(monkeypatch):
-    """Only the reads check blocks (the background check would find the damage on its own schedule)."""
-    monkeypatch.setattr(integrity.Checks, "start", lambda self, nice=10: None)
-
-
 def flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x40

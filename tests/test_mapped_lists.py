@@ -19,9 +19,10 @@ from tqa import Assistant
 from tqa.cli import main
 from tqa.errors import REBUILD_HINT, IndexCorrupt
 from tqa.manifest import UNITS, VECTORS
-from tqa.store import current_generation, load_index, read_manifest
+from tqa.store import load_index, read_manifest
 
 from .support import FakeEmbedder
+from .test_chunktable import gen_of
 from .test_compressed import build, write_corpus
 
 QUESTIONS = [f"What does record zq{f}x{p} tell of?" for f, p in [(7, 3), (12, 40), (30, 1), (44, 22), (55, 9)]]
@@ -51,18 +52,6 @@ def few_probes(monkeypatch):
 def index(built: Path, tmp_path: Path) -> Path:
     """A copy of the built index, free to damage."""
     return shutil.copytree(built, tmp_path / "index", symlinks=True)
-
-
-@pytest.fixture
-def no_background(monkeypatch):
-    """Only the reads check blocks (the background check would find the damage on its own schedule)."""
-    monkeypatch.setattr(integrity.Checks, "start", lambda self, nice=10: None)
-
-
-def gen_of(index: Path) -> Path:
-    gen = current_generation(index)
-    assert gen is not None
-    return gen
 
 
 def query(text: str) -> np.ndarray:
@@ -311,7 +300,7 @@ def test_a_file_renamed_over_the_verified_one_is_not_the_one_read(index, no_back
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(faiss, "read_index", swapped)
         with load_index(index, defer=True) as data:
-            for text, (scores, rows) in zip(QUESTIONS, expected):
+            for text, (scores, rows) in zip(QUESTIONS, expected, strict=True):
                 got = data.vectors.search(query(text), 5)  # the verified file, intact
                 assert np.array_equal(got[1], rows) and np.array_equal(got[0], scores)
             data.checks.verify_all()
