@@ -2,9 +2,10 @@
 
 Every artifact's size and SHA-256 are in the manifest (whose own checksum seals them), and a small artifact is
 checked whole when the index is loaded. The big ones that a reader reads in pieces (``BLOCK_CHECKED``: the stored
-vector rows of a compressed index, BM25's postings, the documents' text) would cost seconds to hash at every load
-(30 s at a million chunks), so from ``BIG_BYTES`` on, the publish also writes the SHA-256 of each block of the file
-into a companion file (``x.blocks``, whose own size and SHA-256 are in the manifest) and a reader:
+vector rows of a compressed index, BM25's postings, the documents' text, the chunk table, the lists of an inverted
+file that FAISS maps for a reader answering questions) would cost seconds to hash at every load (30 s at a million
+chunks), so from ``BIG_BYTES`` on, the publish also writes the SHA-256 of each block of the file into a companion
+file (``x.blocks``, whose own size and SHA-256 are in the manifest) and a reader:
 
 - checks the companion whole and the file's size when it loads the index;
 - asks ``BlockFile.check(offsets, lengths)`` before it uses byte ranges of the file, which verifies the blocks
