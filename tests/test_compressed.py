@@ -72,12 +72,18 @@ def test_threshold_setting_is_checked(monkeypatch):
             Settings.from_env()
 
 
-def test_saved_rows_are_memory_mapped_and_read_back(data, tmp_path: Path):
+def test_saved_rows_are_memory_mapped_when_checked_and_read_back(data, tmp_path: Path):
+    """Rows read through block checks are mapped (each read checked, the file's size with it); without checks (a
+    small file, verified whole at load) they are read into memory, which no truncation of the file can affect."""
     x, queries, v = data
     v.save(tmp_path / "v.faiss")
     assert (tmp_path / "v.f16.npy").stat().st_size > 5000 * 48 * 2
-    w = load_vectors(tmp_path / "v.faiss", v.describe())
+    read: list[int] = []
+    w = load_vectors(tmp_path / "v.faiss", v.describe(), check=lambda offsets, lengths: read.append(len(offsets)))
     assert isinstance(w, CompressedVectors) and w.store.mapped and not v.store.mapped
+    whole = load_vectors(tmp_path / "v.faiss", v.describe())
+    assert isinstance(whole, CompressedVectors) and not whole.store.mapped
+    assert np.array_equal(whole.take(np.arange(50)), w.take(np.arange(50))) and read
     assert w.describe() == v.describe()
     rows = np.array([4999, 0, 17, 17, 2500])
     assert np.array_equal(w.take(rows), f16(x[rows]))
@@ -180,8 +186,8 @@ def test_a_build_above_the_threshold_is_compressed_and_recorded(built, capsys):
     assert not p.vector_index.compressed and not ({VECTORS_STORED, UNITS_STORED} & set(p.artifacts))
     gen = current_generation(small)
     assert gen is not None and (gen / VECTORS_STORED).is_file() and (gen / UNITS_STORED).is_file()
-    with load_index(small) as index:
-        assert isinstance(index.vectors, CompressedVectors) and index.vectors.store.mapped
+    with load_index(small) as index:  # (its rows are small files, verified whole at load and held in memory)
+        assert isinstance(index.vectors, CompressedVectors) and not index.vectors.store.mapped
         assert index.vectors.ntotal == len(index.chunks)
     assert main(["info", "--index", str(small)]) == 0
     out = capsys.readouterr().out
@@ -251,12 +257,21 @@ def test_a_manifest_that_disowns_its_stored_rows_is_refused(built, tmp_path: Pat
         load_index(index)
 
 
-def test_keyword_postings_are_memory_mapped_when_loaded(built):
-    _, plain, _ = built
+def test_keyword_postings_are_memory_mapped_when_loaded_if_checked_by_blocks(built, tmp_path, monkeypatch):
+    """Postings checked by blocks (from integrity.BIG_BYTES) are mapped, each read checked; smaller ones, verified
+    whole at load, are read into memory, where no file truncated under the reader can pull pages away."""
+    import tqa.integrity as integrity
+
+    corpus, plain, _ = built
     with load_index(plain) as index:
-        assert index.keywords.mapped
+        assert not index.keywords.mapped
         scores, rows = index.keywords.search("zq5x4", 3)
         assert len(rows) and "Record zq5x4 " in index.chunks[int(rows[0])].text
+    monkeypatch.setattr(integrity, "BIG_BYTES", 1)
+    build(corpus, tmp_path / "big", FakeEmbedder(), compress_above=vectors.COMPRESS_ABOVE)
+    with load_index(tmp_path / "big") as index:
+        assert index.keywords.mapped
+        assert np.array_equal(index.keywords.search("zq5x4", 3)[1], rows)
     from tqa.keywords import KeywordIndex
 
     assert not KeywordIndex.build(["a built index is held in memory"]).mapped

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -90,14 +89,14 @@ class _File:
             return self.data[offset:offset + length]
         return os.pread(self._fd, length, offset)
 
-    def map(self) -> Any:
-        """The whole file, verified, as a read-only buffer (a memory map of the verified descriptor)."""
+    def whole(self) -> bytes:
+        """The whole file, verified, in memory: never a mapping, whose pages a file truncated under the reader
+        would pull away (SIGBUS)."""
         if self.checked is not None:
-            self.checked.check_all()
-            return self.checked.map()
+            return self.checked.read(0, self.size)
         if self.data is not None:
             return self.data
-        return mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""
+        return os.pread(self._fd, self.size, 0)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
@@ -106,9 +105,9 @@ class _File:
 
 
 def _array(f: _File, dtype: str, length: int) -> np.ndarray:
-    """The one-dimensional array of ``dtype`` and ``length`` in a verified .npy file, memory-mapped."""
+    """The one-dimensional array of ``dtype`` and ``length`` in a verified .npy file, read into memory."""
     what = f"The index file {shown(f.path)}"
-    buf = f.map()
+    buf = f.whole()
     try:
         header = io.BytesIO(bytes(buf[:min(len(buf), 4096)]))
         version = np.lib.format.read_magic(header)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import mmap
 import os
 import stat
 import threading
@@ -149,8 +148,16 @@ class BlockFile:
 
     def check(self, offsets: np.ndarray | int, lengths: np.ndarray | int) -> None:
         """Verify the blocks of the byte ranges [offset, offset + length) not verified yet; raise IndexCorrupt on
-        damage (here or anywhere else in the index). Once every block is verified this is a flag test."""
+        damage (here or anywhere else in the index), and when the file no longer has its size. Once every block is
+        verified this is a flag test and an ``fstat``."""
         self.damage.raise_if_set()
+        try:
+            size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
+        if size != self.size:  # a file truncated under a reader would kill it (SIGBUS) where it reads a mapped page
+            raise self.damage.set(_damaged(self.path, f"has changed since it was loaded ({size} bytes, the manifest "
+                                                      f"says {self.size}): it was written over in place"))
         if self._left == 0:
             return
         offs = np.atleast_1d(np.asarray(offsets, dtype=np.int64))
@@ -185,11 +192,6 @@ class BlockFile:
         descriptor's entry in /proc where there is one (Linux), the path elsewhere."""
         proc = f"/proc/self/fd/{self._fd}"
         return proc if self._fd >= 0 and os.path.exists(proc) else str(self.path)
-
-    def map(self) -> mmap.mmap | bytes:
-        """The file as a read-only memory map of the descriptor that is verified (call ``check_all`` first when
-        all of it is used)."""
-        return mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ) if self.size else b""
 
     def _verify(self, b: int) -> None:
         # Read and hashed outside the lock: a reader and the background check never wait for each other's block

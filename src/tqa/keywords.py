@@ -96,8 +96,10 @@ class KeywordIndex:
             array = scores.get(key)
             if isinstance(array, np.memmap):  # (loaded memory-mapped: see ``load``)
                 check = (checks or {}).get(f"{key}.csc.index.npy")
-                if check is not None:
-                    self._checks[key] = (check, int(array.offset), int(array.itemsize))
+                if check is None:  # (small: verified whole at load) in memory, never a mapping whose pages a
+                    scores[key] = np.array(array)  # file truncated under the reader would pull away (SIGBUS)
+                    continue
+                self._checks[key] = (check, int(array.offset), int(array.itemsize))  # (checks the file's size too)
                 # the same mapped pages as a plain array: slicing a memmap makes a memmap object each time
                 scores[key] = array.view(np.ndarray)
 
@@ -219,9 +221,10 @@ class KeywordIndex:
 
     @property
     def mapped(self) -> bool:
-        """Whether its score arrays are pages of the saved files, mapped read-only (a loaded index), not copies."""
+        """Whether its postings (scores and rows) are pages of the saved files, mapped read-only (a loaded index
+        whose postings are checked by blocks), not copies."""
         s = getattr(self._bm25, "scores", None) or {}
-        return bool(s) and all(_mapped(s[k]) for k in ("data", "indices", "indptr"))
+        return bool(s) and all(_mapped(s[k]) for k in ("data", "indices"))
 
     @property
     def nbytes(self) -> int:
@@ -299,8 +302,9 @@ class KeywordIndex:
     def load(cls, path: Path, checks: dict[str, Check | None] | None = None) -> KeywordIndex:
         """The index saved in ``path``, its score arrays memory-mapped read-only: a question reads the pages of its
         terms' postings only, and a large index is not copied into memory when loaded. (Measured on 20,000
-        passages: the same search time within 0.01 ms, bench/README.md; so always, not only above a size.)
-        ``checks`` (file name to check, integrity.py) verify the postings' bytes before a question reads them."""
+        passages: the same search time within 0.01 ms, bench/README.md.) ``checks`` (file name to check,
+        integrity.py) verify the postings' bytes before a question reads them; an array without one (a small
+        file, verified whole at load, and ``indptr``) is then read into memory (``__init__``)."""
         import bm25s
 
         try:

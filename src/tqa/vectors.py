@@ -445,8 +445,9 @@ def stored_path(path: Path) -> Path:
 
 
 class StoredVectors:
-    """Rows of float16 vectors: an array in memory (a build), or a ``.npy`` file (no pickle) memory-mapped read-only
-    (a loaded index), so that only the pages of the rows read are ever in memory.
+    """Rows of float16 vectors: an array in memory (a build, or a small file), or a ``.npy`` file (no pickle)
+    memory-mapped read-only (a loaded index checked by blocks), so that only the pages of the rows read are ever in
+    memory.
 
     ``check(offsets, lengths)``, when given, is called with the file's byte ranges before they are read (the block
     checksums, store.py), so no row is used unverified.
@@ -473,6 +474,8 @@ class StoredVectors:
                 from None
         if array.ndim != 2 or array.dtype != cls.DTYPE or not array.flags.c_contiguous:
             raise IndexCorrupt(f"The vector file {path} does not hold float16 rows. {REBUILD_HINT}")
+        if check is None:  # (small: verified whole at load) in memory, never a mapping whose pages a file truncated
+            return cls(np.array(array))  # under the reader would pull away (SIGBUS)
         return cls(array, offset=int(array.offset), check=check)
 
     def write(self, path: Path) -> None:
@@ -483,7 +486,7 @@ class StoredVectors:
 
     @property
     def mapped(self) -> bool:
-        """Whether the rows are a memory-mapped file (a loaded index), not an array in memory (a build)."""
+        """Whether the rows are a memory-mapped file (a loaded index checked by blocks), not an array in memory."""
         return isinstance(self._array, np.memmap)
 
     @property

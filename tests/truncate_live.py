@@ -1,0 +1,70 @@
+"""Truncate each file of a loaded index, one at a time, under a reader that keeps answering: used by
+test_live_truncation.py, in a process of its own, since a reader touching a mapped page of a truncated file dies of
+SIGBUS.
+
+    python -m tests.truncate_live KIND WORKDIR
+
+KIND: "small" (every file small, verified whole at load), "blocks" (every big-file kind checked by blocks, an
+inverted file whose lists are mapped), "compressed" and "compressed-blocks" (a compressed vector index, its rows
+small or checked by blocks). Prints one JSON line per file: {"file": ..., "before": [...], "after": [...]}, each
+answer's top source or the name of the error raised; "start <file>" before each, so a crash shows where.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import tqa.integrity as integrity
+import tqa.vectors as vectors
+from tests.support import FakeEmbedder
+from tests.test_compressed import build, write_corpus
+from tqa import Assistant
+from tqa.errors import TqaError
+from tqa.store import current_generation
+
+QUESTIONS = ["What does record zq7x3 tell of?", "What does record zq44x22 tell of?", "record zq50x1 near the old"]
+
+
+def answers(qa: Assistant) -> list[str]:
+    out = []
+    for q in QUESTIONS:
+        try:
+            passages = qa.ask(q).passages
+            out.append(passages[0].source if passages else "")
+        except TqaError as exc:
+            out.append(type(exc).__name__)
+    return out
+
+
+def main(kind: str, work: Path) -> None:
+    vectors.EXACT_MAX, vectors.IVF_MIN_VECTORS, vectors.IVF_MIN_PROBES = 40, 64, 4  # an inverted file
+    if kind.endswith("blocks"):
+        integrity.BIG_BYTES, integrity.BLOCK_BYTES, integrity.ROW_BLOCK_BYTES = 1, 1024, 1024
+    corpus = write_corpus(work / "corpus", files=24)
+    built = work / "built"
+    build(corpus, built, FakeEmbedder(), compress_above=300 if kind.startswith("compressed") else 10**9)
+    gen = current_generation(built)
+    assert gen is not None
+    for rel in sorted(str(p.relative_to(gen)) for p in gen.rglob("*") if p.is_file()):
+        index = work / "index"
+        shutil.rmtree(index, ignore_errors=True)
+        shutil.copytree(built, index, symlinks=True)
+        print(f"start {rel}", flush=True)
+        qa = Assistant.load(index, embedder=FakeEmbedder())
+        try:
+            before = answers(qa)
+            live = current_generation(index)
+            assert live is not None
+            os.truncate(live / rel, 0)
+            after = answers(qa)
+        finally:
+            qa.index.close()
+        print(json.dumps({"file": rel, "before": before, "after": after}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
