@@ -1,8 +1,8 @@
-"""A file of the live generation truncated in place under a running reader (by hand or a tool copying over it: tqa
-never writes into a published generation) must not kill the reader: what it holds in memory keeps answering, and
-what it reads from a file (mapped pages included, where a truncated file would raise SIGBUS) is checked first, so
-such a question is refused in one line instead. Each kind of index runs in a process of its own
-(tests/truncate_live.py), every file of it truncated in turn."""
+"""A file of the live generation truncated or written over in place under a running reader (by hand or a tool copying
+over it: tqa never writes into a published generation) must not kill the reader nor make it answer from bytes no
+check covers: what it holds in memory keeps answering, and what it reads from a file later (mapped pages included,
+where a truncated file would raise SIGBUS) is checked first, so such a question is refused in one line instead.
+Each kind of index runs in a process of its own (tests/truncate_live.py), every file of it changed in turn."""
 
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ READ_LATER = {
 }
 
 
+@pytest.mark.parametrize("how", ["truncate", "flip"])
 @pytest.mark.parametrize("kind", sorted(READ_LATER))
-def test_truncating_any_file_under_a_reader_never_kills_it(kind, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tests.truncate_live", kind, str(tmp_path)], cwd=ROOT,
+def test_changing_any_file_under_a_reader_never_kills_it_nor_goes_unchecked(kind, how, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tests.truncate_live", kind, how, str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     lines = r.stdout.splitlines()
     started = [line.split(" ", 1)[1] for line in lines if line.startswith("start ")]
-    how = signal.Signals(-r.returncode).name if r.returncode < 0 else r.returncode
-    assert r.returncode == 0, f"the reader died ({how}) after {started[-1:]} was truncated: {r.stderr[-2000:]}"
+    died = signal.Signals(-r.returncode).name if r.returncode < 0 else r.returncode
+    assert r.returncode == 0, f"the reader died ({died}) after {started[-1:]} was changed: {r.stderr[-2000:]}"
     results = [json.loads(line) for line in lines if line.startswith("{")]
     assert len(results) == len(started) > 10
     refused = set()

@@ -1,9 +1,10 @@
-"""Truncate each file of a loaded index, one at a time, under a reader that keeps answering: used by
-test_live_truncation.py, in a process of its own, since a reader touching a mapped page of a truncated file dies of
-SIGBUS.
+"""Truncate each file of a loaded index, or flip a byte of it in place, one file at a time, under a reader that
+keeps answering: used by test_live_truncation.py, in a process of its own, since a reader touching a mapped page of a
+truncated file dies of SIGBUS.
 
-    python -m tests.truncate_live KIND WORKDIR
+    python -m tests.truncate_live KIND HOW WORKDIR
 
+HOW: "truncate" (to 0 bytes) or "flip" (a byte in the middle, written in place: the same size).
 KIND: "small" (every file small, verified whole at load), "blocks" (every big-file kind checked by blocks, an
 inverted file whose lists are mapped), "compressed" and "compressed-blocks" (a compressed vector index, its rows
 small or checked by blocks). Prints one JSON line per file: {"file": ..., "before": [...], "after": [...]}, each
@@ -40,7 +41,7 @@ def answers(qa: Assistant) -> list[str]:
     return out
 
 
-def main(kind: str, work: Path) -> None:
+def main(kind: str, how: str, work: Path) -> None:
     vectors.EXACT_MAX, vectors.IVF_MIN_VECTORS, vectors.IVF_MIN_PROBES = 40, 64, 4  # an inverted file
     if kind.endswith("blocks"):
         integrity.BIG_BYTES, integrity.BLOCK_BYTES, integrity.ROW_BLOCK_BYTES = 1, 1024, 1024
@@ -59,7 +60,16 @@ def main(kind: str, work: Path) -> None:
             before = answers(qa)
             live = current_generation(index)
             assert live is not None
-            os.truncate(live / rel, 0)
+            if how == "truncate":
+                os.truncate(live / rel, 0)
+            else:
+                with open(live / rel, "r+b") as f:
+                    middle = os.fstat(f.fileno()).st_size // 2
+                    f.seek(middle)
+                    byte = f.read(1)
+                    if byte:
+                        f.seek(middle)
+                        f.write(bytes([byte[0] ^ 0x20]))
             after = answers(qa)
         finally:
             qa.index.close()
@@ -67,4 +77,4 @@ def main(kind: str, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]))
+    main(sys.argv[1], sys.argv[2], Path(sys.argv[3]))

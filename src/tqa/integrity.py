@@ -122,11 +122,12 @@ class BlockFile:
             raise _damaged(self.path, "has block checksums that do not cover it")
         self._digests = digests
         fd = _open(self.path)
-        actual = os.fstat(fd).st_size
-        if actual != size:
+        st = os.fstat(fd)
+        if st.st_size != size:
             os.close(fd)
-            raise _damaged(self.path, f"has {actual} bytes, the manifest says {size}")
+            raise _damaged(self.path, f"has {st.st_size} bytes, the manifest says {size}")
         self._fd = fd
+        self._stamp = (st.st_size, st.st_mtime_ns)  # what a write in place would change (``check``)
         self._verified = np.zeros(n, dtype=bool)
         self._left = n
         self._lock = threading.Lock()
@@ -148,16 +149,17 @@ class BlockFile:
 
     def check(self, offsets: np.ndarray | int, lengths: np.ndarray | int) -> None:
         """Verify the blocks of the byte ranges [offset, offset + length) not verified yet; raise IndexCorrupt on
-        damage (here or anywhere else in the index), and when the file no longer has its size. Once every block is
-        verified this is a flag test and an ``fstat``."""
+        damage (here or anywhere else in the index), and when the file was written in place since it was opened (its
+        size or modification time changed). Once every block is verified this is a flag test and an ``fstat``."""
         self.damage.raise_if_set()
         try:
-            size = os.fstat(self._fd).st_size
+            st = os.fstat(self._fd)
         except OSError as exc:
             raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
-        if size != self.size:  # a file truncated under a reader would kill it (SIGBUS) where it reads a mapped page
-            raise self.damage.set(_damaged(self.path, f"has changed since it was loaded ({size} bytes, the manifest "
-                                                      f"says {self.size}): it was written over in place"))
+        # Written in place since it was loaded: its blocks verified then prove nothing now, and a file truncated under
+        # a reader would kill it (SIGBUS) where it reads a mapped page.
+        if (st.st_size, st.st_mtime_ns) != self._stamp:
+            raise self.damage.set(_damaged(self.path, "was written over in place since it was loaded"))
         if self._left == 0:
             return
         offs = np.atleast_1d(np.asarray(offsets, dtype=np.int64))
