@@ -15,8 +15,11 @@ file (``x.blocks``, whose own size and SHA-256 are in the manifest) and a reader
   there marks the index damaged too, and every later check, of any file, raises the same error.
 
 So no answer is made from an unverified byte, a reader answers at once, and a damaged index is refused as soon as
-the damage is found: at the latest when the background check reaches it. Files are never changed once published
-(an update writes a new generation), so a block verified once stays verified while the reader holds it.
+the damage is found: at the latest when the background check reaches it. tqa never changes a file once published
+(an update writes a new generation), so a block verified once stays verified while the reader holds it; a file
+written over in place anyway (by hand, or a tool copying over the folder) is refused at its next check, which
+compares its size and modification time with those it had when it was opened: the bytes a mapping shows may no
+longer be those verified, and a truncated file would kill a reader touching a mapped page (SIGBUS).
 """
 
 from __future__ import annotations
