@@ -35,7 +35,7 @@ from tqa.retrieval import CANDIDATES
 from tqa.store import current_generation, load_index
 
 from .support import FakeEmbedder
-from .test_compressed import build, write_corpus
+from .test_compressed import build, build_by_blocks, write_corpus
 
 QUESTION = "What does record zq7x3 tell of?"
 
@@ -45,10 +45,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An index whose chunk table is read through its block checks, as a big one is."""
     root = tmp_path_factory.mktemp("table")
     corpus = write_corpus(root / "corpus")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(integrity, "BIG_BYTES", 1)
-        mp.setattr(integrity, "BLOCK_BYTES", 1024)
-        build(corpus, root / "index", FakeEmbedder(), compress_above=10**9)
+    build_by_blocks(corpus, root / "index", 10**9)
     return root / "index"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tqa.integrity as integrity
 import tqa.vectors as vectors
 from tqa import Assistant, build_index
 from tqa.cli import main
@@ -164,6 +165,19 @@ SMALL_CHUNKS = ChunkSettings(chunk_size=300, chunk_overlap=0)  # two or three pa
 def build(corpus: Path, index: Path, embedder: FakeEmbedder, compress_above: int) -> None:
     build_index(corpus, index, embedder=embedder, chunking=SMALL_CHUNKS,
                 settings=Settings(compress_above=compress_above, chunking=SMALL_CHUNKS))
+
+
+def build_by_blocks(corpus: Path, index: Path, compress_above: int, *, inverted_file: bool = False) -> None:
+    """``build`` with sizes lowered so that a small index is checked as a big one is: every block-checked file gets
+    block digests, in blocks of 1 KiB; with ``inverted_file`` its vectors are an inverted file (from 64)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(integrity, "BIG_BYTES", 1)
+        mp.setattr(integrity, "BLOCK_BYTES", 1024)
+        mp.setattr(integrity, "ROW_BLOCK_BYTES", 1024)
+        if inverted_file:
+            mp.setattr(vectors, "EXACT_MAX", 40)
+            mp.setattr(vectors, "IVF_MIN_VECTORS", 64)
+        build(corpus, index, FakeEmbedder(), compress_above)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from tqa.manifest import BLOCK_CHECKED, DOCUMENTS, VECTORS_STORED
 from tqa.store import current_generation, load_index, read_manifest
 
 from .support import FakeEmbedder
-from .test_compressed import build, write_corpus
+from .test_compressed import build, build_by_blocks, write_corpus
 
 ROW_BYTES = 64 * 2  # a float16 row of the fake embedder
 
@@ -28,11 +28,7 @@ ROW_BYTES = 64 * 2  # a float16 row of the fake embedder
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lazy")
     corpus = write_corpus(root / "corpus")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(integrity, "BIG_BYTES", 1)
-        mp.setattr(integrity, "BLOCK_BYTES", 1024)
-        mp.setattr(integrity, "ROW_BLOCK_BYTES", 1024)
-        build(corpus, root / "index", FakeEmbedder(), compress_above=700)
+    build_by_blocks(corpus, root / "index", 700)
     return corpus, root / "index"
 
 

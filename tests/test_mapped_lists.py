@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tqa.integrity as integrity
 import tqa.vectors as vectors
 from tqa import Assistant
 from tqa.cli import main
@@ -23,7 +22,7 @@ from tqa.store import load_index, read_manifest
 
 from .support import FakeEmbedder
 from .test_chunktable import gen_of
-from .test_compressed import build, write_corpus
+from .test_compressed import build, build_by_blocks, write_corpus
 
 QUESTIONS = [f"What does record zq{f}x{p} tell of?" for f, p in [(7, 3), (12, 40), (30, 1), (44, 22), (55, 9)]]
 
@@ -32,13 +31,7 @@ QUESTIONS = [f"What does record zq{f}x{p} tell of?" for f, p in [(7, 3), (12, 40
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mapped")
     corpus = write_corpus(root / "corpus")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vectors, "EXACT_MAX", 40)
-        mp.setattr(vectors, "IVF_MIN_VECTORS", 64)
-        mp.setattr(integrity, "BIG_BYTES", 1)
-        mp.setattr(integrity, "BLOCK_BYTES", 1024)
-        mp.setattr(integrity, "ROW_BLOCK_BYTES", 1024)
-        build(corpus, root / "index", FakeEmbedder(), compress_above=vectors.COMPRESS_ABOVE)
+    build_by_blocks(corpus, root / "index", vectors.COMPRESS_ABOVE, inverted_file=True)
     return root / "index"
 
 

@@ -19,10 +19,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import tqa.integrity as integrity
+import pytest
+
 import tqa.vectors as vectors
 from tests.support import FakeEmbedder
-from tests.test_compressed import build, write_corpus
+from tests.test_compressed import build, build_by_blocks, write_corpus
 from tqa import Assistant
 from tqa.errors import TqaError
 from tqa.store import current_generation
@@ -42,12 +43,17 @@ def answers(qa: Assistant) -> list[str]:
 
 
 def main(kind: str, how: str, work: Path) -> None:
-    vectors.EXACT_MAX, vectors.IVF_MIN_VECTORS, vectors.IVF_MIN_PROBES = 40, 64, 4  # an inverted file
-    if kind.endswith("blocks"):
-        integrity.BIG_BYTES, integrity.BLOCK_BYTES, integrity.ROW_BLOCK_BYTES = 1, 1024, 1024
+    vectors.IVF_MIN_PROBES = 4  # (when loaded: a search scans a few lists of the small inverted file)
     corpus = write_corpus(work / "corpus", files=24)
     built = work / "built"
-    build(corpus, built, FakeEmbedder(), compress_above=300 if kind.startswith("compressed") else 10**9)
+    compress_above = 300 if kind.startswith("compressed") else 10**9
+    if kind.endswith("blocks"):
+        build_by_blocks(corpus, built, compress_above, inverted_file=True)
+    else:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(vectors, "EXACT_MAX", 40)  # an inverted file, its files small
+            mp.setattr(vectors, "IVF_MIN_VECTORS", 64)
+            build(corpus, built, FakeEmbedder(), compress_above)
     gen = current_generation(built)
     assert gen is not None
     for rel in sorted(str(p.relative_to(gen)) for p in gen.rglob("*") if p.is_file()):
