@@ -27,7 +27,7 @@ READ_LATER = {
 }
 
 
-@pytest.mark.parametrize("how", ["truncate", "flip"])
+@pytest.mark.parametrize("how", ["truncate", "flip", "touch"])
 @pytest.mark.parametrize("kind", sorted(READ_LATER))
 def test_changing_any_file_under_a_reader_never_kills_it_nor_goes_unchecked(kind, how, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tests.truncate_live", kind, how, str(tmp_path)], cwd=ROOT,
@@ -45,5 +45,14 @@ def test_changing_any_file_under_a_reader_never_kills_it_nor_goes_unchecked(kind
             assert after in (before, "IndexCorrupt"), res  # the same answer, or a refusal: never another
         if "IndexCorrupt" in res["after"]:
             refused.add(res["file"])
+        if how == "flip" and res["blocks"]:
+            assert res["found"] is True, res  # the changed bytes fail their block checksum
+        if how == "touch":
+            assert res["found"] is not True, res  # the same bytes: verified again, they pass
     must, may = READ_LATER[kind]
-    assert must <= refused <= must | may
+    if how == "truncate":
+        assert must <= refused <= must | may
+    elif how == "touch":
+        assert not refused  # a new modification time alone refuses nothing
+    else:
+        assert refused <= must | may

@@ -4,7 +4,9 @@ truncated file dies of SIGBUS.
 
     python -m tests.truncate_live KIND HOW WORKDIR
 
-HOW: "truncate" (to 0 bytes) or "flip" (a byte in the middle, written in place: the same size).
+HOW: "truncate" (to 0 bytes), "flip" (a byte in the middle, written in place: the same size) or "touch" (a new
+modification time, the same bytes). After the questions, the index's checks verify every block ("found": whether that
+raised; null when the index has no block checks).
 KIND: "small" (every file small, verified whole at load), "blocks" (every big-file kind checked by blocks, an
 inverted file whose lists are mapped), "compressed" and "compressed-blocks" (a compressed vector index, its rows
 small or checked by blocks). Prints one JSON line per file: {"file": ..., "before": [...], "after": [...]}, each
@@ -25,7 +27,7 @@ import tqa.vectors as vectors
 from tests.support import FakeEmbedder
 from tests.test_compressed import build, build_by_blocks, write_corpus
 from tqa import Assistant
-from tqa.errors import TqaError
+from tqa.errors import IndexCorrupt, TqaError
 from tqa.store import current_generation
 
 QUESTIONS = ["What does record zq7x3 tell of?", "What does record zq44x22 tell of?", "record zq50x1 near the old"]
@@ -68,6 +70,9 @@ def main(kind: str, how: str, work: Path) -> None:
             assert live is not None
             if how == "truncate":
                 os.truncate(live / rel, 0)
+            elif how == "touch":
+                st = os.stat(live / rel)
+                os.utime(live / rel, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
             else:
                 with open(live / rel, "r+b") as f:
                     middle = os.fstat(f.fileno()).st_size // 2
@@ -77,9 +82,18 @@ def main(kind: str, how: str, work: Path) -> None:
                         f.seek(middle)
                         f.write(bytes([byte[0] ^ 0x20]))
             after = answers(qa)
+            found = None
+            if qa.index.checks is not None and qa.index.checks.files:
+                try:
+                    qa.index.checks.verify_all()
+                    found = False
+                except IndexCorrupt:
+                    found = True
         finally:
             qa.index.close()
-        print(json.dumps({"file": rel, "before": before, "after": after}), flush=True)
+        blocks = (gen / (rel + ".blocks")).is_file()
+        print(json.dumps({"file": rel, "before": before, "after": after, "found": found, "blocks": blocks}),
+              flush=True)
 
 
 if __name__ == "__main__":

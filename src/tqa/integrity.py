@@ -16,10 +16,11 @@ file (``x.blocks``, whose own size and SHA-256 are in the manifest) and a reader
 
 So no answer is made from an unverified byte, a reader answers at once, and a damaged index is refused as soon as
 the damage is found: at the latest when the background check reaches it. tqa never changes a file once published
-(an update writes a new generation), so a block verified once stays verified while the reader holds it; a file
-written over in place anyway (by hand, or a tool copying over the folder) is refused at its next check, which
-compares its size and modification time with those it had when it was opened: the bytes a mapping shows may no
-longer be those verified, and a truncated file would kill a reader touching a mapped page (SIGBUS).
+(an update writes a new generation), so a block verified once stays verified while the reader holds it. A file
+written over in place anyway (by hand, or a tool copying over the folder) is noticed at its next check, which
+compares its size and modification time with those it had when its blocks were verified: truncated, it is refused
+(a reader touching a mapped page past its end would die of SIGBUS); else its blocks are verified again as they are
+read, since the bytes a mapping shows may no longer be those verified.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class BlockFile:
             raise _damaged(self.path, f"has {st.st_size} bytes, the manifest says {size}")
         self._fd = fd
         self._stamp = (st.st_size, st.st_mtime_ns)  # what a write in place would change (``check``)
+        self._epoch = 0  # writes in place seen since it was opened (``_unchanged``)
         self._verified = np.zeros(n, dtype=bool)
         self._left = n
         self._lock = threading.Lock()
@@ -152,17 +154,11 @@ class BlockFile:
 
     def check(self, offsets: np.ndarray | int, lengths: np.ndarray | int) -> None:
         """Verify the blocks of the byte ranges [offset, offset + length) not verified yet; raise IndexCorrupt on
-        damage (here or anywhere else in the index), and when the file was written in place since it was opened (its
-        size or modification time changed). Once every block is verified this is a flag test and an ``fstat``."""
+        damage (here or anywhere else in the index). A file written in place since its blocks were verified (its
+        modification time changed) has them verified again (``_unchanged``). Once every block is verified this is a
+        flag test and an ``fstat``."""
         self.damage.raise_if_set()
-        try:
-            st = os.fstat(self._fd)
-        except OSError as exc:
-            raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
-        # Written in place since it was loaded: its blocks verified then prove nothing now, and a file truncated under
-        # a reader would kill it (SIGBUS) where it reads a mapped page.
-        if (st.st_size, st.st_mtime_ns) != self._stamp:
-            raise self.damage.set(_damaged(self.path, "was written over in place since it was loaded"))
+        self._unchanged()
         if self._left == 0:
             return
         offs = np.atleast_1d(np.asarray(offsets, dtype=np.int64))
@@ -198,12 +194,35 @@ class BlockFile:
         proc = f"/proc/self/fd/{self._fd}"
         return proc if self._fd >= 0 and os.path.exists(proc) else str(self.path)
 
+    def _unchanged(self) -> None:
+        """Notice a write in place since the blocks were verified (the file's size or modification time changed):
+        those blocks prove nothing about the bytes a mapping of it now shows. Truncated or extended, the file is
+        refused (a reader touching a mapped page past its end would die of SIGBUS); else every block is to be
+        verified again before it is read, so a file only touched reads on, and one whose bytes changed fails
+        where they did."""
+        try:
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise self.damage.set(_damaged(self.path, f"cannot be read: {exc.strerror or exc}")) from None
+        if (st.st_size, st.st_mtime_ns) == self._stamp:
+            return
+        if st.st_size != self.size:
+            raise self.damage.set(_damaged(self.path, f"was truncated or extended in place since it was loaded "
+                                                      f"({st.st_size} bytes, the manifest says {self.size})"))
+        with self._lock:
+            if (st.st_size, st.st_mtime_ns) != self._stamp:
+                self._stamp = (st.st_size, st.st_mtime_ns)
+                self._epoch += 1
+                self._verified[:] = False
+                self._left = len(self._verified)
+
     def _verify(self, b: int) -> None:
         # Read and hashed outside the lock: a reader and the background check never wait for each other's block
         # (two may hash the same one; the first to finish marks it).
         if self._verified[b]:
             return
         self.damage.raise_if_set()
+        epoch = self._epoch  # (a block read before the file was written again is not marked verified after it)
         start = b * self.block
         want = min(self.block, self.size - start)
         try:
@@ -213,12 +232,14 @@ class BlockFile:
         if len(data) != want or hashlib.sha256(data).digest() != self._digests[b * DIGEST:(b + 1) * DIGEST]:
             raise self.damage.set(_damaged(self.path, "fails its checksum (damaged or edited)"))
         with self._lock:
-            if not self._verified[b]:
+            if self._epoch == epoch and not self._verified[b]:
                 self._verified[b] = True
                 self._left -= 1
 
     def verify_all(self, stop: threading.Event | None = None) -> bool:
-        """Verify every block not verified yet; False when stopped first."""
+        """Verify every block not verified yet (every block again if the file was written in place since); False
+        when stopped first."""
+        self._unchanged()
         for b in np.flatnonzero(~self._verified).tolist():
             if stop is not None and stop.is_set():
                 return False
