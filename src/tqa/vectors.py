@@ -189,7 +189,7 @@ class _Faiss:
     def _materialize(self) -> None:
         """Read a mapped inverted file into memory (verified): FAISS changes and writes only lists it holds."""
         if self._mapped is not None:
-            data = self._mapped.blocks.read(0, self._mapped.blocks.size)
+            data = self.to_bytes()  # (the mapped file, verified)
             nprobe = int(self._ivf.nprobe)
             self._index = _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
             self._ivf = _faiss().try_extract_index_ivf(self._index)
