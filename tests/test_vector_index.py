@@ -184,6 +184,25 @@ def test_keyword_scores_match_bm25s(docs):
                     assert set(r2.tolist()) <= set(allowed.tolist())
 
 
+def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
+    rng = np.random.default_rng(7)
+    scores = rng.choice(np.array([0.1, 0.5, 0.9], dtype=np.float32), 400)  # many ties at every cut
+    rows = rng.permutation(10_000)[:400].astype(np.int64)
+    expected = sorted(zip((-scores).tolist(), rows.tolist(), strict=True))
+    for k in (1, 7, 50, 399, 400, 500):
+        for perm in (np.arange(400), rng.permutation(400), rng.permutation(400)):
+            s, r = vectors.top_k(scores[perm], rows[perm], k)
+            assert list(zip((-s).tolist(), r.tolist(), strict=True)) == expected[:k]
+
+
+def test_keyword_ties_at_the_cut_go_to_the_first_rows():
+    texts = ["police shelters"] * 40 + ["police"] * 40  # 40 rows of each score
+    k = KeywordIndex.build(texts)
+    for n in (1, 10, 40, 45):
+        s, r = k.search("police shelters", n)
+        assert r.tolist() == (list(range(40)) + list(range(40, 80)))[:n]
+
+
 def test_idf_and_span_terms():
     k = KeywordIndex.build(["Police train officers.", "Shelters need funding. Police help.", "Funding funding."])
     assert k.idf("polic") > 0 and k.idf("nosuchterm") == 0.0

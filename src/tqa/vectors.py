@@ -128,9 +128,17 @@ def choose_index_type(n: int) -> str:
 
 
 def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (scores, rows), best first, ties by row."""
+    """The k best (scores, rows), best first, ties by row: among rows of the k-th score, the first rows are kept,
+    whatever order the candidates came in (so two searches that gather the same candidates otherwise agree)."""
     if k < len(scores):
-        part = np.argpartition(-scores, k - 1)[:k]
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        above = np.flatnonzero(scores > kth)
+        tied = np.flatnonzero(scores == kth)
+        if len(above) + len(tied) >= k:
+            tied = tied[np.argsort(rows[tied], kind="stable")[: k - len(above)]]
+            part = np.concatenate([above, tied])
+        else:  # (scores that compare with nothing, NaN: no order to keep)
+            part = np.argpartition(-scores, k - 1)[:k]
         scores, rows = scores[part], rows[part]
     order = np.lexsort((rows, -scores))
     return scores[order], rows[order]
