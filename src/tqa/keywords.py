@@ -262,7 +262,10 @@ class KeywordIndex:
         scores = np.zeros(n, dtype=np.float32)
         for _, r, v in postings:
             np.add.at(scores, r, v)
-        rows = _union([r for _, r, _ in postings], n)
+        if allowed is None and len(postings) > 1:
+            rows = _best_named(scores, [r for _, r, _ in postings], k)
+        else:
+            rows = _union([r for _, r, _ in postings], n)
         if allowed is not None:
             mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
@@ -371,6 +374,20 @@ def _mapped(array: Any) -> bool:
             return True
         array = getattr(array, "base", None)
     return False
+
+
+def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int) -> np.ndarray:
+    """The distinct rows of some posting lists that can be among the k best by ``scores``, with every row that ties
+    the k-th: a superset of the top k, found without a pass over every row. A row is named at most once per list,
+    so the ``k * len(lists)`` best namings hold at least k distinct rows: none below the score of the last of them
+    can be in the top k."""
+    named = np.concatenate(lists)
+    found = scores[named]
+    m = k * len(lists)
+    if m < len(found):
+        floor = np.partition(found, len(found) - m)[len(found) - m]
+        named = named[found >= floor]
+    return np.unique(named)
 
 
 def _union(lists: list[np.ndarray], n: int) -> np.ndarray:
