@@ -187,6 +187,31 @@ def test_keyword_update_scores_as_a_whole_rebuild(case):
         assert new.idf(q.split()[0]) == pytest.approx(full.idf(q.split()[0]))
 
 
+def test_keyword_index_from_postings_grouped_by_term_scores_as_build(monkeypatch):
+    from collections import Counter
+
+    import tqa.keywords
+
+    monkeypatch.setattr(tqa.keywords, "SCORED_BLOCK", 7)  # scored in many blocks, some splitting a term
+    by_term: dict[str, list[tuple[int, int]]] = {}
+    for row, text in enumerate(TEXTS):
+        for term, count in Counter(KeywordIndex.analyze(text) or ["\u2205"]).items():
+            by_term.setdefault(term, []).append((row, count))
+    terms = sorted(by_term)
+    indptr = np.cumsum([0] + [len(by_term[t]) for t in terms])
+    rows = np.array([r for t in terms for r, _ in by_term[t]])
+    counts = np.array([c for t in terms for _, c in by_term[t]])
+    made = KeywordIndex.from_postings(terms, indptr, rows, counts, len(TEXTS))
+    full = KeywordIndex.build(TEXTS)
+    assert set(made._vocab) == set(full._vocab)
+    for q in ["harbour", "copper salt", "item7 storm", "salt", "anchor pilot tide", "item105", "salt salt harbour"]:
+        s1, r1 = made.search(q, 400)
+        s2, r2 = full.search(q, 400)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(s1, s2)  # bit for bit
+    assert made._counts() is not None  # an update can read its counts back
+
+
 def test_keyword_update_falls_back_to_a_rebuild_when_counts_do_not_read_back(monkeypatch):
     old = KeywordIndex.build(TEXTS)
     old._bm25.scores["data"] = old._bm25.scores["data"] * np.float32(1.001)  # not scores bm25s would compute

@@ -124,6 +124,14 @@ class KeywordIndex:
         return cls(bm25)
 
     @classmethod
+    def from_postings(cls, terms: list[str], indptr: np.ndarray, rows: np.ndarray, counts: np.ndarray,
+                      n: int) -> KeywordIndex:
+        """The index of ``n`` rows from its postings already grouped by term: term ``terms[i]`` is in rows
+        ``rows[indptr[i]:indptr[i + 1]]`` (ascending) ``counts[...]`` times each. Scores are ``build``'s; scored a
+        block at a time, so that many millions of rows need little more memory than their postings."""
+        return cls(_scored_postings(terms, indptr, rows, counts, n))
+
+    @classmethod
     def updated(cls, previous: KeywordIndex | None, old_rows: np.ndarray, texts: list[str]) -> KeywordIndex:
         """The index of ``texts`` (row i is text i) when row i is ``previous``'s row ``old_rows[i]`` (the same
         text) or, where that is -1, a new text: only the new texts are analysed. The term counts of the rows kept
@@ -340,27 +348,43 @@ def _idf(df: np.ndarray, n: int) -> np.ndarray:
 def _scored(terms: list[str], doc: np.ndarray, term: np.ndarray, tf: np.ndarray, n: int) -> Any:
     """A bm25s index of ``n`` rows from its postings' (row, term id, count), as ``bm25s.BM25.index`` scores them:
     terms no row holds any more are left out."""
-    import bm25s
-
     width = len(terms)
     df = np.bincount(term, minlength=width)
     used = np.flatnonzero(df > 0)
     renumber = np.full(width, -1, dtype=np.int64)
     renumber[used] = np.arange(len(used))
-    term = renumber[term]
-    df = df[used]
-    dl = np.bincount(doc, weights=tf, minlength=n).astype(np.int64)
+    order = np.lexsort((doc, renumber[term]))
+    indptr = np.zeros(len(used) + 1, dtype=np.int64)
+    np.cumsum(df[used], out=indptr[1:])
+    return _scored_postings([terms[int(i)] for i in used], indptr, doc[order], tf[order], n)
+
+
+SCORED_BLOCK = 1 << 24  # postings scored at a time (float64 temporaries of a few hundred MB at most)
+
+
+def _scored_postings(terms: list[str], indptr: np.ndarray, rows: np.ndarray, tf: np.ndarray, n: int) -> Any:
+    """A bm25s index of ``n`` rows from its postings term by term (term i's are ``indptr[i]:indptr[i + 1]``, rows
+    ascending, each with its count; every term holds a row), scored as ``bm25s.BM25.index`` scores them, a block of
+    postings at a time: an index of many millions of rows needs little more memory than its postings."""
+    import bm25s
+
+    df = np.diff(indptr)
+    dl = np.zeros(n, dtype=np.int64)
+    for a in range(0, len(rows), SCORED_BLOCK):
+        dl += np.bincount(rows[a:a + SCORED_BLOCK], weights=tf[a:a + SCORED_BLOCK], minlength=n).astype(np.int64)
     avg = dl.mean()  # (np.float64, as bm25s's)
     big_k = _length_norm(dl, avg)
+    del dl
     idf = _idf(df, n)
-    order = np.lexsort((doc, term))
-    doc, term, tf = doc[order], term[order], tf[order]
-    data = _score(idf[term], tf, big_k[doc])
-    indptr = np.zeros(len(used) + 1, dtype=np.int64)
-    np.cumsum(df, out=indptr[1:])
+    data = np.empty(len(rows), dtype=np.float32)
+    for a in range(0, len(rows), SCORED_BLOCK):
+        b = min(len(rows), a + SCORED_BLOCK)
+        term = np.searchsorted(indptr, np.arange(a, b), side="right") - 1
+        data[a:b] = _score(idf[term], tf[a:b], big_k[rows[a:b]])
     bm = bm25s.BM25()
-    bm.scores = {"data": data, "indices": doc.astype(np.int32), "indptr": indptr, "num_docs": n}
-    vocab = {terms[int(i)]: j for j, i in enumerate(used)}
+    bm.scores = {"data": data, "indices": np.asarray(rows, dtype=np.int32),
+                 "indptr": np.asarray(indptr, dtype=np.int64), "num_docs": n}
+    vocab = {t: j for j, t in enumerate(terms)}
     vocab.setdefault("", len(vocab))  # (as bm25s.BM25.index adds it)
     bm.vocab_dict = vocab
     bm.unique_token_ids_set = set(vocab.values())
