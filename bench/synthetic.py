@@ -13,7 +13,6 @@ tokens ``KeywordIndex.build`` would compute from the same text).
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -86,9 +85,8 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
 
     t0 = time.perf_counter()
     sentences = [sentence_spans(t) for t in base_texts]
-    tokens = [KeywordIndex.analyze(t) or ["\u2205"] for t in base_texts]
+    tokens = [KeywordIndex.analyze(t) for t in base_texts]
     chunks: list[Chunk] = []
-    row_tokens: list[list[str]] = []
     offset, doc = 0, -1
     for j in range(n):
         if j // PER_DOC != doc:
@@ -101,18 +99,14 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
             shift = len(ta) + 2
             sent = sentences[a[j]] + tuple((x + shift, y + shift) for x, y in sentences[b[j]])
             unit_spans: tuple[tuple[int, int], ...] = ((0, len(ta)), (shift, len(text)))
-            row_tokens.append(tokens[a[j]] + tokens[b[j]])
         else:
             text, sent, unit_spans = ta, sentences[a[j]], ()
-            row_tokens.append(tokens[a[j]])
         chunks.append(Chunk(source, offset, offset + len(text), text, (), None, sent, unit_spans))
         offset += len(text) + 2
     facts["chunks_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    keywords = KeywordIndex.from_terms(row_tokens)
-    del row_tokens
-    gc.collect()
+    keywords = synthetic_keywords(tokens, a, np.where(two, b, -1))
     facts["keywords_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -146,6 +140,52 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
     if embedder is not None:
         data.manifest = replace(manifest, calibration=calibrate(embedder, data))
     return data, {"vector_matrix": vectors, "unit_matrix": units, **facts}
+
+
+def synthetic_keywords(tokens: list[list[str]], a: np.ndarray, b: np.ndarray) -> KeywordIndex:
+    """The keyword index of rows that copy passages: row j holds passage ``a[j]``'s terms (``tokens``, analysed),
+    and passage ``b[j]``'s after them where ``b[j] >= 0``; the index ``KeywordIndex.from_terms`` makes of those
+    rows' terms, built term by term from the passages' own postings (``KeywordIndex.from_postings``), so that ten
+    million rows take seconds and little more memory than their postings, not a list of terms a row."""
+    from collections import Counter
+
+    n = len(a)
+    passages: dict[str, list[tuple[int, int]]] = {}  # term -> (passage, count)
+    for p, terms in enumerate(tokens):
+        for term, count in Counter(terms or ["\u2205"]).items():
+            passages.setdefault(term, []).append((p, count))
+    groups = []  # the rows that copy each passage as their first part, and as their second
+    for role in (a, b):
+        order = np.argsort(role, kind="stable")
+        starts = np.searchsorted(role[order], np.arange(len(tokens) + 1))
+        groups.append((order, starts))
+    terms = list(passages)
+    indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    for i, term in enumerate(terms):
+        rows, counts = [], []
+        for order, starts in groups:
+            for p, count in passages[term]:
+                members = order[starts[p]:starts[p + 1]]
+                rows.append(members)
+                counts.append(np.full(len(members), count, dtype=np.int32))
+        r, c = np.concatenate(rows), np.concatenate(counts)
+        o = np.argsort(r, kind="stable")
+        r, c = r[o], c[o]
+        first = np.concatenate(([True], r[1:] != r[:-1]))[:len(r)]  # a row holding it twice: one posting
+        starts_at = np.flatnonzero(first)
+        parts.append((r[first], np.add.reduceat(c, starts_at) if len(c) else c))
+        indptr[i + 1] = indptr[i] + len(starts_at)
+    rows_all = np.empty(int(indptr[-1]), dtype=np.int32)
+    counts_all = np.empty(int(indptr[-1]), dtype=np.int32)
+    for i, (r, c) in enumerate(parts):
+        rows_all[indptr[i]:indptr[i + 1]], counts_all[indptr[i]:indptr[i + 1]] = r, c
+    del parts
+    keep = np.diff(indptr) > 0
+    if not keep.all():  # (a term of passages no row copies)
+        terms = [t for t, k in zip(terms, keep, strict=True) if k]
+        indptr = np.concatenate(([0], indptr[1:][keep]))
+    return KeywordIndex.from_postings(terms, indptr, rows_all, counts_all, n)
 
 
 def build_vectors(vectors: np.ndarray, dim: int, kind: str = "auto") -> FaissVectors:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench.run import recall, rotated, without_encoder
-from bench.synthetic import documents, held_out_queries, synthetic_index
+from bench.synthetic import documents, held_out_queries, synthetic_index, synthetic_keywords
 from tqa import Assistant
 from tqa.config import Settings
+from tqa.keywords import KeywordIndex
 from tqa.manifest import ENCODER_FILES
 from tqa.store import current_generation, load_index, publish, write_lock
 
@@ -97,6 +98,40 @@ def test_the_ocr_benchmark_measures_every_configuration_against_its_baseline(tmp
     assert all(r["chars"] == len("Read from the scan.\n\nRead from the scan.") for r in rows)
     out = table(rows, pages, 2, 2)
     assert out.count("\n| ") == 3 and "| one | " in out
+
+
+def test_synthetic_keywords_are_the_index_of_the_rows_terms():
+    texts = [*TEXTS, "", "the of and"]  # passages with no terms too
+    tokens = [KeywordIndex.analyze(t) for t in texts]
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, len(texts), 500)  # (passage 0 only as a second paragraph, passage 1 in no row)
+    a[a == 1] = 2
+    b = np.where(np.arange(500) % 3 == 0, rng.integers(0, len(texts), 500), -1)
+    b[b == 1] = 0
+    b[1] = a[1]  # a row holding the same passage twice
+    made = synthetic_keywords(tokens, a, b)
+    own = [t or ["\u2205"] for t in tokens]  # (a passage with no terms holds the empty mark, as bm25s wants)
+    full = KeywordIndex.from_terms([own[a[j]] + (own[b[j]] if b[j] >= 0 else []) for j in range(500)])
+    assert made.size == full.size == 500
+    for q in ["traffickers recruit victims", "police police", "law 1999 sweden", "funding shelters data", "zzz"]:
+        s1, r1 = made.search(q, 200)
+        s2, r2 = full.search(q, 200)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(s1, s2)
+
+
+def test_keyword_bench_measures_the_keyword_index_of_the_synthetic_index():
+    from bench.keywords import keyword_index, measure
+
+    emb = FakeEmbedder()
+    data, _ = synthetic_index(60, TEXTS, emb.encode(TEXTS), emb)
+    index = keyword_index(60, TEXTS)
+    for q in ["traffickers recruit victims", "police funding", "Palermo Protocol countries"]:
+        for got, want in zip(index.search(q, 50), data.keywords.search(q, 50), strict=True):
+            np.testing.assert_array_equal(got, want)
+    out = measure(index, emb, ["police shelters", "recruit"], rounds=1)
+    assert out["search_ms"]["p50"] > 0 and out["encode_ms"]["p50"] > 0
+    assert out["postings_per_question"]["p50"] > 0
 
 
 def test_compressed_bench_bm25_part_measures_both_loads(tmp_path):

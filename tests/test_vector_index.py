@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tqa.keywords as keywords
 import tqa.vectors as vectors
 from tqa import Assistant, build_index
 from tqa.config import Settings
@@ -164,8 +165,11 @@ WORDS = ("trafficking victims police shelters funding law sweden purchase sex la
          "analytics social media recruit payments protocol countries responsibilities protection").split()
 
 
+@pytest.mark.parametrize("span", [None, 7, 1024])  # rows scored at a time: all at once, many ranges, some
 @pytest.mark.parametrize("docs", [300, 5000])  # few postings, and postings longer than an eighth of the rows
-def test_keyword_scores_match_bm25s(docs):
+def test_keyword_scores_match_bm25s(docs, span, monkeypatch):
+    if span is not None:
+        monkeypatch.setattr(keywords, "SCORE_ROWS", span)
     rng = np.random.default_rng(docs)
     texts = [" ".join(rng.choice(WORDS, rng.integers(3, 25))) for _ in range(docs)]
     k = KeywordIndex.build(texts)
@@ -195,12 +199,17 @@ def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
             assert list(zip((-s).tolist(), r.tolist(), strict=True)) == expected[:k]
 
 
-def test_keyword_ties_at_the_cut_go_to_the_first_rows():
+@pytest.mark.parametrize("span", [None, 3, 16])
+def test_keyword_ties_at_the_cut_go_to_the_first_rows(span, monkeypatch):
+    if span is not None:
+        monkeypatch.setattr(keywords, "SCORE_ROWS", span)
     texts = ["police shelters"] * 40 + ["police"] * 40  # 40 rows of each score
     k = KeywordIndex.build(texts)
     for n in (1, 10, 40, 45):
         s, r = k.search("police shelters", n)
         assert r.tolist() == (list(range(40)) + list(range(40, 80)))[:n]
+        s, r = k.search("police", n, allowed=np.arange(30, 80))  # the shorter rows first
+        assert r.tolist() == (list(range(40, 80)) + list(range(30, 40)))[:n]
 
 
 def test_idf_and_span_terms():

@@ -261,26 +261,43 @@ class KeywordIndex:
         """Top-k (scores, rows) with a positive BM25 score, optionally only among ``allowed`` rows.
 
         Scores are accumulated as bm25s accumulates them (``np.add.at``, term by term in the question's order,
-        float32), but the best are then chosen among the rows the terms name, not among every row.
+        float32), but the best are then chosen among the rows the terms name, not among every row. Rows are
+        scored ``SCORE_ROWS`` at a time (each term's postings for them are a slice, its rows being in order), so
+        that the sums being added to stay in the processor's cache, and each range gives its own best (``top_k``
+        then keeps the same rows as one pass over every row would, ties included).
         """
         postings = self._postings(self.analyze(query))
         if not postings or k <= 0:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         n = self.size
-        scores = np.zeros(n, dtype=np.float32)
-        for _, r, v in postings:
-            np.add.at(scores, r, v)
-        if allowed is None and len(postings) > 1:
-            rows = _best_named(scores, [r for _, r, _ in postings], k)
-        else:
-            rows = _union([r for _, r, _ in postings], n)
+        mask = None
         if allowed is not None:
             mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
-            rows = rows[mask[rows]]
-        found = scores[rows]
-        keep = found > 0
-        top_scores, top_rows = top_k(found[keep], rows[keep].astype(np.int64), min(k, int(keep.sum())))
+        edges = np.append(np.arange(0, n, SCORE_ROWS), n)
+        cuts = [np.searchsorted(r, edges) for _, r, _ in postings]  # where each range's postings begin, per term
+        best_scores, best_rows = [], []
+        for i in range(len(edges) - 1):
+            lo, hi = int(edges[i]), int(edges[i + 1])
+            scores = np.zeros(hi - lo, dtype=np.float32)
+            lists = []
+            for (_, r, v), cut in zip(postings, cuts, strict=True):
+                a, b = int(cut[i]), int(cut[i + 1])
+                if b > a:
+                    local = r[a:b] - lo if lo else r[a:b]
+                    np.add.at(scores, local, v[a:b])
+                    lists.append(local)
+            if not lists:
+                continue
+            rows = _best_named(scores, lists, k, None if mask is None else mask[lo:hi])
+            found = scores[rows]
+            keep = found > 0
+            best_scores.append(found[keep])
+            best_rows.append(rows[keep].astype(np.int64) + lo)
+        if not best_scores:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        found, rows = np.concatenate(best_scores), np.concatenate(best_rows)
+        top_scores, top_rows = top_k(found, rows, min(k, len(found)))
         return top_scores.astype(np.float32), top_rows
 
     def knows(self, term: str) -> bool:
@@ -327,6 +344,7 @@ class KeywordIndex:
         return cls(bm25, checks)
 
 
+SCORE_ROWS = 1 << 20  # rows scored at a time: their float32 sums (4 MiB) stay in cache while postings are added
 K1, B = 1.5, 0.75  # bm25s's defaults, with which every index is built: the postings' scores depend on them
 
 
@@ -400,32 +418,21 @@ def _mapped(array: Any) -> bool:
     return False
 
 
-def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int) -> np.ndarray:
-    """The distinct rows of some posting lists that can be among the k best by ``scores``, with every row that ties
-    the k-th: a superset of the top k, found without a pass over every row. A row is named at most once per list,
-    so the ``k * len(lists)`` best namings hold at least k distinct rows: none below the score of the last of them
-    can be in the top k."""
-    named = np.concatenate(lists)
+def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int, allowed: np.ndarray | None = None
+                ) -> np.ndarray:
+    """The distinct rows of some posting lists (only those ``allowed`` marks, if given) that can be among the k
+    best by ``scores``, with every row that ties the k-th: a superset of the top k, found without a pass over every
+    row. A row is named at most once per list, so the ``k * len(lists)`` best namings hold at least k distinct rows:
+    none below the score of the last of them can be in the top k."""
+    named = np.concatenate(lists) if len(lists) > 1 else lists[0]
+    if allowed is not None:
+        named = named[allowed[named]]
     found = scores[named]
     m = k * len(lists)
     if m < len(found):
         floor = np.partition(found, len(found) - m)[len(found) - m]
         named = named[found >= floor]
     return np.unique(named)
-
-
-def _union(lists: list[np.ndarray], n: int) -> np.ndarray:
-    """The distinct rows of some posting lists (rows < n), in no particular order."""
-    if len(lists) == 1:
-        return lists[0]  # a term names a row once
-    total = sum(len(r) for r in lists)
-    if total * 8 > n:  # long lists: mark the rows (np.unique hashes, which is slow for large arrays)
-        mark = np.zeros(n, dtype=bool)
-        for r in lists:
-            mark[r] = True
-        return np.flatnonzero(mark)
-    rows = np.sort(np.concatenate(lists))
-    return rows[np.concatenate(([True], rows[1:] != rows[:-1]))] if len(rows) else rows
 
 
 @functools.lru_cache(maxsize=16384)
