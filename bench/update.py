@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # (so that ``bench.synthetic`` is found when run as a script)
 BEIR = Path("/work/shared/data/beir/msmarco-5k")
+BLOCK = 16_384  # texts the synthetic embedder perturbs at a time
 
 
 def log(msg: str) -> None:
@@ -68,7 +69,11 @@ class SyntheticEmbedder:
         crc = np.array([zlib.crc32(t.encode("utf-8", "surrogatepass")) for t in texts], dtype=np.int64)
         nb = len(self.base)
         rng = np.random.default_rng(int(crc.sum()) & 0xFFFFFFFF)
-        return perturb(self.base, crc % nb, (crc // nb) % nb, rng)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for s in range(0, len(texts), BLOCK):  # a block at a time, as a model encodes a batch at a time: what a
+            c = crc[s:s + BLOCK]  # build holds while embedding is its texts and the vectors, not temporaries
+            out[s:s + BLOCK] = perturb(self.base, c % nb, (c // nb) % nb, rng)
+        return out
 
 
 def read_passages(limit: int) -> list[str]:

@@ -179,3 +179,60 @@ def test_a_file_that_became_a_fifo_before_extraction_is_skipped_not_waited_on(sm
     with deadline():
         result = extract_and_chunk(task)
     assert result == Skipped(task.source, "not a regular file")
+
+
+# ---------------------------------------------------------------- the vectors a build holds
+
+
+def test_stacking_consecutive_blocks_of_one_array_copies_nothing():
+    from tqa.indexing import _stack
+
+    encoded = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    blocks = [encoded[0:5], encoded[5:5], encoded[5:17], encoded[17:40]]  # as ``embed`` hands them out
+    joined = _stack(blocks, 4)
+    assert np.array_equal(joined, encoded) and np.shares_memory(joined, encoded)
+    assert np.shares_memory(_stack([encoded[3:9], encoded[9:12]], 4), encoded)
+    for other in ([encoded[0:5], encoded[6:10]],  # a gap
+                  [encoded[5:10], encoded[0:5]],  # out of order
+                  [encoded[0:5], np.ones((3, 4), np.float32)],  # another array
+                  [encoded[:, :2], encoded[:, 2:]]):  # not whole rows
+        want = np.vstack([b for b in other if len(b)])
+        got = _stack(other, want.shape[1])
+        assert np.array_equal(got, want) and not np.shares_memory(got, encoded)
+    assert _stack([encoded[0:0]], 4).shape == (0, 4)
+
+
+def test_a_new_vector_index_is_built_from_the_vectors_given_not_a_copy(monkeypatch):
+    import tqa.vectors as vectors
+
+    seen = []
+    real = vectors.build_vectors
+    monkeypatch.setattr(vectors, "build_vectors", lambda v, dim, **kw: seen.append(v) or real(v, dim, **kw))
+    added = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    built = vectors.update_vectors(None, np.full(50, -1), added, 8)
+    assert np.shares_memory(seen[0], added) and np.allclose(built.take(np.arange(50)), added)
+
+
+def test_build_index_lets_go_of_the_embedded_vectors_before_publishing(small_corpus, tmp_path, fake_embedder,
+                                                                       monkeypatch):
+    import weakref
+
+    import tqa.indexing as indexing
+
+    refs, alive = [], []
+    real_embed, real_publish = indexing.embed, indexing.publish
+
+    def embed(*a, **kw):
+        out = real_embed(*a, **kw)
+        refs.extend(weakref.ref(e.vectors.base if e.vectors.base is not None else e.vectors) for e in out)
+        return out
+
+    def publish(*a, **kw):
+        alive.append(sum(r() is not None for r in refs))
+        return real_publish(*a, **kw)
+
+    monkeypatch.setattr(indexing, "embed", embed)
+    monkeypatch.setattr(indexing, "publish", publish)
+    summary = build_index(small_corpus, tmp_path / "index", embedder=fake_embedder, chunking=CHUNKING)
+    assert refs and alive == [0] and summary.chunks_embedded == summary.chunks_total > 0
+    assert len(load_index(tmp_path / "index").chunks) == summary.chunks_total

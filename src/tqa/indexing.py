@@ -535,24 +535,53 @@ def _old_rows(blocks: list[np.ndarray | int]) -> np.ndarray:
 
 
 def _stack(blocks: list[np.ndarray], dim: int) -> np.ndarray:
+    """The rows of ``blocks`` one after another: a view, not a copy, when they are consecutive rows of one array
+    (how ``embed`` hands out the vectors it encoded in one pass), so a build does not hold its vectors twice."""
     blocks = [b for b in blocks if len(b)]
-    return np.vstack(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+    if not blocks:
+        return np.zeros((0, dim), dtype=np.float32)
+    joined = _consecutive(blocks)
+    return joined if joined is not None else np.vstack(blocks)
+
+
+def _consecutive(blocks: list[np.ndarray]) -> np.ndarray | None:
+    """The rows of ``blocks`` as one read-only view, when they are consecutive whole rows of one array (each a view
+    of the same array, its rows packed, each beginning where the last ended), or None."""
+    first = blocks[0]
+    base = first.base
+    if base is None or first.ndim != 2:
+        return None
+    at, strides = _address(first), (first.itemsize * first.shape[1], first.itemsize)
+    for b in blocks:
+        if b.base is not base or b.dtype != first.dtype or b.shape[1:] != first.shape[1:] or b.strides != strides \
+                or _address(b) != at:
+            return None
+        at += b.nbytes
+    rows = sum(len(b) for b in blocks)
+    return np.lib.stride_tricks.as_strided(first, shape=(rows, *first.shape[1:]), strides=strides, writeable=False)
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
 
 
 # ---------------------------------------------------------------- 5. publish
 
 
-def publish_index(plan: Plan, index: Index, embedded: Sequence[Embedded], previous: Index | None,
+def publish_index(plan: Plan, index: Index, embedded: Sequence[Embedded | Extracted], previous: Index | None,
                   embedder: Embedder) -> Path:
-    """Write ``index`` as a new generation of ``plan.index_dir`` with every document's text (new ones as extracted,
-    reused ones as the previous index holds them) and the question encoder (query_encoder.py: linked from the live
-    generation, or exported from the model), and make it live. The caller holds ``write_lock``."""
+    """Write ``index`` as a new generation of ``plan.index_dir`` with every document's text (new ones as extracted:
+    ``embedded``, or just their ``Extracted`` files, reused ones as the previous index holds them) and the question
+    encoder (query_encoder.py: linked from the live generation, or exported from the model), and make it live. The
+    caller holds ``write_lock``."""
     return publish(plan.index_dir, index, _document_texts(plan, embedded, previous),
                    extra=lambda folder: write_encoder(embedder, folder, plan.index_dir))
 
 
-def _document_texts(plan: Plan, embedded: Sequence[Embedded], previous: Index | None) -> Iterator[tuple[str, str]]:
-    by_file = {e.file.source: e.file for e in embedded}
+def _document_texts(plan: Plan, embedded: Sequence[Embedded | Extracted],
+                    previous: Index | None) -> Iterator[tuple[str, str]]:
+    extracted = [e.file if isinstance(e, Embedded) else e for e in embedded]
+    by_file = {f.source: f for f in extracted}
     reused = any(isinstance(f, Reuse) for f in plan.files)
     old = dict(previous.documents()) if previous is not None and reused else {}  # (already loaded: ``previous``)
     grouped = families(old)
@@ -635,9 +664,11 @@ def build_index(
             else:  # embedded on the workers
                 embedded = [e for e in (done[f.source] for f in extracted) if isinstance(e, Embedded)]
             new = assemble(plan, embedded, skipped, previous, emb, settings.ranking, settings.compress_above)
-            publish_index(plan, new, embedded, previous, emb)
+            files = [e.file for e in embedded]
+            del embedded, done  # their vectors are in the new index now: not held a second time while it is written
+            publish_index(plan, new, files, previous, emb)
             summary.published, summary.chunks_total = True, len(new.chunks)
-            summary.chunks_embedded = sum(len(e.file.chunks) for e in embedded)
+            summary.chunks_embedded = sum(len(f.chunks) for f in files)
     summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -696,9 +696,12 @@ def update_vectors(previous: VectorIndex | None, old_rows: np.ndarray, added: np
             previous.splice(old_rows, added)
             previous.changed = changed
             return previous
+    if not kept.any():  # every row new (a first build): the vectors as given, not a copy of them
+        return build_vectors(added, dim, compress_above=compress_above)
+    if previous is None:
+        raise ValueError("rows of a previous index, without one")
     whole = np.empty((n, dim), dtype=np.float32)
-    if previous is not None and kept.any():
-        whole[kept] = previous.take(old_rows[kept])
+    whole[kept] = previous.take(old_rows[kept])
     whole[~kept] = added
     return build_vectors(whole, dim, compress_above=compress_above)
 
