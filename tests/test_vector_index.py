@@ -420,3 +420,23 @@ def test_bf16_vectors_stay_close_to_full_precision(real_embedder):
     assert fp32.dtype == bf16.dtype == np.float32
     assert np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
     assert float((fp32 * bf16).sum(1).min()) > 0.999
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "compressed"])
+def test_saving_a_vector_index_holds_one_serialised_copy_of_it(kind, small_limits, tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((3000, 32)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = (vectors.CompressedVectors.build(data, 32) if kind == "compressed" else
+             FaissVectors.build(data, 32, kind))
+    size = len(index.to_bytes())
+    tracemalloc.start()
+    try:
+        index.save(tmp_path / "v.faiss")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "v.faiss").read_bytes() == index.to_bytes()
+    assert peak < 1.5 * size  # the serialised index once, not also a bytes copy of it

@@ -427,6 +427,9 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
     dim = embedder.dim
     chunks = [c for p in parts for c in p.chunks]
     old_rows = _old_rows([p.rows for p in parts])
+    # the keyword index first: its temporaries then never sit beside the vector indexes' copies of the vectors
+    keywords = KeywordIndex.updated(None if previous is None else previous.keywords, old_rows,
+                                    [c.search_text for c in chunks])
     vectors = update_vectors(None if previous is None else previous.vectors, old_rows,
                              _stack([p.vectors for p in parts], dim), dim, compress_above=compress_above)
     units = update_vectors(None if previous is None else previous.units, _old_rows([p.unit_rows for p in parts]),
@@ -449,8 +452,6 @@ def assemble(plan: Plan, embedded: Sequence[Embedded], skipped: Sequence[Skipped
         language=detect_language(c.text for c in chunks),
         tuning=plan.tuning,
     )
-    keywords = KeywordIndex.updated(None if previous is None else previous.keywords, old_rows,
-                                    [c.search_text for c in chunks])
     index = Index(manifest=draft, chunks=chunks, vectors=vectors, units=units, keywords=keywords)
     embedded_now = sum(len(e.file.chunks) for e in embedded)
     index.manifest = dataclasses.replace(draft, ranking=learned if learned is not None else

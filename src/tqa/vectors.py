@@ -166,9 +166,18 @@ class _Faiss:
 
     def to_bytes(self) -> bytes:
         """The FAISS index as FAISS writes it (what ``save`` writes): for a mapped one, its file as verified."""
+        return bytes(self._serialized())
+
+    def _serialized(self) -> bytes | memoryview:
+        """``to_bytes`` without a copy of it: FAISS's own serialisation (an array of bytes), or the verified file."""
         if self._mapped is not None:
             return self._mapped.blocks.read(0, self._mapped.blocks.size)
-        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
+        return memoryview(_faiss().serialize_index(self._index).data)
+
+    def _write(self, path: Path) -> None:
+        # Serialised in memory (once) and written by Python, so a full disk surfaces as an OSError.
+        with open(path, "wb") as f:
+            f.write(self._serialized())
 
     @staticmethod
     def _read(path: Path, make: Callable[[Any], _T], blocks: BlockFile | None = None,
@@ -197,7 +206,7 @@ class _Faiss:
     def _materialize(self) -> None:
         """Read a mapped inverted file into memory (verified): FAISS changes and writes only lists it holds."""
         if self._mapped is not None:
-            data = self.to_bytes()  # (the mapped file, verified)
+            data = self._serialized()  # (the mapped file, verified)
             nprobe = int(self._ivf.nprobe)
             self._index = _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
             self._ivf = _faiss().try_extract_index_ivf(self._index)
@@ -380,9 +389,7 @@ class FaissVectors(_Faiss):
         return self.take(np.arange(self.ntotal, dtype=np.int64))
 
     def save(self, path: Path) -> None:
-        # Serialised in memory and written by Python, so a full disk surfaces as an OSError.
-        with open(path, "wb") as f:
-            f.write(self.to_bytes())
+        self._write(path)
 
     @classmethod
     def load(cls, path: Path, *, blocks: BlockFile | None = None, lists_at: int | None = None) -> FaissVectors:
@@ -645,8 +652,7 @@ class CompressedVectors(_Faiss):
 
     def save(self, path: Path) -> None:
         """Write the codes to ``path`` and the stored rows beside it (``stored_path``)."""
-        with open(path, "wb") as f:
-            f.write(self.to_bytes())
+        self._write(path)
         self.store.write(stored_path(path))
 
     @classmethod
