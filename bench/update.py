@@ -28,6 +28,7 @@ import os
 import shutil
 import statistics
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -105,11 +106,23 @@ def write_corpus(folder: Path, files: int, per: int, passages: list[str]) -> dic
 
 
 class Stages:
-    """Wraps the functions ``build_index`` calls, recording seconds per stage for the current operation."""
+    """Wraps the functions ``build_index`` calls, recording seconds per stage for the current operation, and the
+    largest resident set seen during each (sampled every 50 ms; a stage inside another counts as itself)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.rss: dict[str, float] = {}  # stage -> peak resident MiB sampled while it ran
         self._undo: list[Callable[[], None]] = []
+        self._running = ["(between stages)"]
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        from bench.run import rss_mb
+
+        while True:
+            now, label = rss_mb()[0], self._running[-1]
+            self.rss[label] = max(self.rss.get(label, 0.0), now)
+            time.sleep(0.05)
 
     def wrap(self, module: Any, name: str, label: str) -> None:
         fn = getattr(module, name)
@@ -117,9 +130,11 @@ class Stages:
         @functools.wraps(fn)
         def timed(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
+            self._running.append(label)
             try:
                 return fn(*a, **k)
             finally:
+                self._running.pop()
                 self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
 
         setattr(module, name, timed)
@@ -127,7 +142,7 @@ class Stages:
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[dict[str, float]]:
-        self.seconds = {}
+        self.seconds, self.rss = {}, {}
         yield self.seconds
 
 
@@ -236,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             s = build_index(corpus, index, embedder=emb, progress=False, **kw)
             wall = time.perf_counter() - t0
         r = {"wall_s": wall, "texts": emb.texts, "embed_real_s": emb.texts / rate, "cost_s": wall + emb.texts / rate,
-             "chunks": s.chunks_total, "chunks_embedded": s.chunks_embedded, "stages": dict(sec)}
+             "chunks": s.chunks_total, "chunks_embedded": s.chunks_embedded, "stages": dict(sec),
+             "rss_mib": dict(stages.rss)}
         out["ops"].setdefault(label, []).append(r)
         log(f"{label}: {wall:.1f} s measured, {emb.texts} texts embedded ({emb.texts / rate:.1f} s real), "
             f"{s.chunks_total} chunks; " + ", ".join(f"{k.strip()} {v:.1f}" for k, v in sec.items()))
@@ -296,6 +312,11 @@ def render(out: dict[str, Any]) -> str:
         cells = [statistics.median(r["stages"].get(name, 0.0) for r in runs) for runs in out["ops"].values()]
         lines.append(f"| {name.replace(' ', '&nbsp;', 2) if name.startswith(' ') else name} | "
                      + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    rss = full.get("rss_mib") or {}
+    if rss:
+        top = max(rss, key=rss.__getitem__)
+        lines += ["", f"Full build, largest resident set: **{rss[top]:,.0f} MiB**, in {top.strip()}; by stage: "
+                  + ", ".join(f"{k.strip()} {v:,.0f}" for k, v in rss.items()) + " MiB."]
     if "compact_s" in out:
         lines += ["", f"`compact_index` (rebuild the structures whole, no embedding): {out['compact_s']:.1f} s."]
     return "\n".join(lines)

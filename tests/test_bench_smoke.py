@@ -140,3 +140,26 @@ def test_compressed_bench_bm25_part_measures_both_loads(tmp_path):
     out = bm25_mapped(TEXTS, ["traffickers recruit", "shelters funding"], tmp_path, rounds=1)
     assert out["passages"] == len(TEXTS) and out["search_ratio"] > 0
     assert set(out) >= {"mapped", "in_memory"} and out["mapped"]["load_ms"] > 0
+
+
+def test_update_bench_records_each_stages_time_and_memory(small_corpus, tmp_path):
+    import tqa.indexing
+    from bench.update import instrument, render
+    from tqa.indexing import build_index
+
+    keywords = tqa.indexing.KeywordIndex  # (instrument replaces it with a timed subclass)
+    stages = instrument()
+    try:
+        with stages.measuring() as seconds:
+            summary = build_index(small_corpus, tmp_path / "index", embedder=FakeEmbedder(), progress=False)
+        rss = dict(stages.rss)
+    finally:
+        for undo in reversed(stages._undo):
+            undo()
+        tqa.indexing.KeywordIndex = keywords
+    assert summary.published and seconds["assemble (total)"] > 0 and seconds["publish"] > 0
+    assert all(v > 0 for v in rss.values()) and set(rss) <= set(seconds) | {"(between stages)"}
+    full = {"wall_s": 1.0, "texts": 10, "embed_real_s": 1.0, "cost_s": 2.0, "chunks": summary.chunks_total,
+            "stages": seconds, "rss_mib": rss}
+    text = render({"files": 1, "per_file": 1, "rate": 10.0, "ops": {"full build": [full]}})
+    assert "largest resident set" in text
