@@ -427,7 +427,7 @@ def test_saving_a_vector_index_holds_one_serialised_copy_of_it(kind, small_limit
     import tracemalloc
 
     rng = np.random.default_rng(5)
-    data = rng.standard_normal((3000, 32)).astype(np.float32)
+    data = rng.standard_normal((20_000, 32)).astype(np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
     index = (vectors.CompressedVectors.build(data, 32) if kind == "compressed" else
              FaissVectors.build(data, 32, kind))
@@ -439,4 +439,4 @@ def test_saving_a_vector_index_holds_one_serialised_copy_of_it(kind, small_limit
     finally:
         tracemalloc.stop()
     assert (tmp_path / "v.faiss").read_bytes() == index.to_bytes()
-    assert peak < 1.5 * size  # the serialised index once, not also a bytes copy of it
+    assert peak < 0.5 * size  # written a piece at a time: not a serialised copy of it, nor a bytes copy of that

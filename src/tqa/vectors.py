@@ -166,18 +166,19 @@ class _Faiss:
 
     def to_bytes(self) -> bytes:
         """The FAISS index as FAISS writes it (what ``save`` writes): for a mapped one, its file as verified."""
-        return bytes(self._serialized())
-
-    def _serialized(self) -> bytes | memoryview:
-        """``to_bytes`` without a copy of it: FAISS's own serialisation (an array of bytes), or the verified file."""
         if self._mapped is not None:
             return self._mapped.blocks.read(0, self._mapped.blocks.size)
-        return memoryview(_faiss().serialize_index(self._index).data)
+        return _faiss().serialize_index(self._index).tobytes()  # type: ignore[no-any-return]
 
     def _write(self, path: Path) -> None:
-        # Serialised in memory (once) and written by Python, so a full disk surfaces as an OSError.
+        """Write the index to ``path`` as ``to_bytes`` gives it, without holding it in memory a second time: FAISS
+        hands its serialisation to Python's file a piece at a time (so a full disk surfaces as an OSError)."""
         with open(path, "wb") as f:
-            f.write(self._serialized())
+            if self._mapped is not None:
+                f.write(self.to_bytes())
+            else:
+                faiss = _faiss()
+                faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
 
     @staticmethod
     def _read(path: Path, make: Callable[[Any], _T], blocks: BlockFile | None = None,
@@ -206,7 +207,7 @@ class _Faiss:
     def _materialize(self) -> None:
         """Read a mapped inverted file into memory (verified): FAISS changes and writes only lists it holds."""
         if self._mapped is not None:
-            data = self._serialized()  # (the mapped file, verified)
+            data = self.to_bytes()  # (the mapped file, verified)
             nprobe = int(self._ivf.nprobe)
             self._index = _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
             self._ivf = _faiss().try_extract_index_ivf(self._index)
