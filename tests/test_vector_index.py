@@ -440,3 +440,22 @@ def test_saving_a_vector_index_holds_one_serialised_copy_of_it(kind, small_limit
         tracemalloc.stop()
     assert (tmp_path / "v.faiss").read_bytes() == index.to_bytes()
     assert peak < 0.5 * size  # written a piece at a time: not a serialised copy of it, nor a bytes copy of that
+
+
+@pytest.mark.parametrize("span", [None, 4])
+def test_postings_naming_rows_the_index_does_not_have_are_refused_in_one_line(span, monkeypatch):
+    from tqa.errors import IndexCorrupt
+
+    if span is not None:
+        monkeypatch.setattr(keywords, "SCORE_ROWS", span)
+    k = KeywordIndex.build(["police shelters", "police", "shelters funding", "law", "police law", "data"])
+    indices = k._bm25.scores["indices"]
+    at = k._vocab["polic"]
+    a, b = int(k._bm25.scores["indptr"][at]), int(k._bm25.scores["indptr"][at + 1])
+    indices[b - 1] = 99  # a row beyond the last
+    with pytest.raises(IndexCorrupt, match="rebuild"):
+        k.search("police", 3)
+    indices[b - 1] = 5
+    indices[a] = -1  # before the first
+    with pytest.raises(IndexCorrupt, match="rebuild"):
+        k.search("police", 3)

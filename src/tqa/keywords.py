@@ -276,6 +276,8 @@ class KeywordIndex:
             mask[allowed] = True
         edges = np.append(np.arange(0, n, SCORE_ROWS), n)
         cuts = [np.searchsorted(r, edges) for _, r, _ in postings]  # where each range's postings begin, per term
+        if any(cut[0] != 0 or cut[-1] != len(r) for cut, (_, r, _) in zip(cuts, postings, strict=True)):
+            raise IndexCorrupt(f"The keyword index's postings name rows it does not have. {REBUILD_HINT}")
         best_scores, best_rows = [], []
         for i in range(len(edges) - 1):
             lo, hi = int(edges[i]), int(edges[i + 1])
@@ -285,7 +287,11 @@ class KeywordIndex:
                 a, b = int(cut[i]), int(cut[i + 1])
                 if b > a:
                     local = r[a:b] - lo if lo else r[a:b]
-                    np.add.at(scores, local, v[a:b])
+                    try:
+                        np.add.at(scores, local, v[a:b])
+                    except IndexError:  # (rows out of order or beyond the index: never written by a build)
+                        raise IndexCorrupt(f"The keyword index's postings name rows it does not have. "
+                                           f"{REBUILD_HINT}") from None
                     lists.append(local)
             if not lists:
                 continue
