@@ -277,7 +277,7 @@ class KeywordIndex:
         edges = np.append(np.arange(0, n, SCORE_ROWS), n)
         cuts = [np.searchsorted(r, edges) for _, r, _ in postings]  # where each range's postings begin, per term
         if any(cut[0] != 0 or cut[-1] != len(r) for cut, (_, r, _) in zip(cuts, postings, strict=True)):
-            raise IndexCorrupt(f"The keyword index's postings name rows it does not have. {REBUILD_HINT}")
+            raise _outside()
         best_scores, best_rows = [], []
         for i in range(len(edges) - 1):
             lo, hi = int(edges[i]), int(edges[i + 1])
@@ -290,8 +290,7 @@ class KeywordIndex:
                     try:
                         np.add.at(scores, local, v[a:b])
                     except IndexError:  # (rows out of order or beyond the index: never written by a build)
-                        raise IndexCorrupt(f"The keyword index's postings name rows it does not have. "
-                                           f"{REBUILD_HINT}") from None
+                        raise _outside() from None
                     lists.append(local)
             if not lists:
                 continue
@@ -422,6 +421,10 @@ def _mapped(array: Any) -> bool:
             return True
         array = getattr(array, "base", None)
     return False
+
+
+def _outside() -> IndexCorrupt:
+    return IndexCorrupt(f"The keyword index's postings name rows it does not have. {REBUILD_HINT}")
 
 
 def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int, allowed: np.ndarray | None = None
