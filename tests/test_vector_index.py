@@ -199,6 +199,12 @@ def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
             assert list(zip((-s).tolist(), r.tolist(), strict=True)) == expected[:k]
 
 
+def test_postings_counts_what_a_search_reads():
+    k = KeywordIndex.build(["police shelters", "police", "shelters funding", "law"])
+    assert k.postings("police shelters") == 4 and k.postings("police police") == 4  # (a repeated term twice)
+    assert k.postings("nothing known") == 0 and KeywordIndex.build([]).postings("police") == 0
+
+
 @pytest.mark.parametrize("span", [None, 3, 16])
 def test_keyword_ties_at_the_cut_go_to_the_first_rows(span, monkeypatch):
     if span is not None:

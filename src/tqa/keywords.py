@@ -305,6 +305,15 @@ class KeywordIndex:
         top_scores, top_rows = top_k(found, rows, min(k, len(found)))
         return top_scores.astype(np.float32), top_rows
 
+    def postings(self, query: str) -> int:
+        """How many postings a search for ``query`` reads: the rows each of its known terms is in, a term asked
+        twice counted twice (the work of a keyword search, for measuring it)."""
+        if not self._vocab:
+            return 0
+        indptr = self._bm25.scores["indptr"]
+        at = [self._vocab.get(t) for t in self.analyze(query)]
+        return sum(int(indptr[i + 1]) - int(indptr[i]) for i in at if i is not None)
+
     def knows(self, term: str) -> bool:
         """Whether an analysed term occurs anywhere in the indexed text."""
         return term in self._vocab
