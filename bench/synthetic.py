@@ -13,9 +13,9 @@ tokens ``KeywordIndex.build`` would compute from the same text).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -55,6 +55,100 @@ def held_out_queries(base: np.ndarray, n: int, seed: int = 99) -> np.ndarray:
     return perturb(base, a, b, rng)
 
 
+def synthetic_draws(n: int, nb: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, two) of ``n`` chunks over ``nb`` passages: chunk j copies passage a[j], and b[j] after it where
+    two[j] (every UNIT_EVERY-th chunk); its vector mixes in b[j] either way."""
+    a = rng.integers(0, nb, n)
+    b = rng.integers(0, nb, n)
+    return a, b, (np.arange(n) % UNIT_EVERY) == 0
+
+
+def unit_passages(a: np.ndarray, b: np.ndarray, two: np.ndarray) -> np.ndarray:
+    """The passage of each unit row: (a, b) of each two-paragraph chunk, in chunk order."""
+    return np.stack([a[two], b[two]], axis=1).reshape(-1)
+
+
+def vector_blocks(base: np.ndarray, a: np.ndarray, b: np.ndarray, rng: np.random.Generator, *,
+                  mix: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 vectors) of rows ``perturb(base, a, b)``, BLOCK rows at a time, drawn from ``rng`` in
+    order: the same rows whether they are gathered in memory or written to disk a block at a time."""
+    for s in range(0, len(a), BLOCK):
+        e = min(len(a), s + BLOCK)
+        yield s, perturb(base, a[s:e], b[s:e], rng, mix=mix)
+
+
+class SyntheticChunks(Sequence[Chunk]):
+    """The chunks of the draws (a, b, two), made when read: a list of ten million Chunk objects would not fit.
+    Chunk j is of document ``doc-{j // PER_DOC}``; chunks of a document are separated by a blank line."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, two: np.ndarray, base_texts: list[str]):
+        self._a, self._b, self._two, self._texts = a, b, two, base_texts
+        self._sentences = [sentence_spans(t) for t in base_texts]
+        lengths = np.array([len(t) for t in base_texts], dtype=np.int64)
+        step = lengths[a] + np.where(two, lengths[b] + 2, 0) + 2  # the chunk and the blank line after it
+        before = np.cumsum(step) - step
+        first = (np.arange(len(a)) // PER_DOC) * PER_DOC
+        self._offsets = before - before[first]
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    @overload
+    def __getitem__(self, j: int) -> Chunk: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> list[Chunk]: ...
+
+    def __getitem__(self, j: int | slice) -> Chunk | list[Chunk]:
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if not -len(self) <= j < len(self):
+            raise IndexError(j)
+        j = j % len(self)
+        ta = self._texts[self._a[j]]
+        unit_spans: tuple[tuple[int, int], ...] = ()
+        text, sent = ta, self._sentences[self._a[j]]
+        if self._two[j]:
+            tb = self._texts[self._b[j]]
+            text = f"{ta}\n\n{tb}"
+            shift = len(ta) + 2
+            sent = sent + tuple((x + shift, y + shift) for x, y in self._sentences[self._b[j]])
+            unit_spans = ((0, len(ta)), (shift, len(text)))
+        offset = int(self._offsets[j])
+        return Chunk(source_of(j // PER_DOC), offset, offset + len(text), text, (), None, sent, unit_spans)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return (self[j] for j in range(len(self)))
+
+
+def source_of(doc: int) -> str:
+    return f"doc-{doc:06d}.txt"
+
+
+def synthetic_manifest(n: int, units: int, base_texts: list[str], vectors: Any, unit_index: Any,
+                       embedder: Any = None) -> Manifest:
+    """The manifest of a synthetic index of ``n`` chunks (PER_DOC a document) and ``units`` unit rows, its
+    abstention threshold the floor (``calibrate`` sets it when an embedder is at hand)."""
+    import time
+
+    docs = -(-n // PER_DOC)
+    return Manifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        corpus="(synthetic)",
+        model=ModelInfo(getattr(embedder, "name", "synthetic"), vectors.dim, getattr(embedder, "max_tokens", 256)),
+        precision=getattr(embedder, "precision", None),
+        chunking=ChunkSettings(),
+        analyzer=analyzer_settings(),
+        vector_index=replace(vectors.describe(), units=unit_index.describe()),
+        files={source_of(d): FileEntry(chunks=min(PER_DOC, n - d * PER_DOC)) for d in range(docs)},
+        skipped=(),
+        counts=Counts(docs, n, units),
+        calibration=Calibration(abstain_threshold=THRESHOLD_FLOOR),
+        names=tuple(name_prefixes(base_texts)),
+        language=detect_language(base_texts),  # recorded as a build records it (its chunks are copies of these)
+    )
+
+
 def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, embedder: Any = None, *,
                     seed: int = 0, kind: str = "auto") -> tuple[Index, dict[str, Any]]:
     """An in-memory Index of ``n`` chunks (``path`` None), and build facts (seconds per stage, sizes).
@@ -69,40 +163,19 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
     nb, dim = base.shape
     facts: dict[str, Any] = {}
     t0 = time.perf_counter()
-    a = rng.integers(0, nb, n)
-    b = rng.integers(0, nb, n)
-    two = (np.arange(n) % UNIT_EVERY) == 0
+    a, b, two = synthetic_draws(n, nb, rng)
     vectors = np.empty((n, dim), dtype=np.float32)
-    for s in range(0, n, BLOCK):
-        e = min(n, s + BLOCK)
-        vectors[s:e] = perturb(base, a[s:e], b[s:e], rng)
-    ua = np.stack([a[two], b[two]], axis=1).reshape(-1)  # unit rows: (a, b) of each two-paragraph chunk
+    for s, v in vector_blocks(base, a, b, rng):
+        vectors[s:s + len(v)] = v
+    ua = unit_passages(a, b, two)
     units = np.empty((len(ua), dim), dtype=np.float32)
-    for s in range(0, len(ua), BLOCK):
-        e = min(len(ua), s + BLOCK)
-        units[s:e] = perturb(base, ua[s:e], ua[s:e], rng, mix=0.0)
+    for s, v in vector_blocks(base, ua, ua, rng, mix=0.0):
+        units[s:s + len(v)] = v
     facts["vectors_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    sentences = [sentence_spans(t) for t in base_texts]
     tokens = [KeywordIndex.analyze(t) for t in base_texts]
-    chunks: list[Chunk] = []
-    offset, doc = 0, -1
-    for j in range(n):
-        if j // PER_DOC != doc:
-            doc, offset = j // PER_DOC, 0
-        source = f"doc-{doc:06d}.txt"
-        ta = base_texts[a[j]]
-        if two[j]:
-            tb = base_texts[b[j]]
-            text = f"{ta}\n\n{tb}"
-            shift = len(ta) + 2
-            sent = sentences[a[j]] + tuple((x + shift, y + shift) for x, y in sentences[b[j]])
-            unit_spans: tuple[tuple[int, int], ...] = ((0, len(ta)), (shift, len(text)))
-        else:
-            text, sent, unit_spans = ta, sentences[a[j]], ()
-        chunks.append(Chunk(source, offset, offset + len(text), text, (), None, sent, unit_spans))
-        offset += len(text) + 2
+    chunks: list[Chunk] = list(SyntheticChunks(a, b, two, base_texts))
     facts["chunks_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -118,24 +191,7 @@ def synthetic_index(n: int, base_texts: list[str], base_vectors: np.ndarray, emb
     facts["chunks"], facts["units"] = n, len(units)
     facts["raw_vector_bytes"] = int(vectors.nbytes + units.nbytes)
 
-    sizes: dict[str, int] = {}
-    for c in chunks:
-        sizes[c.source] = sizes.get(c.source, 0) + 1
-    manifest = Manifest(
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        corpus="(synthetic)",
-        model=ModelInfo(getattr(embedder, "name", "synthetic"), dim, getattr(embedder, "max_tokens", 256)),
-        precision=getattr(embedder, "precision", None),
-        chunking=ChunkSettings(),
-        analyzer=analyzer_settings(),
-        vector_index=replace(vec_index.describe(), units=unit_index.describe()),
-        files={source: FileEntry(chunks=count) for source, count in sizes.items()},
-        skipped=(),
-        counts=Counts(len(sizes), n, len(units)),
-        calibration=Calibration(abstain_threshold=THRESHOLD_FLOOR),
-        names=tuple(name_prefixes(base_texts)),
-        language=detect_language(base_texts),  # recorded as a build records it (its chunks are copies of these)
-    )
+    manifest = synthetic_manifest(n, len(units), base_texts, vec_index, unit_index, embedder)
     data = Index(manifest=manifest, chunks=chunks, vectors=vec_index, units=unit_index, keywords=keywords)
     if embedder is not None:
         data.manifest = replace(manifest, calibration=calibrate(embedder, data))

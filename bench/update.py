@@ -129,16 +129,26 @@ class Stages:
 
         @functools.wraps(fn)
         def timed(*a: Any, **k: Any) -> Any:
-            t0 = time.perf_counter()
-            self._running.append(label)
-            try:
+            with self.timed(label):
                 return fn(*a, **k)
-            finally:
-                self._running.pop()
-                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
 
         setattr(module, name, timed)
         self._undo.append(lambda: setattr(module, name, fn))
+
+    @contextlib.contextmanager
+    def timed(self, label: str) -> Iterator[None]:
+        """Time what runs inside as the stage ``label`` (added to its seconds so far)."""
+        t0 = time.perf_counter()
+        self._running.append(label)
+        try:
+            yield
+        finally:
+            self._running.pop()
+            self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - t0
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """Each stage's seconds and largest resident set (MiB), in the order they first ran."""
+        return {k: {"s": v, "rss_mib": self.rss.get(k, 0.0)} for k, v in self.seconds.items()}
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[dict[str, float]]:

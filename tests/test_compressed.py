@@ -53,6 +53,22 @@ def test_scores_are_exact_for_the_stored_rows_best_first(data):
         assert np.all(np.diff(scores) <= 0)
 
 
+def test_of_rows_codes_float16_rows_memory_mapped_as_a_build_of_their_values(data, tmp_path):
+    """An index too big for memory is coded from its float16 rows on disk: the same index as one built from the
+    same values in memory, its rows left mapped (not copied), and anything but float16 rows refused."""
+    x, queries, _ = data
+    np.save(tmp_path / "rows.npy", x.astype(np.float16))
+    rows = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    mapped = CompressedVectors.of_rows(rows)
+    assert mapped.store.mapped and mapped.ntotal == len(x)
+    built = CompressedVectors.build(f16(x), 48)
+    assert mapped.to_bytes() == built.to_bytes()
+    for q in queries[:10]:
+        assert np.array_equal(mapped.search(q, 10)[1], built.search(q, 10)[1])
+    with pytest.raises(ValueError, match="float16"):
+        CompressedVectors.of_rows(x)
+
+
 def test_threshold_decides_the_kind():
     x, _ = clustered(2000, dim=48)
     assert isinstance(build_vectors(x, 48, compress_above=2000), FaissVectors)  # not above: unchanged

@@ -594,11 +594,25 @@ class CompressedVectors(_Faiss):
         """The compressed index of ``vectors`` (float32 rows), trained on a sample of them. (An update changes a
         trained one in place instead: ``splice``, ``update_vectors``.)"""
         index = cls.trained(vectors, dim)
-        store = StoredVectors.of(vectors)
+        cls._code(index, vectors)
+        return cls(index, StoredVectors.of(vectors))
+
+    @classmethod
+    def of_rows(cls, rows: np.ndarray) -> CompressedVectors:
+        """The compressed index of float16 rows kept as they are (an array, or a ``.npy`` memory-mapped from disk,
+        which is how an index too big for memory is built): trained on a sample of them and coded a block at a
+        time, never a float32 copy of them all. The codes are those of the stored (float16) values."""
+        if rows.ndim != 2 or rows.dtype != StoredVectors.DTYPE or not rows.flags.c_contiguous:
+            raise ValueError("of_rows takes C-contiguous float16 rows")
+        index = cls.trained(rows, int(rows.shape[1]))
+        cls._code(index, rows)
+        return cls(index, StoredVectors(rows))
+
+    @staticmethod
+    def _code(index: Any, vectors: np.ndarray) -> None:
         step = 65_536  # rows coded at a time (a few tens of MB of floats)
         for s in range(0, len(vectors), step):
             index.add(np.ascontiguousarray(vectors[s:s + step], dtype=np.float32))
-        return cls(index, store)
 
     @property
     def nlist(self) -> int:
