@@ -72,10 +72,11 @@ test: $(VENV)/.installed $(VENV)/.installed-ray chromium tesseract
 		echo "make test: treaty gate skipped: no treaty texts in ../shared/data/treaties (pass TREATIES=DIR)" >&2; \
 	fi
 
-# The benchmark suite (bench/README.md); writes bench/results.md. `make bench QUICK=1` runs the quick version.
+# The benchmark suite (bench/README.md); writes bench/results.md. `make bench QUICK=1` runs the quick version;
+# `make bench SCALE=1` instead builds and answers from ten million chunks (bench/results-scale.md, about 2 hours).
 bench: $(VENV)/.installed
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]'
-	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)$(if $(SCALE), --scale)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -1104,6 +1104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", default=None, help="also write the raw figures as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--before", default=None, help="a --json report of an earlier run to compare with")
+    ap.add_argument("--scale", action="store_true",
+                    help="instead: ten million chunks built a block at a time and answered from (bench/scale.py, "
+                         "about 2 hours; writes bench/results-scale.md)")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--questions-file", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1115,6 +1118,12 @@ def main(argv: list[str] | None = None) -> int:
         out["questions"] = len(questions)
         print(json.dumps(out))
         return 0
+
+    if args.scale:
+        from bench.scale import main as scale_main
+
+        return scale_main(["--beir", args.beir, *(["--json", args.json_out] if args.json_out else []),
+                           *(["--keep"] if args.keep else [])])
 
     t_start = time.perf_counter()
     cfg = Config.make(args.quick, Path(args.beir), Path(args.work))

@@ -163,3 +163,47 @@ def test_update_bench_records_each_stages_time_and_memory(small_corpus, tmp_path
             "stages": seconds, "rss_mib": rss}
     text = render({"files": 1, "per_file": 1, "rate": 10.0, "ops": {"full build": [full]}})
     assert "largest resident set" in text
+
+
+def test_exact_top_fed_by_blocks_is_the_exact_top_of_all_rows_within_its_filter():
+    from bench.scale import DEPTH, ExactTop
+
+    rng = np.random.default_rng(1)
+    x, q = rng.standard_normal((1000, 8)).astype(np.float32), rng.standard_normal((5, 8)).astype(np.float32)
+    allowed_docs = rng.random(1000 // 10) < 0.3
+    tops = [ExactTop(q), ExactTop(q, allowed_docs, per_doc=10)]
+    for s in range(0, 1000, 64):  # blocks of another size than a document's
+        for t in tops:
+            t.add(s, x[s:s + 64])
+    scores = q @ x.T
+    assert np.array_equal(tops[0].rows, np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH])
+    scores[:, ~np.repeat(allowed_docs, 10)] = -np.inf
+    assert np.array_equal(tops[1].rows, np.argsort(-scores, axis=1, kind="stable")[:, :DEPTH])
+    assert allowed_docs[tops[1].rows // 10].all()
+
+
+def test_scale_bench_publishes_the_index_synthetic_index_makes_of_the_same_draws(tmp_path):
+    """bench/scale.py builds a block at a time what synthetic_index builds in memory: the same chunks, documents,
+    keyword index and (as float16) vectors, compressed; its exact tops are those of those vectors."""
+    from bench.scale import build
+    from bench.synthetic import synthetic_index
+
+    emb = FakeEmbedder()
+    base = emb.encode(TEXTS)
+    qv, held = emb.encode(["victims", "police training"]), held_out_queries(base, 3)
+    built = build(2000, tmp_path, emb, TEXTS, base, qv, held, log=lambda _: None)
+    loaded = load_index(tmp_path / "index")
+    data, facts = synthetic_index(2000, TEXTS, base, emb)
+    assert built["vector_index"]["type"].endswith("IndexIVFPQFastScan") and loaded.vectors.kind == "compressed"
+    assert list(loaded.chunks) == list(data.chunks) and dict(loaded.documents()) == dict(documents(data))
+    assert loaded.manifest.counts == data.manifest.counts and loaded.manifest.files == data.manifest.files
+    for mine, theirs in ((loaded.vectors, facts["vector_matrix"]), (loaded.units, facts["unit_matrix"])):
+        assert np.array_equal(mine.vectors(), theirs.astype(np.float16).astype(np.float32))
+    for q in ("victims of trafficking", "Palermo Protocol"):
+        (r1, s1), (r2, s2) = loaded.keywords.search(q, 20), data.keywords.search(q, 20)
+        assert len(r1) and np.array_equal(r1, r2) and np.array_equal(s1, s2)
+    exact = np.argsort(-(held @ facts["vector_matrix"].T), axis=1, kind="stable")[:, :50]
+    assert np.array_equal(built["_tops"]["vectors"]["held-out"].rows, exact)
+    fifth = set(built["_fifth"])
+    filtered = built["_tops"]["vectors"]["questions, a fifth of the documents"].rows.ravel()
+    assert 0 < len(fifth) < 40 and all(loaded.chunks[int(r)].source in fifth for r in filtered)
