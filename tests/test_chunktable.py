@@ -20,6 +20,7 @@ from tqa.cli import main
 from tqa.errors import REBUILD_HINT, IndexCorrupt
 from tqa.manifest import (
     BLOCKS_SUFFIX,
+    CHUNK_KEYS,
     CHUNK_OFFSETS,
     CHUNK_SOURCES,
     CHUNK_UNITS,
@@ -91,8 +92,19 @@ def save_array(path: Path, values: np.ndarray) -> None:
         np.lib.format.write_array(f, values, allow_pickle=False)
 
 
+def without_keys(index: Path) -> None:
+    """Make the live generation one written before the rows' keys: the table's other arrays, no keys."""
+    gen = gen_of(index)
+    m = Manifest.read(gen)
+    (gen / CHUNK_KEYS).unlink()
+    (gen / (CHUNK_KEYS + BLOCKS_SUFFIX)).unlink(missing_ok=True)
+    artifacts = {k: v for k, v in m.artifacts.items() if k != CHUNK_KEYS}
+    (gen / MANIFEST).write_bytes(dataclasses.replace(m, artifacts=artifacts).sealed().to_bytes())
+
+
 def as_before(index: Path) -> None:
     """Make the live generation one written before the table's arrays: no arrays, chunks.jsonl checked whole."""
+    without_keys(index)
     gen = gen_of(index)
     m = Manifest.read(gen)
     for rel in (*TABLE_ARTIFACTS, CHUNKS):
@@ -213,7 +225,7 @@ def test_a_flipped_byte_far_from_the_question_is_found_in_the_background(index, 
         data.checks.wait(60)
 
 
-@pytest.mark.parametrize("rel", [CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES])
+@pytest.mark.parametrize("rel", [CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES, CHUNK_KEYS])
 @pytest.mark.parametrize("how", ["flipped", "truncated"])
 def test_a_damaged_array_is_refused_at_load(index, capsys, rel, how):
     path = gen_of(index) / rel
@@ -245,7 +257,7 @@ def test_offsets_that_cut_rows_elsewhere_are_refused_when_read(index, capsys):
     assert "chunk table" in refused(index, capsys)
 
 
-@pytest.mark.parametrize("rel", [CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES])
+@pytest.mark.parametrize("rel", [CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES, CHUNK_KEYS])
 def test_an_array_with_another_row_count_than_the_manifest_is_refused(index, capsys, rel):
     gen = gen_of(index)
     values = np.load(gen / rel)
@@ -270,6 +282,36 @@ def test_rows_given_to_another_document_are_refused_when_read(index, capsys):
     save_array(gen / CHUNK_SOURCES, ids)
     reseal(gen, CHUNK_SOURCES)
     assert "disagrees" in refused(index, capsys)
+
+
+def test_row_places_that_disagree_with_the_rows_are_refused_when_read(index, capsys):
+    """The keys array says where each row lies in its document; a row parsed must agree (resealed: a forgery)."""
+    gen = gen_of(index)
+    keys = np.load(gen / CHUNK_KEYS).reshape(-1, 3).copy()
+    keys[:, 1:] += 1
+    save_array(gen / CHUNK_KEYS, keys.reshape(-1))
+    reseal(gen, CHUNK_KEYS)
+    assert "disagrees" in refused(index, capsys)
+
+
+def test_row_places_that_are_not_places_are_refused(index, capsys):
+    gen = gen_of(index)
+    keys = np.load(gen / CHUNK_KEYS).reshape(-1, 3).copy()
+    keys[3, 1], keys[3, 2] = 10, 5  # a passage ending before it starts
+    save_array(gen / CHUNK_KEYS, keys.reshape(-1))
+    reseal(gen, CHUNK_KEYS)
+    assert CHUNK_KEYS in refused(index, capsys)
+
+
+def test_keys_without_the_rest_of_the_table_are_refused(index, capsys):
+    as_before(index)
+    gen = gen_of(index)
+    save_array(gen / CHUNK_KEYS, np.zeros(3 * Manifest.read(gen).counts.chunks, dtype="<i8"))
+    m = Manifest.read(gen)
+    artifacts = {**m.artifacts, CHUNK_KEYS: Artifact((gen / CHUNK_KEYS).stat().st_size,
+                                                     hashlib.sha256((gen / CHUNK_KEYS).read_bytes()).hexdigest())}
+    (gen / MANIFEST).write_bytes(dataclasses.replace(m, artifacts=artifacts).sealed().to_bytes())
+    assert "artifacts" in refused(index, capsys)
 
 
 @pytest.mark.parametrize("rel", [CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES])

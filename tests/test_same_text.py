@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tqa import build_index
 from tqa.assistant import Assistant
 from tqa.cli import main
+from tqa.config import ChunkSettings
 from tqa.loaders import ATTACHMENT_SEPARATOR as SEP
 from tqa.web.render import render_answer
 
@@ -103,3 +105,108 @@ def test_hostile_names_of_the_other_documents_are_shown_as_text(tmp_path: Path, 
     assert main(["ask", "waiting time for a shelter place", "-k", "3", "--index", str(tmp_path / "index")]) == 0
     assert "same text also in: " in capsys.readouterr().out
 
+
+
+SMALL = ChunkSettings(chunk_size=300, chunk_overlap=120)
+
+
+def _corpus_of_repeats(root: Path) -> Path:
+    """Documents that repeat passages (spacing apart) and whose chunks overlap: what dropping candidates is for."""
+    corpus = root / "corpus"
+    corpus.mkdir()
+    paras = [f"Paragraph {i} on shelters, hotlines and the police in district {i % 5}. " * 6 for i in range(12)]
+    for d in range(6):
+        picked = [paras[(d * 5 + j) % 12] for j in range(7)]
+        if d % 2:
+            picked = [p.replace(" on ", "  on\n") for p in picked]  # the same words, other spacing
+        (corpus / f"doc{d}.txt").write_text("\n\n".join(picked) + "\n")
+    return corpus
+
+
+def _dropped(index, ranking) -> list[tuple[int, tuple[str, ...]]]:
+    from tqa.retrieval import Scored, drop_overlaps
+
+    hits = [Scored(int(r), 1.0 - i / 1000, None, None) for i, r in enumerate(ranking)]
+    return [(h.row, h.also_in) for h in drop_overlaps(hits, index.chunks)]
+
+
+def test_candidates_are_dropped_from_the_tables_keys_as_from_the_parsed_rows(tmp_path):
+    """With the rows' keys, a search parses only what it shows (and rows whose keys are equal), and drops and names
+    exactly what parsing every candidate would."""
+    from tqa.chunktable import ChunkTable
+    from tqa.store import load_index
+
+    build_index(_corpus_of_repeats(tmp_path), tmp_path / "index", embedder=FakeEmbedder(), progress=False,
+                chunking=SMALL)
+    index = load_index(tmp_path / "index")
+    assert isinstance(index.chunks, ChunkTable) and index.chunks.has_keys
+    rows = list(index.chunks)
+    n = len(rows)
+    assert n > 40
+    rng = np.random.default_rng(0)
+    seen_also = 0
+    for _ in range(30):
+        ranking = rng.permutation(n)[:rng.integers(5, n)]
+        before = index.chunks.parsed
+        got = _dropped(index, ranking)
+        assert got == _dropped_from_list(rows, ranking)
+        seen_also += sum(bool(a) for _, a in got)
+        assert index.chunks.parsed - before <= len(ranking)  # never more than a parse of each
+    assert seen_also  # (the corpus does repeat passages across documents)
+    index.chunks._cache.clear()
+    before = index.chunks.parsed
+    unique = _unique_text_rows(rows)
+    _dropped(index, unique)
+    assert index.chunks.parsed == before  # no two share words: nothing parsed to drop or name
+
+
+def _dropped_from_list(rows, ranking):
+    from tqa.retrieval import Scored, drop_overlaps
+
+    hits = [Scored(int(r), 1.0 - i / 1000, None, None) for i, r in enumerate(ranking)]
+    return [(h.row, h.also_in) for h in drop_overlaps(hits, rows)]
+
+
+def _unique_text_rows(rows) -> list[int]:
+    from tqa.chunktable import words
+
+    first: dict[str, int] = {}
+    for i, c in enumerate(rows):
+        first.setdefault(words(c.text), i)
+    return list(first.values())
+
+
+def test_rows_whose_keys_collide_are_compared_by_their_words(tmp_path, monkeypatch):
+    """Keys are hashes: rows that share one by chance are still told apart by their words, never merged."""
+    import tqa.chunktable as ct
+    from tqa.store import load_index
+
+    monkeypatch.setattr(ct, "text_key", lambda text: 7)  # every row's key the same
+    build_index(_corpus_of_repeats(tmp_path), tmp_path / "index", embedder=FakeEmbedder(), progress=False,
+                chunking=SMALL)
+    index = load_index(tmp_path / "index")
+    rows = list(index.chunks)
+    assert len(set(index.chunks.keys(np.arange(len(rows)))[0].tolist())) == 1
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        ranking = rng.permutation(len(rows))[:20]
+        assert _dropped(index, ranking) == _dropped_from_list(rows, ranking)
+
+
+def test_an_index_written_before_the_keys_answers_as_one_with_them(tmp_path):
+    from tqa.store import load_index
+
+    from .test_chunktable import without_keys
+
+    build_index(_corpus_of_repeats(tmp_path), tmp_path / "index", embedder=FakeEmbedder(), progress=False,
+                chunking=SMALL)
+    with_keys = Assistant.load(tmp_path / "index", embedder=FakeEmbedder())
+    questions = ["police in district 3", "hotlines and shelters", "Paragraph 7"]
+    before = [[(p.source, p.start, p.also_in) for p in with_keys.ask(q).passages] for q in questions]
+    with_keys.index.close()
+    without_keys(tmp_path / "index")
+    old = load_index(tmp_path / "index")
+    assert not old.chunks.has_keys
+    qa_old = Assistant(old, FakeEmbedder(), with_keys.settings)
+    assert [[(p.source, p.start, p.also_in) for p in qa_old.ask(q).passages] for q in questions] == before
+    assert any(also for ans in before for _, _, also in ans)

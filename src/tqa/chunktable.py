@@ -6,7 +6,10 @@ So a publish writes, beside the rows (``chunks.jsonl``, one JSON object a line, 
 
 - ``chunks.offsets.npy``: rows + 1 entries; row i is bytes ``offsets[i]:offsets[i + 1]`` of chunks.jsonl;
 - ``chunks.units.npy``: rows + 1 entries; row i's units are rows ``units[i]:units[i + 1]`` of units.faiss;
-- ``chunks.sources.npy``: one entry a row, the place of the row's document in the manifest's sorted sources.
+- ``chunks.sources.npy``: one entry a row, the place of the row's document in the manifest's sorted sources;
+- ``chunks.keys.npy``: three entries a row (int64): a 64-bit hash of the row's words (``text_key``), its start and
+  its end in its document: what a search needs of every candidate to drop those that overlap or repeat a better one
+  (retrieval.drop_overlaps), so that it parses only the rows it shows. Tables written before it have none.
 
 All four are verified before use (integrity.py): a small one whole at load (its verified bytes are kept), a big one
 by blocks (``BLOCK_CHECKED``): a row's bytes are verified before they are parsed, read through the very descriptor
@@ -18,6 +21,7 @@ last row). An index published before this table existed has no arrays: ``store``
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,7 +36,7 @@ import numpy as np
 from .chunking import Chunk
 from .errors import REBUILD_HINT, IndexCorrupt, shown
 from .integrity import BlockFile
-from .manifest import CHUNK_OFFSETS, CHUNK_SOURCES, CHUNK_UNITS, CHUNKS, json_bytes
+from .manifest import CHUNK_KEYS, CHUNK_OFFSETS, CHUNK_SOURCES, CHUNK_UNITS, CHUNKS, json_bytes
 
 CACHE_ROWS = 4096  # parsed rows kept (a question reads a few dozen)
 _READ_ROWS = 4096  # rows read with one system call when iterating
@@ -43,21 +47,35 @@ def write_table(folder: Path, chunks: Iterable[Chunk], sources: Sequence[str]) -
     manifest's sorted sources, which every chunk's document must be one of. Returns the number of rows."""
     place = {s: i for i, s in enumerate(sources)}
     offsets, units, ids = [0], [0], []
+    keys: list[int] = []  # (text key, start, end) a row
     with _create(folder / CHUNKS) as f:
         for c in chunks:
             line = json_bytes(c.to_dict()) + b"\n"
             f.write(line)
             offsets.append(offsets[-1] + len(line))
             units.append(units[-1] + len(c.units))
+            keys += (text_key(c.text), c.start, c.end)
             try:
                 ids.append(place[c.source])
             except KeyError:
                 raise ValueError(f"the chunk's document {c.source!r} is not among the manifest's files") from None
     for name, values, dtype in ((CHUNK_OFFSETS, offsets, "<i8"), (CHUNK_UNITS, units, "<i8"),
-                                (CHUNK_SOURCES, ids, "<i4")):
+                                (CHUNK_SOURCES, ids, "<i4"), (CHUNK_KEYS, keys, "<i8")):
         with _create(folder / name) as f:
             np.lib.format.write_array(f, np.asarray(values, dtype=dtype), allow_pickle=False)
     return len(ids)
+
+
+def words(text: str) -> str:
+    """A passage's words in order, spacing aside: what two passages must share to be the same passage."""
+    return " ".join(text.split())
+
+
+def text_key(text: str) -> int:
+    """A 64-bit hash of ``words(text)`` (equal words, equal keys; two passages whose keys are equal are compared by
+    their words before being taken for one)."""
+    digest = hashlib.blake2b(words(text).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def _create(path: Path) -> Any:
@@ -132,17 +150,18 @@ class ChunkTable(Sequence[Chunk]):
 
     ``verified`` maps a file name (``CHUNKS`` and the arrays) to its ``BlockFile`` (integrity.py) or to its bytes as
     verified whole at load; without it (an index loaded without verifying) the files are read unchecked. ``rows``
-    is the manifest's count and ``sources`` its sorted sources: the arrays must agree with them.
+    is the manifest's count and ``sources`` its sorted sources: the arrays must agree with them. ``keys``: the table
+    has its rows' keys (``CHUNK_KEYS``; a table written before them has not).
     """
 
     def __init__(self, folder: Path, rows: int, sources: Sequence[str],
-                 verified: dict[str, BlockFile | bytes] | None = None, *, cache: int = CACHE_ROWS):
+                 verified: dict[str, BlockFile | bytes] | None = None, *, keys: bool = False, cache: int = CACHE_ROWS):
         self.folder = Path(folder)
         self._rows, self._names = rows, list(sources)
         verified = verified or {}
         self._files: dict[str, _File] = {}
         try:
-            for name in (CHUNKS, CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES):
+            for name in (CHUNKS, CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES, *((CHUNK_KEYS,) if keys else ())):
                 self._files[name] = _File(self.folder / name, verified.get(name))
         except FileNotFoundError as exc:
             self.close()
@@ -155,6 +174,8 @@ class ChunkTable(Sequence[Chunk]):
         self._offsets: np.ndarray | None = None
         self._units: np.ndarray | None = None
         self._ids: np.ndarray | None = None
+        self._keys: np.ndarray | None = None
+        self._keys_lock = threading.Lock()
         self._by_source: tuple[np.ndarray, np.ndarray] | None = None
         self._cache: OrderedDict[int, Chunk] = OrderedDict()
         self._cache_size = cache
@@ -199,6 +220,29 @@ class ChunkTable(Sequence[Chunk]):
         return self._ids
 
     # ---- rows
+
+    @property
+    def has_keys(self) -> bool:
+        return CHUNK_KEYS in self._files
+
+    def keys(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(text key, start, end) of the given rows, from the keys array (read and verified whole when first
+        asked for, not when the index loads: 24 bytes a row). Only for a table that ``has_keys``."""
+        if self._keys is None:
+            with self._keys_lock:
+                if self._keys is None:
+                    a = _array(self._files[CHUNK_KEYS], "<i8", 3 * self._rows).reshape(self._rows, 3)
+                    if self._rows and bool(np.any((a[:, 1] < 0) | (a[:, 2] < a[:, 1]))):
+                        raise IndexCorrupt(f"The index file {shown(self.folder / CHUNK_KEYS)} is not a table of "
+                                           f"passages' places. {REBUILD_HINT}")
+                    self._keys = a
+        k = self._keys[np.asarray(rows, dtype=np.int64)]
+        return k[:, 0], k[:, 1], k[:, 2]
+
+    def source_names(self, rows: np.ndarray) -> list[str]:
+        """The documents of the given rows (from the array of row documents, not a parse)."""
+        ids = self.source_ids
+        return [self._names[int(ids[r])] for r in rows]
 
     def __len__(self) -> int:
         return self._rows
@@ -268,7 +312,8 @@ class ChunkTable(Sequence[Chunk]):
             raise IndexCorrupt(f"Row {row} of the chunk table {shown(self.folder / CHUNKS)} is damaged "
                                f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}). "
                                f"{REBUILD_HINT}") from None
-        if len(chunk.units) != units or chunk.source != source:
+        if len(chunk.units) != units or chunk.source != source or (
+                self._keys is not None and (chunk.start, chunk.end) != tuple(self._keys[row, 1:])):
             raise IndexCorrupt(f"Row {row} of the chunk table {shown(self.folder / CHUNKS)} disagrees with the "
                                f"table's arrays. {REBUILD_HINT}")
         return chunk

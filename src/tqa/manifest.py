@@ -66,21 +66,27 @@ CHUNK_OFFSETS = "chunks.offsets.npy"
 CHUNK_UNITS = "chunks.units.npy"
 CHUNK_SOURCES = "chunks.sources.npy"
 TABLE_ARTIFACTS = frozenset({CHUNK_OFFSETS, CHUNK_UNITS, CHUNK_SOURCES})
+# Beside them, since: each row's text key (a 64-bit hash of its words) and its start and end in its document, what
+# a search needs of every candidate to drop passages that overlap or repeat another (retrieval.drop_overlaps)
+# without parsing their rows. Absent from a table written before: its rows are parsed for that, as they were.
+CHUNK_KEYS = "chunks.keys.npy"
 # Big artifacts a reader reads in pieces: from integrity.BIG_BYTES on, each has a companion ``<file>.blocks`` with the
 # SHA-256 of each of its blocks (its own listed in the file's entry), and is checked block by block as it is read
 # (integrity.py). The companions are not artifacts of their own. The FAISS files are among them: an inverted file's
 # lists are mapped and each verified when a search first scans it (vectors.py); other kinds are verified by their
 # blocks, then read whole.
 BLOCK_CHECKED = frozenset({DOCUMENTS, VECTORS_STORED, UNITS_STORED, f"{BM25_DIR}/data.csc.index.npy",
-                           f"{BM25_DIR}/indices.csc.index.npy", CHUNKS, *TABLE_ARTIFACTS, VECTORS, UNITS})
+                           f"{BM25_DIR}/indices.csc.index.npy", CHUNKS, *TABLE_ARTIFACTS, CHUNK_KEYS, VECTORS,
+                           UNITS})
 # The files of the chunk table read on demand (chunktable.py): a small one is verified whole at load and its
 # verified bytes kept; a big one is read through its block checks.
-TABLE_FILES = frozenset({CHUNKS, *TABLE_ARTIFACTS})
+TABLE_FILES = frozenset({CHUNKS, *TABLE_ARTIFACTS, CHUNK_KEYS})
 BLOCKS_SUFFIX = ".blocks"
 COMPANIONS = frozenset(rel + BLOCKS_SUFFIX for rel in BLOCK_CHECKED)
 # read by name, nothing else (the companions are there only when listed)
 SUBFOLDERS = {BM25_DIR: frozenset(BM25_FILES), ENCODER_DIR: frozenset(ENCODER_FILES)}
-FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | TABLE_ARTIFACTS | STORED_ARTIFACTS | COMPANIONS | {MANIFEST}
+FORMAT_FILES = REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS | TABLE_ARTIFACTS | {CHUNK_KEYS} | STORED_ARTIFACTS \
+    | COMPANIONS | {MANIFEST}
 # A manifest grows with the corpus (a few hundred bytes a document, plus the name prefixes): 256 MiB is about a
 # million documents, and it is parsed whole in memory.
 MAX_MANIFEST_BYTES = 256 << 20
@@ -91,12 +97,12 @@ THRESHOLD_FLOOR = 0.15
 
 def artifact_set(listed: set[str] | frozenset[str]) -> frozenset[str] | None:
     """The artifacts an index must hold given the ones it lists (the required ones, with or without the whole
-    optional group, with or without the whole group of the chunk table's arrays, with the stored rows of its
-    compressed vector indexes), or None when the listed set is none of those. Which stored rows it must hold is
-    checked against the manifest's vector_index (``stored_artifacts``)."""
+    optional group, with or without the whole group of the chunk table's arrays (and their row keys with them, or
+    not), with the stored rows of its compressed vector indexes), or None when the listed set is none of those.
+    Which stored rows it must hold is checked against the manifest's vector_index (``stored_artifacts``)."""
     stored = set(listed) & STORED_ARTIFACTS
     for allowed in (REQUIRED_ARTIFACTS, REQUIRED_ARTIFACTS | OPTIONAL_ARTIFACTS):
-        for table in (frozenset(), TABLE_ARTIFACTS):
+        for table in (frozenset(), TABLE_ARTIFACTS, TABLE_ARTIFACTS | {CHUNK_KEYS}):
             if set(listed) == allowed | table | stored:
                 return allowed | table | stored
     return None
@@ -677,7 +683,7 @@ def _artifacts(d: dict[str, Any], version: int) -> dict[str, Artifact]:
     listed = artifact_set(set(d))
     if listed is None:
         known = REQUIRED_ARTIFACTS | (OPTIONAL_ARTIFACTS if OPTIONAL_ARTIFACTS & set(d) else set()) \
-            | (TABLE_ARTIFACTS if TABLE_ARTIFACTS & set(d) else set())
+            | (TABLE_ARTIFACTS if (TABLE_ARTIFACTS | {CHUNK_KEYS}) & set(d) else set()) | ({CHUNK_KEYS} & set(d))
         missing, unknown = known - set(d), set(d) - known - STORED_ARTIFACTS
         raise _Invalid(f"its artifacts are not those of format {version}"
                        + (f": {', '.join(sorted(missing))} not listed" if missing else "")

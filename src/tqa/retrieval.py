@@ -26,6 +26,7 @@ import numpy as np
 
 from .abstention import Vocabulary, name_prefixes
 from .chunking import Chunk
+from .chunktable import ChunkTable, words
 from .config import MODES
 from .errors import BadQuestion
 from .index import Index, unit_rows
@@ -134,23 +135,43 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
     """Keep the better-ranked of any two passages that overlap in the same document, and the better-ranked of
     passages with the same text (words and their order; spacing aside) in several documents, naming the others
     in its ``also_in`` (a report kept in the corpus and attached to messages is one passage, not five). Lazy in
-    what it yields, so that a caller who needs k hits stops after k; ``hits`` are the candidates, read whole."""
+    what it yields, so that a caller who needs k hits stops after k; ``hits`` are the candidates, read whole.
+
+    What it needs of every candidate (document, start, end, words) comes from the chunk table's arrays when it has
+    its rows' keys: only candidates whose keys are equal are parsed, to compare their words."""
     ranked = list(hits)
-    key = {h.row: " ".join(chunks[h.row].text.split()) for h in ranked}
-    holders: dict[str, list[str]] = {}
-    for h in ranked:
-        holders.setdefault(key[h.row], []).append(chunks[h.row].source)
+    if isinstance(chunks, ChunkTable) and chunks.has_keys:
+        rows = np.fromiter((h.row for h in ranked), dtype=np.int64, count=len(ranked))
+        hashes, first, last = chunks.keys(rows)
+        sources, starts, ends = chunks.source_names(rows), first.tolist(), last.tolist()
+        key = _same_words(rows, hashes.tolist(), chunks)
+    else:
+        parsed = [chunks[h.row] for h in ranked]
+        sources, starts, ends = [c.source for c in parsed], [c.start for c in parsed], [c.end for c in parsed]
+        key = [words(c.text) for c in parsed]
+    holders: dict[object, list[str]] = {}
+    for i in range(len(ranked)):
+        holders.setdefault(key[i], []).append(sources[i])
     spans: dict[str, list[tuple[int, int]]] = {}
-    shown: set[str] = set()
-    for h in ranked:
-        c = chunks[h.row]
-        taken = spans.setdefault(c.source, [])
-        if any(c.start < b and a < c.end for a, b in taken) or key[h.row] in shown:
+    shown: set[object] = set()
+    for i, h in enumerate(ranked):
+        source, start, end = sources[i], starts[i], ends[i]
+        taken = spans.setdefault(source, [])
+        if any(start < b and a < end for a, b in taken) or key[i] in shown:
             continue
-        taken.append((c.start, c.end))
-        shown.add(key[h.row])
-        others = tuple(dict.fromkeys(s for s in holders[key[h.row]] if s != c.source))
+        taken.append((start, end))
+        shown.add(key[i])
+        others = tuple(dict.fromkeys(s for s in holders[key[i]] if s != source))
         yield replace(h, also_in=others) if others else h
+
+
+def _same_words(rows: np.ndarray, hashes: list[int], chunks: Sequence[Chunk]) -> list[object]:
+    """A key per row, equal exactly when the rows' words are: the hash where no other row has it, else the words
+    themselves (the rows sharing a hash are parsed: two passages are never taken for one on a hash alone)."""
+    count: dict[int, int] = {}
+    for x in hashes:
+        count[x] = count.get(x, 0) + 1
+    return [x if count[x] == 1 else words(chunks[int(r)].text) for r, x in zip(rows, hashes, strict=True)]
 
 
 def search(

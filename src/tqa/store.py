@@ -83,6 +83,7 @@ from .manifest import (
     BLOCKS_SUFFIX,
     BM25_DIR,
     BM25_FILES,
+    CHUNK_KEYS,
     CHUNKS,
     DOCUMENTS,
     ENCODER_DIR,
@@ -452,12 +453,13 @@ def _read_chunks(gen: Path, manifest: Manifest, checks: Checks | None, kept: dic
         verified: dict[str, BlockFile | bytes] | None = None
         if checks is not None:
             verified = dict(kept)
-            for rel in TABLE_FILES - set(kept):
+            for rel in (TABLE_FILES & set(manifest.artifacts)) - set(kept):
                 blocks = checks.for_file(rel)
                 if blocks is None:  # (unreachable: a file is verified whole or by blocks)
                     raise IndexCorrupt(f"The index file {shown(gen / rel)} is not verified. {REBUILD_HINT}")
                 verified[rel] = blocks
-        table = ChunkTable(gen, manifest.counts.chunks, manifest.sources, verified)
+        table = ChunkTable(gen, manifest.counts.chunks, manifest.sources, verified,
+                           keys=CHUNK_KEYS in manifest.artifacts)
         try:
             table.offsets, table.unit_ptr, table.source_ids  # noqa: B018 (verified and checked now, not at a question)
         except BaseException:
