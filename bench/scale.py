@@ -132,31 +132,34 @@ def build(n: int, work: Path, emb: Any, texts: list[str], base: np.ndarray, qv: 
     stages = Stages()
     out: dict[str, Any] = {"chunks": n, "documents": docs}
 
-    with stages.timed("vectors drawn, written as float16 and scored exactly"):
-        a, b, two = synthetic_draws(n, len(base), rng)
-        ua = unit_passages(a, b, two)
-        rows = write_rows(work / "chunks.f16.npy", vector_blocks(base, a, b, rng), n, dim, list(tops.values()))
-        unit_rows = write_rows(work / "units.f16.npy", vector_blocks(base, ua, ua, rng, mix=0.0), len(ua), dim,
-                               list(unit_tops.values()))
-    out["units"] = len(ua)
-    log(f"scale: {n:,} chunk and {len(ua):,} unit vectors written")
-    with stages.timed("keyword index"):
-        keywords = synthetic_keywords([KeywordIndex.analyze(t) for t in texts], a, np.where(two, b, -1))
-    log("scale: keyword index built")
-    with stages.timed("compressed index of the chunk vectors"):
-        vectors = CompressedVectors.of_rows(rows)
-    log("scale: chunk vectors coded")
-    with stages.timed("compressed index of the unit vectors"):
-        units = CompressedVectors.of_rows(unit_rows)
-    log("scale: unit vectors coded")
-    manifest = synthetic_manifest(n, len(ua), texts, vectors, units, emb)
-    data = Index(manifest=manifest, chunks=SyntheticChunks(a, b, two, texts), vectors=vectors, units=units,
-                 keywords=keywords)
-    target = work / "index"
-    shutil.rmtree(target, ignore_errors=True)
-    with stages.timed("publish (chunk table, documents, artifacts, checksums)"), write_lock(target):
-        gen = publish(target, data, documents(data))
-    log(f"scale: published {gen}")
+    try:
+        with stages.timed("vectors drawn, written as float16 and scored exactly"):
+            a, b, two = synthetic_draws(n, len(base), rng)
+            ua = unit_passages(a, b, two)
+            rows = write_rows(work / "chunks.f16.npy", vector_blocks(base, a, b, rng), n, dim, list(tops.values()))
+            unit_rows = write_rows(work / "units.f16.npy", vector_blocks(base, ua, ua, rng, mix=0.0), len(ua), dim,
+                                   list(unit_tops.values()))
+        out["units"] = len(ua)
+        log(f"scale: {n:,} chunk and {len(ua):,} unit vectors written")
+        with stages.timed("keyword index"):
+            keywords = synthetic_keywords([KeywordIndex.analyze(t) for t in texts], a, np.where(two, b, -1))
+        log("scale: keyword index built")
+        with stages.timed("compressed index of the chunk vectors"):
+            vectors = CompressedVectors.of_rows(rows)
+        log("scale: chunk vectors coded")
+        with stages.timed("compressed index of the unit vectors"):
+            units = CompressedVectors.of_rows(unit_rows)
+        log("scale: unit vectors coded")
+        manifest = synthetic_manifest(n, len(ua), texts, vectors, units, emb)
+        data = Index(manifest=manifest, chunks=SyntheticChunks(a, b, two, texts), vectors=vectors, units=units,
+                     keywords=keywords)
+        target = work / "index"
+        shutil.rmtree(target, ignore_errors=True)
+        with stages.timed("publish (chunk table, documents, artifacts, checksums)"), write_lock(target):
+            gen = publish(target, data, documents(data))
+        log(f"scale: published {gen}")
+    finally:
+        stages.close()
     out["stages"] = stages.report()
     out["disk"] = {p.relative_to(gen).as_posix(): p.stat().st_size for p in gen.rglob("*") if p.is_file()}
     out["vector_index"] = manifest.vector_index.to_dict()

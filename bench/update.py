@@ -114,7 +114,8 @@ class Stages:
         self.rss: dict[str, float] = {}  # stage -> peak resident MiB sampled while it ran
         self._undo: list[Callable[[], None]] = []
         self._running = ["(between stages)"]
-        threading.Thread(target=self._sample, daemon=True).start()
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, name="bench-rss", daemon=True).start()
 
     def _sample(self) -> None:
         from bench.run import rss_mb
@@ -122,7 +123,15 @@ class Stages:
         while True:
             now, label = rss_mb()[0], self._running[-1]
             self.rss[label] = max(self.rss.get(label, 0.0), now)
-            time.sleep(0.05)
+            if self._stop.wait(0.05):
+                return
+
+    def close(self) -> None:
+        """Stop sampling and put back the functions wrapped."""
+        self._stop.set()
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
 
     def wrap(self, module: Any, name: str, label: str) -> None:
         fn = getattr(module, name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 
 from bench.run import recall, rotated, without_encoder
@@ -154,8 +157,7 @@ def test_update_bench_records_each_stages_time_and_memory(small_corpus, tmp_path
             summary = build_index(small_corpus, tmp_path / "index", embedder=FakeEmbedder(), progress=False)
         rss = dict(stages.rss)
     finally:
-        for undo in reversed(stages._undo):
-            undo()
+        stages.close()
         tqa.indexing.KeywordIndex = keywords
     assert summary.published and seconds["assemble (total)"] > 0 and seconds["publish"] > 0
     assert all(v > 0 for v in rss.values()) and set(rss) <= set(seconds) | {"(between stages)"}
@@ -192,6 +194,8 @@ def test_scale_bench_publishes_the_index_synthetic_index_makes_of_the_same_draws
     base = emb.encode(TEXTS)
     qv, held = emb.encode(["victims", "police training"]), held_out_queries(base, 3)
     built = build(2000, tmp_path, emb, TEXTS, base, qv, held, log=lambda _: None)
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name == "bench-rss"]  # its sampling stopped with it
     loaded = load_index(tmp_path / "index")
     data, facts = synthetic_index(2000, TEXTS, base, emb)
     assert built["vector_index"]["type"].endswith("IndexIVFPQFastScan") and loaded.vectors.kind == "compressed"
