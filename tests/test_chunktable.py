@@ -395,3 +395,24 @@ def test_a_big_file_read_whole_other_than_faiss_is_verified_before_the_load_retu
     path.write_bytes(bytes(raw))
     with pytest.raises(IndexCorrupt, match="fails its checksum"):
         Assistant.load(index, embedder=FakeEmbedder())
+
+
+def test_texts_are_the_rows_texts_and_a_row_that_is_not_json_is_refused(index):
+    """What a search reads to compare candidates' words: each row's own text, checked as a parse would be."""
+    table = load_index(index).chunks
+    rows = list(table)
+    order = np.random.default_rng(0).permutation(len(rows))
+    table[int(order[0])]  # noqa: B018 (one row parsed and cached: read from the cache)
+    assert table.texts(order) == [rows[i].text for i in order]
+    with pytest.raises(IndexError):
+        table.texts([len(rows)])
+    gen = gen_of(index)
+    data = bytearray((gen / CHUNKS).read_bytes())
+    offsets = np.load(gen / CHUNK_OFFSETS)
+    data[int(offsets[2])] = ord("[")  # row 2 no longer an object
+    (gen / CHUNKS).write_bytes(bytes(data))
+    reseal(gen, CHUNKS)
+    table = load_index(index).chunks
+    assert table.texts([1]) == [rows[1].text]
+    with pytest.raises(IndexCorrupt, match="Row 2 of the chunk table"):
+        table.texts([2])

@@ -239,6 +239,34 @@ class ChunkTable(Sequence[Chunk]):
         k = self._keys[np.asarray(rows, dtype=np.int64)]
         return k[:, 0], k[:, 1], k[:, 2]
 
+    def texts(self, rows: Iterable[int]) -> list[str]:
+        """The text of each of the given rows: a parsed row's (cached) or the row's own field, read and checked as
+        a parse would but without making a Chunk of it (a search compares candidates' words this way)."""
+        out = []
+        for i in rows:
+            i = int(i)
+            if not 0 <= i < self._rows:
+                raise IndexError(f"row {i} is not in the chunk table (it has {self._rows})")
+            with self._lock:
+                hit = self._cache.get(i)
+            if hit is not None:
+                out.append(hit.text)
+                continue
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            line = self._rows_file.read(a, b - a)
+            try:
+                if len(line) != b - a or not line.endswith(b"\n"):
+                    raise ValueError("not a whole line")
+                text = json.loads(line)["text"]
+                if not isinstance(text, str):
+                    raise TypeError("a field of the wrong type")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise IndexCorrupt(f"Row {i} of the chunk table {shown(self.folder / CHUNKS)} is damaged "
+                                   f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}). "
+                                   f"{REBUILD_HINT}") from None
+            out.append(text)
+        return out
+
     def source_names(self, rows: np.ndarray) -> list[str]:
         """The documents of the given rows (from the array of row documents, not a parse)."""
         ids = self.source_ids

@@ -171,7 +171,13 @@ def _same_words(rows: np.ndarray, hashes: list[int], chunks: Sequence[Chunk]) ->
     count: dict[int, int] = {}
     for x in hashes:
         count[x] = count.get(x, 0) + 1
-    return [x if count[x] == 1 else words(chunks[int(r)].text) for r, x in zip(rows, hashes, strict=True)]
+    shared = [i for i, x in enumerate(hashes) if count[x] > 1]
+    texts = chunks.texts(rows[shared]) if isinstance(chunks, ChunkTable) else \
+        [chunks[int(rows[i])].text for i in shared]
+    key: list[object] = list(hashes)
+    for i, text in zip(shared, texts, strict=True):
+        key[i] = words(text)
+    return key
 
 
 def search(
