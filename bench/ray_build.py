@@ -27,7 +27,6 @@ pass/fail check: the targets are read from the ratios (docs/scaling.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.run import log, machine, project_questions, read_beir, rotated, write_passages  # noqa: E402
+from bench.run import log, machine, project_questions, read_beir, rotated, write_passages, write_report  # noqa: E402
 from tests.ray_cluster import LocalRayCluster, ray_environment  # noqa: E402
 
 os.environ.update(ray_environment())  # before ray is imported: the driver authenticates with the cluster's token
@@ -268,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     R["stage_equal"] = {"same_extraction": same, "min_cosine": worst}
     R["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     shutil.rmtree(work, ignore_errors=True)
-    Path(args.out).write_text(render(R), encoding="utf-8")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(R, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(args.out, render(R), args.json_out, R)
     log(f"wrote {args.out}")
     return 0
 

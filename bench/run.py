@@ -200,6 +200,13 @@ def chunk_texts(corpus: Path) -> tuple[list[str], int]:
     return texts + [u for c in chunks for u in c.unit_search_texts()], len(texts)
 
 
+def write_report(out: str, text: str, json_out: str | None, R: dict[str, Any]) -> None:
+    """Write a benchmark's report (Markdown) and, when asked, its raw figures as JSON."""
+    Path(out).write_text(text, encoding="utf-8")
+    if json_out:
+        Path(json_out).write_text(json.dumps(R, indent=2, default=str) + "\n", encoding="utf-8")
+
+
 def rotated(items: list[Any], r: int) -> list[Any]:
     r %= max(len(items), 1)
     return items[r:] + items[:r]
@@ -1177,9 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
     R["notes"] = notes_for(R)
     R["command"] = cfg.command
     before = json.loads(Path(args.before).read_text(encoding="utf-8")) if args.before else None
-    Path(args.out).write_text(render(cfg, R, before), encoding="utf-8")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(R, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(args.out, render(cfg, R, before), args.json_out, R)
     log(f"wrote {args.out} ({R['duration_s'] / 60:.1f} minutes)")
     return 0
 

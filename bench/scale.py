@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe(Path(args.probe), json.loads(Path(args.questions_file).read_text("utf-8")))))
         return 0
 
-    from bench.run import loadavg, log, machine, project_questions, read_beir
+    from bench.run import loadavg, log, machine, project_questions, read_beir, write_report
     from bench.synthetic import held_out_queries
 
     t_start = time.perf_counter()
@@ -386,9 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     R["load_end"] = loadavg()
     R["duration_s"] = time.perf_counter() - t_start
-    Path(args.out).write_text(render(R), encoding="utf-8")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(R, indent=2, default=str) + "\n", encoding="utf-8")
+    write_report(args.out, render(R), args.json_out, R)
     log(f"wrote {args.out} ({R['duration_s'] / 60:.1f} minutes)")
     return 0
 
