@@ -235,18 +235,23 @@ def probe(index_dir: Path, questions: list[str]) -> dict[str, Any]:
         emb.encode([q])
         qa.ask(q)
     calls = {"encode": lambda q: emb.encode([q]), "ask": qa.ask}
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for i, q in enumerate(questions):
-        for name in rotated(list(calls), i):
-            t0 = time.perf_counter()
-            calls[name](q)
-            times[name].append(time.perf_counter() - t0)
-    out["answered"] = memory()
     out["questions"] = len(questions)
-    for name, xs in times.items():
-        out[f"{name}_p50_ms"] = 1000 * median(xs)
-        out[f"{name}_p90_ms"] = 1000 * float(np.percentile(xs, 90))
-    out["ratio"] = out["ask_p50_ms"] / out["encode_p50_ms"]
+    # Each question twice: first as a new question (the rows and postings it reads may not be in memory yet), then
+    # again (the pages it read are cached): what a long-running server meets depends on how much of the index the
+    # machine's memory holds.
+    for label in ("first", "again"):
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for i, q in enumerate(questions):
+            for name in rotated(list(calls), i):
+                t0 = time.perf_counter()
+                calls[name](q)
+                times[name].append(time.perf_counter() - t0)
+        r = out[label] = {}
+        for name, xs in times.items():
+            r[f"{name}_p50_ms"] = 1000 * median(xs)
+            r[f"{name}_p90_ms"] = 1000 * float(np.percentile(xs, 90))
+        r["ratio"] = r["ask_p50_ms"] / r["encode_p50_ms"]
+        out[f"answered_{label}"] = memory()
     return out
 
 
@@ -289,16 +294,21 @@ def render(R: dict[str, Any]) -> str:
         "| after | resident set | of it anonymous | of it pages of files | peak so far |", "|---|---|---|---|---|"]
     for key, label in (("framework", "importing torch and sentence-transformers"), ("model", "loading the model"),
                        ("index", "loading the index"), ("checked", "the background check of every block"),
-                       ("answered", f"answering {p['questions']} questions")):
+                       ("answered_first", f"answering {p['questions']} questions"),
+                       ("answered_again", "answering them again")):
         m = p[key]
         lines.append(f"| {label} | {m['rss']:,.0f} MiB | {m.get('anon', 0):,.0f} MiB | {m.get('file', 0):,.0f} MiB "
                      f"| {m['peak']:,.0f} MiB |")
     lines += ["", f"Loading the index took {p['load_s']:.2f} s and the first answer {p['first_ask_s']:.2f} s more; "
               f"the background check had verified every block {p['checked_s']:.0f} s after loading began, and the "
-              "answers below were timed after it. "
-              f"Warm, interleaved over the {p['questions']} questions: ask p50 {p['ask_p50_ms']:.1f} ms "
-              f"(p90 {p['ask_p90_ms']:.1f}), encoding the question alone p50 {p['encode_p50_ms']:.2f} ms "
-              f"(p90 {p['encode_p90_ms']:.2f}): **ratio {p['ratio']:.2f}** (target ≤ 3).", "",
+              "answers below were timed after it, interleaved with encoding each question alone:", "",
+              "| | ask p50 | ask p90 | encoding p50 | encoding p90 | ask ÷ encoding (p50) |",
+              "|---|---|---|---|---|---|"]
+    for label, what in (("first", "each question the first time"), ("again", "each question again")):
+        r = p[label]
+        lines.append(f"| {what} | {r['ask_p50_ms']:.1f} ms | {r['ask_p90_ms']:.1f} ms | {r['encode_p50_ms']:.2f} ms "
+                     f"| {r['encode_p90_ms']:.2f} ms | **{r['ratio']:.2f}** |")
+    lines += ["", "Target (issue): warm ask p50 ≤ 3× encoding the question.", "",
               "## Recall of the vector search against exact search", "",
               "| index: queries | nprobe | recall@10 | recall@50 | search p50 |", "|---|---|---|---|---|"]
     for name, rows in R["recall"].items():
