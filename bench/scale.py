@@ -278,7 +278,8 @@ def render(R: dict[str, Any]) -> str:
     lines = [f"# tqa at {b['chunks']:,} chunks", "",
              f"Measured {R['date']} by `{R['command']}` in {R['duration_s'] / 60:.0f} minutes on "
              f"{machine_line(R['machine'])}; load average {R['load_start']} at the start, {R['load_end']} at the "
-             "end.", "",
+             "end." + (" The index is the one an earlier run of this benchmark built and kept (`--keep`); the building "
+                       "figures are that run's." if R.get("reused") else ""), "",
              f"{b['chunks']:,} synthetic chunks in {b['documents']:,} documents and {b['units']:,} paragraph "
              "vectors (bench/synthetic.py: real MS MARCO passages and their real embeddings, perturbed), built a "
              "block at a time (bench/scale.py) and published with tqa's own `publish`; the "
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = work / "built.json"
         if args.reuse and saved.is_file():  # the index and exact tops of an earlier run's build (--keep)
             log(f"scale: reusing the index built in {work}")
+            R["reused"] = True
             built = json.loads(saved.read_text(encoding="utf-8"))
             tops = {which: {name: ExactTop.from_rows(np.array(rows)) for name, rows in sets.items()}
                     for which, sets in built.pop("_tops").items()}
