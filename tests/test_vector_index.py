@@ -465,3 +465,13 @@ def test_postings_naming_rows_the_index_does_not_have_are_refused_in_one_line(sp
     indices[a] = -1  # before the first
     with pytest.raises(IndexCorrupt, match="rebuild"):
         k.search("police", 3)
+
+
+def test_the_allowed_rows_bitmap_is_the_one_faiss_reads():
+    from tqa.vectors import allowed_bitmap
+
+    bits = allowed_bitmap(np.array([0, 7, 8, 17, 19, -1, 20, 99]), 20)  # -1 and rows past the end never allowed
+    assert len(bits) == 3 and bits.dtype == np.uint8
+    members = [i for i in range(24) if bits[i >> 3] >> (i & 7) & 1]
+    assert members == [0, 7, 8, 17, 19]
+
