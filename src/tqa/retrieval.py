@@ -165,17 +165,16 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
         yield replace(h, also_in=others) if others else h
 
 
-def _same_words(rows: np.ndarray, hashes: list[int], chunks: Sequence[Chunk]) -> list[object]:
+def _same_words(rows: np.ndarray, hashes: list[int], table: ChunkTable) -> list[object]:
     """A key per row, equal exactly when the rows' words are: the hash where no other row has it, else the words
-    themselves (the rows sharing a hash are parsed: two passages are never taken for one on a hash alone)."""
+    themselves (the texts of the rows sharing a hash are read: two passages are never taken for one on a hash
+    alone)."""
     count: dict[int, int] = {}
     for x in hashes:
         count[x] = count.get(x, 0) + 1
     shared = [i for i, x in enumerate(hashes) if count[x] > 1]
-    texts = chunks.texts(rows[shared]) if isinstance(chunks, ChunkTable) else \
-        [chunks[int(rows[i])].text for i in shared]
     key: list[object] = list(hashes)
-    for i, text in zip(shared, texts, strict=True):
+    for i, text in zip(shared, table.texts(rows[shared]), strict=True):
         key[i] = words(text)
     return key
 
