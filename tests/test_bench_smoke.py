@@ -211,3 +211,14 @@ def test_scale_bench_publishes_the_index_synthetic_index_makes_of_the_same_draws
     fifth = set(built["_fifth"])
     filtered = built["_tops"]["vectors"]["questions, a fifth of the documents"].rows.ravel()
     assert 0 < len(fifth) < 40 and all(loaded.chunks[int(r)].source in fifth for r in filtered)
+
+
+def test_run_scale_hands_over_to_the_ten_million_chunk_bench(monkeypatch):
+    """`make bench SCALE=1` runs `bench/run.py --scale`, which is bench/scale.py with the same BEIR folder."""
+    import bench.run
+    import bench.scale
+
+    seen = []
+    monkeypatch.setattr(bench.scale, "main", lambda argv: seen.append(argv) or 0)
+    assert bench.run.main(["--scale", "--beir", "/data/beir", "--json", "out.json"]) == 0
+    assert seen == [["--beir", "/data/beir", "--json", "out.json"]]
