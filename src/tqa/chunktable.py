@@ -261,9 +261,7 @@ class ChunkTable(Sequence[Chunk]):
                 if not isinstance(text, str):
                     raise TypeError("a field of the wrong type")
             except (ValueError, KeyError, TypeError) as exc:
-                raise IndexCorrupt(f"Row {i} of the chunk table {shown(self.folder / CHUNKS)} is damaged "
-                                   f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}). "
-                                   f"{REBUILD_HINT}") from None
+                raise self._damaged(i, exc) from None
             out.append(text)
         return out
 
@@ -328,6 +326,11 @@ class ChunkTable(Sequence[Chunk]):
             out.append(self._parse(line, row, int(ptr[row + 1] - ptr[row]), self._names[int(ids[row])]))
         return out
 
+    def _damaged(self, row: int, exc: Exception) -> IndexCorrupt:
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return IndexCorrupt(f"Row {row} of the chunk table {shown(self.folder / CHUNKS)} is damaged ({why}). "
+                            f"{REBUILD_HINT}")
+
     def _parse(self, line: bytes, row: int, units: int, source: str) -> Chunk:
         self.parsed += 1
         try:
@@ -337,9 +340,7 @@ class ChunkTable(Sequence[Chunk]):
             if not isinstance(chunk.source, str) or not isinstance(chunk.text, str):
                 raise TypeError("a field of the wrong type")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IndexCorrupt(f"Row {row} of the chunk table {shown(self.folder / CHUNKS)} is damaged "
-                               f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}). "
-                               f"{REBUILD_HINT}") from None
+            raise self._damaged(row, exc) from None
         if len(chunk.units) != units or chunk.source != source or (
                 self._keys is not None and (chunk.start, chunk.end) != tuple(self._keys[row, 1:])):
             raise IndexCorrupt(f"Row {row} of the chunk table {shown(self.folder / CHUNKS)} disagrees with the "
