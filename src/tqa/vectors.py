@@ -4,14 +4,16 @@ interface (``FaissVectors``): build, search (optionally among some rows only), t
 Exact (``faiss.IndexFlatIP``) up to ``EXACT_MAX`` vectors, an inverted file (``faiss.IndexIVFFlat``) above, and
 above ``COMPRESS_ABOVE`` vectors (``config.Settings.compress_above``) a compressed index (``CompressedVectors``:
 product-quantised codes in memory choose candidates, which are re-ranked exactly from float16 rows kept in a
-``.npy`` file that is memory-mapped, never read whole: ``StoredVectors``). This module is the whole vector index:
+``.npy`` file read a row at a time as asked, never whole: ``StoredVectors``). This module is the whole vector index:
 ``build_vectors`` chooses the kind, ``load_vectors`` reads either back. FAISS is imported on first use: it is slow
 to import, and ``tqa --help`` must stay instant.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,21 +473,34 @@ def stored_path(path: Path) -> Path:
 
 
 class StoredVectors:
-    """Rows of float16 vectors: an array in memory (a build, or a small file), or a ``.npy`` file (no pickle)
-    memory-mapped read-only (a loaded index checked by blocks), so that only the pages of the rows read are ever in
-    memory.
+    """Rows of float16 vectors: an array in memory (a build, a small file, or rows a build maps), or a ``.npy`` file
+    read a row at a time as asked (a loaded index checked by blocks), never mapped: pages of a mapping count as the
+    answering process's memory, and each row read maps its neighbours' pages too (at 10M chunks, 142 questions left
+    4.4 GiB of the two stored-rows files mapped, for 0.5 GiB of rows read; bench/results-scale.md), while pages
+    read are the system's cache, and a file cut short under the reader is a short read, refused, not a signal.
 
     ``check(offsets, lengths)``, when given, is called with the file's byte ranges before they are read (the block
     checksums, store.py), so no row is used unverified.
     """
 
     DTYPE = np.dtype("<f2")
+    RUN_BYTES = 1 << 24  # the most read at once from consecutive rows (a 16 MiB buffer)
 
-    def __init__(self, array: np.ndarray, *, offset: int = 0, check: Check | None = None):
+    def __init__(self, array: np.ndarray | None, *, offset: int = 0, check: Check | None = None,
+                 file: tuple[Path, int, int, int] | None = None):
         self._array = array
         self._offset = offset  # of the first row in the file (the .npy header's length)
-        self._row_bytes = int(array.shape[1]) * self.DTYPE.itemsize
         self._check = check
+        self._path: Path | None = None
+        self._fd = -1
+        if array is not None:
+            self._shape = (int(array.shape[0]), int(array.shape[1]))
+        else:  # (path, open descriptor, rows, dim): rows read from the file on demand
+            assert file is not None
+            self._path, self._fd = file[0], file[1]
+            self._shape = (file[2], file[3])
+            weakref.finalize(self, os.close, self._fd)
+        self._row_bytes = self._shape[1] * self.DTYPE.itemsize
 
     @classmethod
     def of(cls, vectors: np.ndarray) -> StoredVectors:
@@ -493,35 +508,56 @@ class StoredVectors:
 
     @classmethod
     def open(cls, path: Path, *, check: Check | None = None) -> StoredVectors:
+        what = f"The vector file {shown(path)}"
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise IndexCorrupt(f"The vector file {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") \
-                from None
-        if array.ndim != 2 or array.dtype != cls.DTYPE or not array.flags.c_contiguous:
-            raise IndexCorrupt(f"The vector file {path} does not hold float16 rows. {REBUILD_HINT}")
-        if check is None:  # (small: verified whole at load) in memory, never a mapping whose pages a file truncated
-            return cls(np.array(array))  # under the reader would pull away (SIGBUS)
-        return cls(array, offset=int(array.offset), check=check)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise IndexCorrupt(f"{what} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") from None
+        try:
+            header = io.BytesIO(os.pread(fd, 4096, 0))
+            version = np.lib.format.read_magic(header)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(header)  # (a literal parsed; no pickle, no code run)
+            size = os.fstat(fd).st_size
+        except (OSError, ValueError, TypeError) as exc:
+            os.close(fd)
+            raise IndexCorrupt(f"{what} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") from None
+        start = header.tell()
+        if len(shape) != 2 or dtype != cls.DTYPE or fortran or size != start + shape[0] * shape[1] * 2:
+            os.close(fd)
+            raise IndexCorrupt(f"{what} does not hold float16 rows. {REBUILD_HINT}")
+        store = cls(None, offset=start, check=check, file=(path, fd, int(shape[0]), int(shape[1])))
+        if check is None:  # (small: verified whole at load) in memory, which no truncation of the file can affect
+            return cls(store.take(np.arange(store.rows)).astype(cls.DTYPE))
+        return store
 
     def write(self, path: Path) -> None:
         """Create ``path`` (never replacing a file) as a ``.npy`` of the rows."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(self._array), allow_pickle=False)
+            if self._array is not None:
+                np.save(f, np.ascontiguousarray(self._array), allow_pickle=False)
+                return
+            np.lib.format.write_array_header_1_0(f, {"descr": self.DTYPE.str, "fortran_order": False,
+                                                     "shape": self._shape})
+            step = max(1, self.RUN_BYTES // self._row_bytes)
+            for a in range(0, self.rows, step):
+                f.write(self.take(np.arange(a, min(self.rows, a + step))).astype(self.DTYPE).tobytes())
 
     @property
     def mapped(self) -> bool:
-        """Whether the rows are a memory-mapped file (a loaded index checked by blocks), not an array in memory."""
-        return isinstance(self._array, np.memmap)
+        """Whether the rows stay in a file, read as asked (a loaded index checked by blocks, or rows a build maps),
+        rather than in memory."""
+        return self._array is None or isinstance(self._array, np.memmap)
 
     @property
     def rows(self) -> int:
-        return int(self._array.shape[0])
+        return self._shape[0]
 
     @property
     def dim(self) -> int:
-        return int(self._array.shape[1])
+        return self._shape[1]
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of the given rows (any order, repeats allowed) as float32, read in file order."""
@@ -532,11 +568,39 @@ class StoredVectors:
             raise IndexError(f"row out of range 0..{self.rows - 1}")
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
-        if self._check is not None:
-            self._check(self._offset + ordered * self._row_bytes, np.full(len(ordered), self._row_bytes))
+        if self._array is not None:
+            if self._check is not None:
+                self._check(self._offset + ordered * self._row_bytes, np.full(len(ordered), self._row_bytes))
+            out = np.empty((len(rows), self.dim), dtype=np.float32)
+            out[order] = self._array[ordered]
+            return out
+        distinct = np.unique(ordered)
+        read = self._read(distinct)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
-        out[order] = self._array[ordered]
+        out[order] = read[np.searchsorted(distinct, ordered)]
         return out
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """Distinct ascending rows from the file: consecutive rows in one read, each read checked first."""
+        cut = np.flatnonzero(np.diff(rows) != 1) + 1
+        firsts = rows[np.concatenate(([0], cut))]
+        counts = np.diff(np.concatenate(([0], cut, [len(rows)])))
+        step = max(1, self.RUN_BYTES // self._row_bytes)
+        if int(counts.max()) > step:  # (long runs read a buffer's worth at a time)
+            split = [(int(f) + s, min(step, int(c) - s)) for f, c in zip(firsts, counts, strict=True)
+                     for s in range(0, int(c), step)]
+            firsts = np.array([f for f, _ in split], dtype=np.int64)
+            counts = np.array([c for _, c in split], dtype=np.int64)
+        at = self._offset + firsts * self._row_bytes
+        lengths = counts * self._row_bytes
+        if self._check is not None:
+            self._check(at, lengths)
+        fd = self._fd
+        data = b"".join([os.pread(fd, n, a) for a, n in zip(at.tolist(), lengths.tolist(), strict=True)])
+        if len(data) != int(lengths.sum()):
+            raise IndexCorrupt(f"The vector file {shown(self._path)} is shorter than the index it belongs to "
+                               f"(changed since it was loaded?). {REBUILD_HINT}")
+        return np.frombuffer(data, dtype=self.DTYPE).reshape(len(rows), self.dim).astype(np.float32)
 
 
 def pq_settings(n: int) -> tuple[int, int]:
