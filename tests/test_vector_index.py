@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,23 @@ def test_keyword_scores_match_bm25s(docs, span, monkeypatch):
                     assert set(r1[s1 > s1[-1]].tolist()) == set(r2[s2 > s2[-1]].tolist())
                 if allowed is not None:
                     assert set(r2.tolist()) <= set(allowed.tolist())
+
+
+@pytest.mark.parametrize("span", [None, 64])
+def test_keyword_searches_in_threads_at_once_each_get_their_own_sums(span, monkeypatch):
+    """Each thread adds postings into a buffer of its own, zeroed for every range (keywords._sums): searches
+    running at once, and one after another in a thread, give what each gives alone."""
+    if span is not None:
+        monkeypatch.setattr(keywords, "SCORE_ROWS", span)
+    rng = np.random.default_rng(11)
+    texts = [" ".join(rng.choice(WORDS, rng.integers(3, 25))) for _ in range(3000)]
+    k = KeywordIndex.build(texts)
+    queries = ["trafficking victims", "law sweden", "police shelters funding", "data analytics social media",
+               "border migrants"] * 8
+    alone = [[a.tolist() for a in k.search(q, 20)] for q in queries]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda q: [a.tolist() for a in k.search(q, 20)], queries))
+    assert together == alone
 
 
 def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
