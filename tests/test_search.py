@@ -95,3 +95,75 @@ def test_the_types_an_index_accepts_are_the_loaders(qa):
     assert qa.document_types == tuple(sorted(SUPPORTED))
     with pytest.raises(BadQuestion, match=".docx, .eml"):
         qa.add_documents([("tool.exe", b"MZ")])
+
+
+QUESTIONS = (QUESTION, "What does the protocol ask of states?", "shelters funding police",
+             "Which countries cooperate on border data?")
+
+
+def _ranked(qa, mode, sources=None):
+    return [[(h.source, h.start, h.end, round(h.score, 6)) for h in qa.search(q, k=20, mode=mode, sources=sources)]
+            for q in QUESTIONS]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_vector_searches_beside_the_keyword_search_rank_as_one_after_the_other(qa, mode, monkeypatch):
+    """Above retrieval.PARALLEL_POSTINGS the vector searches run in a thread of their own (FAISS at one thread
+    there, the caller's setting untouched) while the keyword search runs: the same ranking, filters included."""
+    import threading
+
+    import tqa.retrieval as retrieval
+    from tqa.vectors import _faiss
+
+    sources = qa.sources()[:1]
+    monkeypatch.setattr(retrieval, "PARALLEL_POSTINGS", 10**12)
+    alone = _ranked(qa, mode), _ranked(qa, mode, sources)
+    threads: list[tuple[str, int]] = []
+    search = type(qa.index.vectors).search
+
+    def recorded(self, *args, **kwargs):
+        threads.append((threading.current_thread().name, _faiss().omp_get_max_threads()))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(qa.index.vectors), "search", recorded)
+    monkeypatch.setattr(retrieval, "PARALLEL_POSTINGS", 0)
+    caller = _faiss().omp_get_max_threads()
+    assert (_ranked(qa, mode), _ranked(qa, mode, sources)) == alone
+    assert threads and all(name.startswith("tqa-dense") and n == 1 for name, n in threads)
+    assert _faiss().omp_get_max_threads() == caller
+
+
+def test_a_failure_on_either_side_of_a_parallel_search_is_the_callers_one_line_error(qa, monkeypatch):
+    """A vector search that fails in its thread raises in the caller; a keyword search that fails waits for the
+    vector searches first (none left running on an index its caller may close) and raises its own error."""
+    import threading
+    import time
+
+    import tqa.retrieval as retrieval
+    from tqa.errors import IndexCorrupt
+
+    monkeypatch.setattr(retrieval, "PARALLEL_POSTINGS", 0)
+    vectors, keywords = type(qa.index.vectors), type(qa.index.keywords)
+    search = vectors.search
+
+    def damaged(self, *args, **kwargs):
+        raise IndexCorrupt("The vector file is damaged. Run `tqa index --rebuild` to build it again.")
+
+    monkeypatch.setattr(vectors, "search", damaged)
+    with pytest.raises(IndexCorrupt, match="vector file"):
+        qa.search(QUESTION, k=5)
+    done = threading.Event()
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.2)
+        done.set()
+        return search(self, *args, **kwargs)
+
+    def broken(self, *args, **kwargs):
+        raise IndexCorrupt("The keyword index is damaged. Run `tqa index --rebuild` to build it again.")
+
+    monkeypatch.setattr(vectors, "search", slow)
+    monkeypatch.setattr(keywords, "search", broken)
+    with pytest.raises(IndexCorrupt, match="keyword index"):
+        qa.search(QUESTION, k=5)
+    assert done.is_set()
