@@ -49,3 +49,19 @@ def test_the_public_names():
     assert set(tqa.__all__) == {"Answer", "Assistant", "Passage", "TqaError", "build_index", "__version__"}
     for name in tqa.__all__:
         assert getattr(tqa, name) is not None
+
+
+def test_importing_tqa_shortens_openmps_spin_unless_the_user_set_it():
+    """Set before torch or FAISS loads OpenMP (each reads it once, then): idle threads sleep sooner instead of
+    taking a core from the search that follows an encoding. A user's own value is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, tqa, sys; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules, 'faiss' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["10000", "False", "False"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "5"}, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split() == ["5", "False", "False"]
