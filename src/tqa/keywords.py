@@ -276,7 +276,8 @@ class KeywordIndex:
             mask = np.zeros(n, dtype=bool)
             mask[allowed] = True
         edges = np.append(np.arange(0, n, SCORE_ROWS), n)
-        cuts = [np.searchsorted(r, edges) for _, r, _ in postings]  # where each range's postings begin, per term
+        # where each range's postings begin, per term (edges of the rows' own type: another would copy each list)
+        cuts = [np.searchsorted(r, edges.astype(r.dtype)) for _, r, _ in postings]
         if any(cut[0] != 0 or cut[-1] != len(r) for cut, (_, r, _) in zip(cuts, postings, strict=True)):
             raise _outside()
         best_scores, best_rows = [], []
