@@ -176,6 +176,46 @@ def _unique_text_rows(rows) -> list[int]:
     return list(first.values())
 
 
+def test_copies_ranked_below_the_hits_taken_are_never_read(tmp_path, monkeypatch):
+    """A caller that takes the first k hits has read the texts of those candidates only whose keys are shared by
+    one reached on the way (to compare their words and name the other documents): copies of passages ranked
+    lower are not read. What it takes is the start of what taking every hit gives."""
+    import itertools
+
+    from tqa.chunktable import ChunkTable
+    from tqa.retrieval import Scored, drop_overlaps
+    from tqa.store import load_index
+
+    build_index(_corpus_of_repeats(tmp_path), tmp_path / "index", embedder=FakeEmbedder(), progress=False,
+                chunking=SMALL)
+    index = load_index(tmp_path / "index")
+    read: list[int] = []
+    texts = ChunkTable.texts
+
+    def recorded(self, rows):
+        read.extend(int(r) for r in rows)
+        return texts(self, rows)
+
+    monkeypatch.setattr(ChunkTable, "texts", recorded)
+    n = len(index.chunks)
+    rng = np.random.default_rng(5)
+    fewer = 0
+    for _ in range(30):
+        ranking = rng.permutation(n)[:rng.integers(20, n)]
+        whole = _dropped(index, ranking)
+        read_whole = len(read)
+        read.clear()
+        hits = [Scored(int(r), 1.0 - i / 1000, None, None) for i, r in enumerate(ranking)]
+        taken = [(h.row, h.also_in) for h in itertools.islice(drop_overlaps(hits, index.chunks), 2)]
+        assert taken == whole[:2]
+        reached = ranking[:ranking.tolist().index(taken[-1][0]) + 1]
+        hashes = dict(zip(ranking.tolist(), index.chunks.keys(ranking)[0].tolist(), strict=True))
+        assert {hashes[r] for r in read} <= {hashes[int(r)] for r in reached}
+        fewer += len(read) < read_whole
+        read.clear()
+    assert fewer  # (taking every hit reads copies that taking two does not)
+
+
 def test_rows_whose_keys_collide_are_compared_by_their_words(tmp_path, monkeypatch):
     """Keys are hashes: rows that share one by chance are still told apart by their words, never merged."""
     import tqa.chunktable as ct

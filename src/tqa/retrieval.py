@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -159,45 +159,71 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
     what it yields, so that a caller who needs k hits stops after k; ``hits`` are the candidates, read whole.
 
     What it needs of every candidate (document, start, end, words) comes from the chunk table's arrays when it has
-    its rows' keys: only candidates whose keys are equal are parsed, to compare their words."""
+    its rows' keys: candidates whose keys are equal are parsed, to compare their words, and only once one of them
+    is reached (copies ranked below the last hit a caller takes are never read)."""
     ranked = list(hits)
+    key_of: _Keys
     if isinstance(chunks, ChunkTable) and chunks.has_keys:
         rows = np.fromiter((h.row for h in ranked), dtype=np.int64, count=len(ranked))
         hashes, first, last = chunks.keys(rows)
         sources, starts, ends = chunks.source_names(rows), first.tolist(), last.tolist()
-        key = _same_words(rows, hashes.tolist(), chunks)
+        key_of = _same_words(rows, hashes.tolist(), chunks)
     else:
         parsed = [chunks[h.row] for h in ranked]
         sources, starts, ends = [c.source for c in parsed], [c.start for c in parsed], [c.end for c in parsed]
-        key = [words(c.text) for c in parsed]
-    holders: dict[object, list[str]] = {}
-    for i in range(len(ranked)):
-        holders.setdefault(key[i], []).append(sources[i])
+        texts = [words(c.text) for c in parsed]
+        key_of = _Keys(texts, texts)
     spans: dict[str, list[tuple[int, int]]] = {}
     shown: set[object] = set()
     for i, h in enumerate(ranked):
         source, start, end = sources[i], starts[i], ends[i]
         taken = spans.setdefault(source, [])
-        if any(start < b and a < end for a, b in taken) or key[i] in shown:
+        if any(start < b and a < end for a, b in taken) or key_of[i] in shown:
             continue
         taken.append((start, end))
-        shown.add(key[i])
-        others = tuple(dict.fromkeys(s for s in holders[key[i]] if s != source))
+        shown.add(key_of[i])
+        others = tuple(dict.fromkeys(sources[j] for j in key_of.holders(i) if sources[j] != source))
         yield replace(h, also_in=others) if others else h
 
 
-def _same_words(rows: np.ndarray, hashes: list[int], table: ChunkTable) -> list[object]:
-    """A key per row, equal exactly when the rows' words are: the hash where no other row has it, else the words
-    themselves (the texts of the rows sharing a hash are read: two passages are never taken for one on a hash
-    alone)."""
-    count: dict[int, int] = {}
-    for x in hashes:
-        count[x] = count.get(x, 0) + 1
-    shared = [i for i, x in enumerate(hashes) if count[x] > 1]
-    key: list[object] = list(hashes)
-    for i, text in zip(shared, table.texts(rows[shared]), strict=True):
-        key[i] = words(text)
-    return key
+class _Keys:
+    """A key per candidate, equal exactly when their words are, and which candidates hold each. ``first`` is a key
+    per candidate equal whenever their words are (and perhaps otherwise); ``exact`` starts as a copy of it, and
+    for a group of candidates sharing a first key ``resolve(positions)`` sets their exact keys, the first time one
+    of them is asked for."""
+
+    def __init__(self, first: list[Any], exact: list[Any], resolve: Callable[[list[int]], None] | None = None):
+        self._first, self._exact, self._resolve = first, exact, resolve
+        self._members: dict[Any, list[int]] = {}
+        for i, key in enumerate(first):
+            self._members.setdefault(key, []).append(i)
+        self._resolved: set[Any] = set()
+
+    def __getitem__(self, i: int) -> Any:
+        group = self._first[i]
+        if self._resolve is not None and group not in self._resolved:
+            self._resolved.add(group)
+            if len(self._members[group]) > 1:
+                self._resolve(self._members[group])
+        return self._exact[i]
+
+    def holders(self, i: int) -> list[int]:
+        """The candidates whose words are candidate ``i``'s (it among them), in rank order."""
+        key = self[i]
+        return [j for j in self._members[self._first[i]] if self[j] == key]
+
+
+def _same_words(rows: np.ndarray, hashes: list[int], table: ChunkTable) -> _Keys:
+    """Keys per row, equal exactly when the rows' words are: the hash where no other row has it, else the words
+    themselves (the texts of the rows sharing a hash are read, when one of them is first asked for: two passages
+    are never taken for one on a hash alone)."""
+    exact: list[object] = list(hashes)
+
+    def resolve(positions: list[int]) -> None:
+        for i, text in zip(positions, table.texts(rows[positions]), strict=True):
+            exact[i] = words(text)
+
+    return _Keys(hashes, exact, resolve)
 
 
 def search(
