@@ -267,8 +267,8 @@ class ChunkTable(Sequence[Chunk]):
 
     def source_names(self, rows: np.ndarray) -> list[str]:
         """The documents of the given rows (from the array of row documents, not a parse)."""
-        ids = self.source_ids
-        return [self._names[int(ids[r])] for r in rows]
+        names = self._names
+        return [names[i] for i in self.source_ids[np.asarray(rows, dtype=np.int64)].tolist()]
 
     def __len__(self) -> int:
         return self._rows
