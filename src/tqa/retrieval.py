@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -85,6 +85,31 @@ class Scored:
     dense: float | None  # dense score (None when not computed: bm25 mode without a question vector)
     keyword: float | None  # raw BM25 score
     also_in: tuple[str, ...] = ()  # other documents holding the same text, whose copies were not listed
+
+
+class Ranked(Sequence[Scored]):
+    """Candidates best first, each made a ``Scored`` only when read (an ask reads a few of some hundreds)."""
+
+    def __init__(self, rows: np.ndarray, score: np.ndarray, dense: np.ndarray | None, keyword: np.ndarray):
+        self.rows, self._score, self._dense, self._keyword = rows, score, dense, keyword
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> Scored: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Scored]: ...
+
+    def __getitem__(self, i: int | slice) -> Scored | list[Scored]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        kw = float(self._keyword[i])
+        return Scored(int(self.rows[i]), float(self._score[i]), None if self._dense is None else
+                      float(self._dense[i]), kw if kw > 0 else None)
 
 
 @dataclass(frozen=True)
@@ -161,10 +186,11 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
     What it needs of every candidate (document, start, end, words) comes from the chunk table's arrays when it has
     its rows' keys: candidates whose keys are equal are parsed, to compare their words, and only once one of them
     is reached (copies ranked below the last hit a caller takes are never read)."""
-    ranked = list(hits)
+    ranked = hits if isinstance(hits, Ranked) else list(hits)
     key_of: _Keys
     if isinstance(chunks, ChunkTable) and chunks.has_keys:
-        rows = np.fromiter((h.row for h in ranked), dtype=np.int64, count=len(ranked))
+        rows = ranked.rows if isinstance(ranked, Ranked) else \
+            np.fromiter((h.row for h in ranked), dtype=np.int64, count=len(ranked))
         hashes, first, last = chunks.keys(rows)
         sources, starts, ends = chunks.source_names(rows), first.tolist(), last.tolist()
         key_of = _same_words(rows, hashes.tolist(), chunks)
@@ -175,7 +201,7 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
         key_of = _Keys(texts, texts)
     spans: dict[str, list[tuple[int, int]]] = {}
     shown: set[object] = set()
-    for i, h in enumerate(ranked):
+    for i in range(len(ranked)):
         source, start, end = sources[i], starts[i], ends[i]
         taken = spans.setdefault(source, [])
         if any(start < b and a < end for a, b in taken) or key_of[i] in shown:
@@ -183,7 +209,7 @@ def drop_overlaps(hits: Iterable[Scored], chunks: Sequence[Chunk]) -> Iterator[S
         taken.append((start, end))
         shown.add(key_of[i])
         others = tuple(dict.fromkeys(sources[j] for j in key_of.holders(i) if sources[j] != source))
-        yield replace(h, also_in=others) if others else h
+        yield replace(ranked[i], also_in=others) if others else ranked[i]
 
 
 class _Keys:
@@ -295,11 +321,7 @@ def search(
     order = np.lexsort((rows, -score))  # by score, ties by position in the index
     if mode == "bm25":
         order = order[keyword[order] > 0]
-    hits = (
-        Scored(int(rows[i]), float(score[i]), None if dense is None else float(dense[i]),
-               float(keyword[i]) if keyword[i] > 0 else None)
-        for i in order
-    )
+    hits = Ranked(rows[order], score[order], None if dense is None else dense[order], keyword[order])
     return list(itertools.islice(drop_overlaps(hits, index.chunks) if dedupe else hits, k)), best_dense
 
 
