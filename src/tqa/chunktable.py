@@ -22,7 +22,6 @@ last row). An index published before this table existed has no arrays: ``store``
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -37,6 +36,7 @@ from .chunking import Chunk
 from .errors import REBUILD_HINT, IndexCorrupt, shown
 from .integrity import BlockFile
 from .manifest import CHUNK_KEYS, CHUNK_OFFSETS, CHUNK_SOURCES, CHUNK_UNITS, CHUNKS, json_bytes
+from .vectors import npy_header
 
 CACHE_ROWS = 4096  # parsed rows kept (a question reads a few dozen)
 _READ_ROWS = 4096  # rows read with one system call when iterating
@@ -127,17 +127,12 @@ def _array(f: _File, dtype: str, length: int) -> np.ndarray:
     what = f"The index file {shown(f.path)}"
     buf = f.whole()
     try:
-        header = io.BytesIO(bytes(buf[:min(len(buf), 4096)]))
-        version = np.lib.format.read_magic(header)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        shape, fortran, dt = read_header(header)  # (a literal parsed; no pickle, no code run)
+        shape, fortran, dt, start = npy_header(bytes(buf[:min(len(buf), 4096)]))
     except (ValueError, OSError, TypeError) as exc:
         raise IndexCorrupt(f"{what} is not an array ({exc}). {REBUILD_HINT}") from None
     if dt != np.dtype(dtype) or fortran or shape != (length,):
         raise IndexCorrupt(f"{what} holds {shape} of {dt}, the index needs {length} entries of "
                            f"{np.dtype(dtype)} (the manifest's count). {REBUILD_HINT}")
-    start = header.tell()
     if start + length * np.dtype(dtype).itemsize != len(buf):
         raise IndexCorrupt(f"{what} is not the size its header says. {REBUILD_HINT}")
     out = np.frombuffer(buf, dtype=dtype, count=length, offset=start)

@@ -472,6 +472,16 @@ def stored_path(path: Path) -> Path:
     return path.with_name(path.name.rsplit(".", 1)[0] + STORED_SUFFIX)
 
 
+def npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, where the data begin) from the first bytes of a ``.npy`` file: its header is a
+    literal, parsed (no pickle, no code run). ValueError (or TypeError) when it is not one."""
+    header = io.BytesIO(head)
+    version = np.lib.format.read_magic(header)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(header)
+    return shape, fortran, dtype, header.tell()
+
+
 class StoredVectors:
     """Rows of float16 vectors: an array in memory (a build, a small file, or rows a build maps), or a ``.npy`` file
     read a row at a time as asked (a loaded index checked by blocks), never mapped: pages of a mapping count as the
@@ -514,16 +524,11 @@ class StoredVectors:
         except OSError as exc:
             raise IndexCorrupt(f"{what} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") from None
         try:
-            header = io.BytesIO(os.pread(fd, 4096, 0))
-            version = np.lib.format.read_magic(header)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(header)  # (a literal parsed; no pickle, no code run)
+            shape, fortran, dtype, start = npy_header(os.pread(fd, 4096, 0))
             size = os.fstat(fd).st_size
         except (OSError, ValueError, TypeError) as exc:
             os.close(fd)
             raise IndexCorrupt(f"{what} cannot be read ({type(exc).__name__}). {REBUILD_HINT}") from None
-        start = header.tell()
         if len(shape) != 2 or dtype != cls.DTYPE or fortran or size != start + shape[0] * shape[1] * 2:
             os.close(fd)
             raise IndexCorrupt(f"{what} does not hold float16 rows. {REBUILD_HINT}")
