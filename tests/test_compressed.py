@@ -142,6 +142,21 @@ def test_rows_on_demand_are_read_not_mapped_and_each_read_is_checked(data, tmp_p
         w.take(np.array([5000]))
 
 
+def test_rows_read_on_demand_are_written_again_as_the_same_file(data, tmp_path: Path, monkeypatch):
+    """A loaded index saved again (a publish that keeps its vectors) writes its rows from the file it reads, a
+    buffer at a time, byte for byte the file it was loaded from, every read checked."""
+    x, queries, v = data
+    v.save(tmp_path / "v.faiss")
+    asked: list[int] = []
+    w = load_vectors(tmp_path / "v.faiss", v.describe(), check=lambda offsets, lengths: asked.append(len(offsets)))
+    assert isinstance(w, CompressedVectors) and w.store.mapped
+    monkeypatch.setattr(StoredVectors, "RUN_BYTES", 96 * 700)  # (several buffers, the last one short)
+    (tmp_path / "again").mkdir()
+    w.save(tmp_path / "again" / "v.faiss")
+    assert (tmp_path / "again" / "v.f16.npy").read_bytes() == (tmp_path / "v.f16.npy").read_bytes()
+    assert len(asked) >= 8
+
+
 def test_rows_of_a_file_cut_short_after_loading_are_refused_not_invented(data, tmp_path: Path):
     """A stored-rows file truncated under a loaded index (checks that let it through, as a check already passed
     would) is refused with the rebuild hint when a row past its new end is read, never answered from zeros or
