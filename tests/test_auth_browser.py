@@ -73,9 +73,12 @@ def page(browser, url):
 
 
 def log_in(page, name: str, password: str) -> None:
+    """Log in and wait for the server's answer: a message left by an earlier failure is on the page already, so
+    the next step must not start while this attempt is still in flight (it raced the next attempt's typing)."""
     page.locator("input[data-testid=textbox]").fill(name)
     page.locator("input[type=password]").fill(password)
-    page.get_by_role("button", name="Login").click()
+    with page.expect_response(lambda r: r.request.method == "POST" and urlsplit(r.url).path.endswith("/login")):
+        page.get_by_role("button", name="Login").click()
 
 
 def test_login_page_refuses_a_wrong_password_then_admits_the_right_one_and_answers(page):
