@@ -167,3 +167,26 @@ def test_a_failure_on_either_side_of_a_parallel_search_is_the_callers_one_line_e
     with pytest.raises(IndexCorrupt, match="keyword index"):
         qa.search(QUESTION, k=5)
     assert done.is_set()
+
+
+def test_a_process_forked_after_a_parallel_search_searches_in_parallel_too(qa, monkeypatch):
+    """A forked process has none of its parent's threads: its vector searches get a pool of its own instead of
+    waiting for ever on the parent's (a server or a build that forks after answering)."""
+    import multiprocessing
+
+    import tqa.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "PARALLEL_POSTINGS", 0)
+    expected = [(h.source, h.start) for h in qa.search(QUESTION, k=5)]  # (the parent's pool now has its threads)
+
+    def child(out) -> None:
+        out.put([(h.source, h.start) for h in qa.search(QUESTION, k=5)])
+
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    process = context.Process(target=child, args=(out,))
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+    assert process.exitcode == 0 and out.get(timeout=5) == expected

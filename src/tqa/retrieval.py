@@ -17,7 +17,6 @@ The relevance used for abstention is the best dense score, compared with a thres
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -123,17 +122,26 @@ class Weights:
 SHIPPED = Weights()
 
 
-@functools.cache
+_pools: dict[int, ThreadPoolExecutor] = {}  # by process
+
+
 def _dense_pool() -> ThreadPoolExecutor:
     """The threads that run vector searches beside a keyword search: FAISS in each scans with one thread of its
     own (a search of one question is one thread's work in FAISS; a second would contend with the keyword search
-    for the cores; measured the same alone at 10M chunks, and 20% faster overall)."""
+    for the cores; measured the same alone at 10M chunks, and 20% faster overall). One pool per process: a process
+    forked from one that searched has none of its threads, and work handed to them would wait for ever."""
     def one_thread() -> None:
         from .vectors import _faiss
 
         _faiss().omp_set_num_threads(1)  # (this thread's setting only: OpenMP keeps it per thread)
 
-    return ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="tqa-dense", initializer=one_thread)
+    pool = _pools.get(os.getpid())
+    if pool is None:  # (no lock, which a fork could copy held: two threads racing here at worst make a spare pool,
+        # which starts no thread; setdefault keeps one)
+        pool = _pools.setdefault(os.getpid(), ThreadPoolExecutor(max(2, os.cpu_count() or 2),
+                                                                 thread_name_prefix="tqa-dense",
+                                                                 initializer=one_thread))
+    return pool
 
 
 def weights_for(index: Index, ranking: str, keyword_weight: float | None = None) -> Weights:
