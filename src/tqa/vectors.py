@@ -534,7 +534,7 @@ class StoredVectors:
             raise IndexCorrupt(f"{what} does not hold float16 rows. {REBUILD_HINT}")
         store = cls(None, offset=start, check=check, file=(path, fd, int(shape[0]), int(shape[1])))
         if check is None:  # (small: verified whole at load) in memory, which no truncation of the file can affect
-            return cls(store.take(np.arange(store.rows)).astype(cls.DTYPE))
+            return cls(store._read(np.arange(store.rows)))
         return store
 
     def write(self, path: Path) -> None:
@@ -548,7 +548,7 @@ class StoredVectors:
                                                      "shape": self._shape})
             step = max(1, self.RUN_BYTES // self._row_bytes)
             for a in range(0, self.rows, step):
-                f.write(self.take(np.arange(a, min(self.rows, a + step))).astype(self.DTYPE).tobytes())
+                f.write(self._read(np.arange(a, min(self.rows, a + step))).tobytes())
 
     @property
     def mapped(self) -> bool:
@@ -586,7 +586,8 @@ class StoredVectors:
         return out
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
-        """Distinct ascending rows from the file: consecutive rows in one read, each read checked first."""
+        """Distinct ascending rows from the file, as stored (float16): consecutive rows in one read, each read
+        checked first."""
         cut = np.flatnonzero(np.diff(rows) != 1) + 1
         firsts = rows[np.concatenate(([0], cut))]
         counts = np.diff(np.concatenate(([0], cut, [len(rows)])))
@@ -605,7 +606,7 @@ class StoredVectors:
         if len(data) != int(lengths.sum()):
             raise IndexCorrupt(f"The vector file {shown(self._path)} is shorter than the index it belongs to "
                                f"(changed since it was loaded?). {REBUILD_HINT}")
-        return np.frombuffer(data, dtype=self.DTYPE).reshape(len(rows), self.dim).astype(np.float32)
+        return np.frombuffer(data, dtype=self.DTYPE).reshape(len(rows), self.dim)
 
 
 def pq_settings(n: int) -> tuple[int, int]:
