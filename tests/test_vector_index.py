@@ -206,6 +206,22 @@ def test_keyword_searches_in_threads_at_once_each_get_their_own_sums(span, monke
     assert together == alone
 
 
+def test_positions_at_or_above_a_floor_are_those_numpy_finds():
+    """keywords._at_or_above reads the comparison eight bytes at a time: every position is found, at the start
+    and end of a word, in adjacent words, ties with the floor included, whatever the length."""
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 8, 9, 16, 64, 1000, 4096, 1 << 16):
+        scores = np.zeros(n, dtype=np.float32)
+        hit = rng.random(n) < rng.choice([0.0, 0.001, 0.05, 0.5, 1.0])
+        scores[hit] = rng.choice(np.array([1.0, 2.0, 2.5], dtype=np.float32), int(hit.sum()))
+        for at in (0, 7, 8, n - 1):
+            if 0 <= at < n:
+                scores[at] = 2.0
+        for floor in (np.float32(0.5), np.float32(2.0), np.float32(3.0)):
+            found = keywords._at_or_above(scores, floor)
+            assert found.tolist() == np.flatnonzero(scores >= floor).tolist(), (n, floor)
+
+
 def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
     rng = np.random.default_rng(7)
     scores = rng.choice(np.array([0.1, 0.5, 0.9], dtype=np.float32), 400)  # many ties at every cut

@@ -281,14 +281,21 @@ class KeywordIndex:
         if any(cut[0] != 0 or cut[-1] != len(r) for cut, (_, r, _) in zip(cuts, postings, strict=True)):
             raise _outside()
         best_scores, best_rows = [], []
+        rows_type = postings[0][1].dtype
         for i in range(len(edges) - 1):
             lo, hi = int(edges[i]), int(edges[i + 1])
             scores = _sums(hi - lo)
             lists = []
+            shifted = _shifted(sum(int(cut[i + 1] - cut[i]) for cut in cuts), rows_type) if lo else None
+            at = 0
             for (_, r, v), cut in zip(postings, cuts, strict=True):
                 a, b = int(cut[i]), int(cut[i + 1])
                 if b > a:
-                    local = r[a:b] - lo if lo else r[a:b]
+                    if shifted is None:
+                        local = r[a:b]
+                    else:
+                        local = np.subtract(r[a:b], lo, out=shifted[at:at + b - a])
+                        at += b - a
                     try:
                         np.add.at(scores, local, v[a:b])
                     except IndexError:  # (rows out of order or beyond the index: never written by a build)
@@ -453,6 +460,27 @@ def _sums(n: int) -> np.ndarray:
     return buf
 
 
+def _shifted(n: int, dtype: np.dtype) -> np.ndarray:
+    """``n`` rows (of the postings' type) for a range's postings made relative to its first row: this thread's
+    buffer, like ``_sums`` (a fresh array per term and range is a fresh mapping whose pages fault in)."""
+    buf = getattr(_scratch, "shifted", None)
+    if buf is None or len(buf) < n or buf.dtype != dtype:
+        buf = _scratch.shifted = np.empty(max(n, 1 << 16), dtype=dtype)
+    return buf[:n]
+
+
+def _at_or_above(scores: np.ndarray, floor: Any) -> np.ndarray:
+    """The positions of ``scores`` at or above ``floor``, when they are few: the comparison's bytes are read
+    eight at a time and only the words holding one are looked into (numpy's ``flatnonzero`` of a million
+    booleans costs twice the comparison that made them)."""
+    keep = scores >= floor
+    if len(keep) % 8:
+        return np.flatnonzero(keep)
+    words = np.flatnonzero(keep.view(np.uint64) != 0)
+    within, at = np.nonzero(keep.reshape(-1, 8)[words])
+    return words[within] * 8 + at
+
+
 def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int, allowed: np.ndarray | None = None
                 ) -> np.ndarray:
     """The distinct rows of some posting lists (only those ``allowed`` marks, if given) that can be among the k
@@ -469,10 +497,8 @@ def _best_named(scores: np.ndarray, lists: list[np.ndarray], k: int, allowed: np
     if len(sample) >= k > 0:
         found = scores[sample]
         floor = np.partition(found, len(found) - k)[len(found) - k]
-        keep = scores >= floor
-        if allowed is not None:
-            keep &= allowed
-        return np.flatnonzero(keep)
+        rows = _at_or_above(scores, floor)
+        return rows[allowed[rows]] if allowed is not None else rows
     named = np.concatenate(lists) if len(lists) > 1 else lists[0]
     if allowed is not None:
         named = named[allowed[named]]
