@@ -222,6 +222,43 @@ def test_positions_at_or_above_a_floor_are_those_numpy_finds():
             assert found.tolist() == np.flatnonzero(scores >= floor).tolist(), (n, floor)
 
 
+def test_a_rows_similarity_is_the_same_whatever_rows_are_scored_beside_it():
+    """vectors.similarities scores each row alone: the same bits for a row in a batch of any size and at any place
+    (a BLAS matrix-vector product changes the last bit of rows at the edge of its blocks)."""
+    rng = np.random.default_rng(2)
+    m = rng.standard_normal((600, 384)).astype(np.float32)
+    q = rng.standard_normal(384).astype(np.float32)
+    whole = vectors.similarities(m, q)
+    assert whole.shape == (600,) and np.allclose(whole, m.astype(np.float64) @ q.astype(np.float64), atol=1e-4)
+    for cut in range(1, 33):
+        assert np.array_equal(vectors.similarities(m[cut:], q), whole[cut:])
+        assert np.array_equal(vectors.similarities(m[:-cut], q), whole[:-cut])
+    order = rng.permutation(600)
+    assert np.array_equal(vectors.similarities(m[order], q), whole[order])
+
+
+def test_a_candidates_dense_score_does_not_depend_on_the_other_candidates():
+    """retrieval.dense_scores gives a chunk the same score whichever other candidates a search has (a filter or
+    another signal changes them): two passages are never swapped by the company they keep."""
+    from types import SimpleNamespace
+
+    from tqa.retrieval import dense_scores
+
+    rng = np.random.default_rng(4)
+    chunks = rng.standard_normal((700, 384)).astype(np.float32)
+    counts = rng.integers(0, 4, 700)
+    ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    units = rng.standard_normal((int(ptr[-1]), 384)).astype(np.float32)
+    index = SimpleNamespace(vectors=vectors.StoredVectors.of(chunks), units=vectors.StoredVectors.of(units),
+                            unit_ptr=ptr)
+    q = rng.standard_normal(384).astype(np.float32)
+    rows = np.arange(700)
+    whole = dense_scores(index, q, rows)
+    for _ in range(40):
+        some = np.sort(rng.choice(700, int(rng.integers(1, 700)), replace=False))
+        assert np.array_equal(dense_scores(index, q, some), whole[some])
+
+
 def test_top_k_breaks_ties_by_row_whatever_the_order_of_its_input():
     rng = np.random.default_rng(7)
     scores = rng.choice(np.array([0.1, 0.5, 0.9], dtype=np.float32), 400)  # many ties at every cut

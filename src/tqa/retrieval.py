@@ -35,6 +35,7 @@ from .errors import BadQuestion
 from .index import Index, unit_rows
 from .keywords import KeywordIndex
 from .manifest import THRESHOLD_FLOOR, Calibration
+from .vectors import similarities
 
 KEYWORD_WEIGHT = 0.2
 UNIT_WEIGHT = 0.5
@@ -172,12 +173,12 @@ def dense_scores(index: Index, qvec: np.ndarray, rows: np.ndarray, unit_weight: 
     """Exact dense scores of the given chunk rows (see the module docstring)."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
-    chunk_sims = index.vectors.take(rows) @ qvec
+    chunk_sims = similarities(index.vectors.take(rows), qvec)
     ptr = index.unit_ptr
     best_unit = chunk_sims.copy()
     members = unit_rows(ptr, rows)
     if len(members):
-        sims = index.units.take(members) @ qvec
+        sims = similarities(index.units.take(members), qvec)
         counts = ptr[rows + 1] - ptr[rows]
         has = counts > 0
         starts = (np.cumsum(counts) - counts)[has]
