@@ -318,9 +318,9 @@ def test_unit_rows_and_dense_scores_match_the_plain_loops():
 
     data = Data()
     q = clustered(1, 16, seed=5)[1][0]
-    chunk = data.vectors.take(rows) @ q
+    chunk = vectors.similarities(data.vectors.take(rows), q)  # (each row alone, as tqa scores candidates)
     best = chunk.copy()
-    sims, pos = data.units.take(naive) @ q, 0  # tqa's loop before it was vectorised
+    sims, pos = vectors.similarities(data.units.take(naive), q), 0  # tqa's loop before it was vectorised
     for i, r in enumerate(rows):
         if counts[r]:
             best[i] = sims[pos:pos + counts[r]].max()
