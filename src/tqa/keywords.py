@@ -448,25 +448,28 @@ def _outside() -> IndexCorrupt:
 _scratch = threading.local()
 
 
+def _buffer(name: str, n: int, dtype: Any) -> np.ndarray:
+    """``n`` items of this thread's buffer ``name``, made larger (or of another type) when needed: one buffer for
+    every search rather than a new array per range of rows or term (a fresh allocation of that size is a fresh
+    mapping whose every page faults when first written)."""
+    buf = getattr(_scratch, name, None)
+    if buf is None or len(buf) < n or buf.dtype != dtype:
+        buf = np.empty(max(n, min(SCORE_ROWS, 1 << 16)), dtype=dtype)
+        setattr(_scratch, name, buf)
+    return buf[:n]
+
+
 def _sums(n: int) -> np.ndarray:
-    """``n`` float32 zeros to add postings into: this thread's buffer, zeroed, rather than a new array per range of
-    rows (a fresh allocation of that size is a fresh mapping whose every page faults when first added to)."""
-    buf = getattr(_scratch, "sums", None)
-    if buf is None or len(buf) < n:
-        buf = _scratch.sums = np.zeros(max(n, min(SCORE_ROWS, 1 << 16)), dtype=np.float32)
-        return buf[:n]
-    buf = buf[:n]
+    """``n`` float32 zeros to add postings into (this thread's buffer, zeroed)."""
+    buf = _buffer("sums", n, np.float32)
     buf.fill(0)
     return buf
 
 
 def _shifted(n: int, dtype: np.dtype) -> np.ndarray:
-    """``n`` rows (of the postings' type) for a range's postings made relative to its first row: this thread's
-    buffer, like ``_sums`` (a fresh array per term and range is a fresh mapping whose pages fault in)."""
-    buf = getattr(_scratch, "shifted", None)
-    if buf is None or len(buf) < n or buf.dtype != dtype:
-        buf = _scratch.shifted = np.empty(max(n, 1 << 16), dtype=dtype)
-    return buf[:n]
+    """``n`` rows (of the postings' type) for a range's postings made relative to its first row (this thread's
+    buffer)."""
+    return _buffer("shifted", n, dtype)
 
 
 def _at_or_above(scores: np.ndarray, floor: Any) -> np.ndarray:
