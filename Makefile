@@ -41,9 +41,10 @@ tesseract:
 	{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx nld; } || \
 		{ apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng tesseract-ocr-nld >/dev/null; }
 
-# the Ray build's tests start a real local cluster: they need the ray extra
-$(VENV)/.installed-ray: $(VENV)/.installed
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,ray]'
+# the Ray build's tests start a real local cluster: they need the ray extra; the keyword search's compiled adds are
+# tested against numpy's: the fast extra
+$(VENV)/.installed-extras: $(VENV)/.installed
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test,ray,fast]'
 	touch $@
 
 
@@ -51,7 +52,7 @@ $(VENV)/.installed-ray: $(VENV)/.installed
 # `make test TREATIES=DIR` when they are elsewhere.
 TREATIES ?= $(firstword $(wildcard ../shared/data/treaties ../../shared/data/treaties /work/shared/data/treaties))
 
-test: $(VENV)/.installed $(VENV)/.installed-ray chromium tesseract
+test: $(VENV)/.installed $(VENV)/.installed-extras chromium tesseract
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
@@ -75,7 +76,7 @@ test: $(VENV)/.installed $(VENV)/.installed-ray chromium tesseract
 # The benchmark suite (bench/README.md); writes bench/results.md. `make bench QUICK=1` runs the quick version;
 # `make bench SCALE=1` instead builds and answers from ten million chunks (bench/results-scale.md, about 2 hours).
 bench: $(VENV)/.installed
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[bench,fast]'
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick)$(if $(SCALE), --scale)
 
 lint: $(VENV)/.installed

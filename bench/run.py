@@ -131,6 +131,10 @@ def machine() -> dict[str, Any]:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
+    with contextlib.suppress(ImportError):
+        import numba  # (the fast extra: the keyword search's adds compiled, keywords._compiled_add)
+
+        info["numba"] = numba.__version__
     info.update(native_bf16=E.native_bf16(), default_precision=E.resolve_precision())
     return info
 

@@ -279,7 +279,8 @@ def memory() -> dict[str, float]:
 
 def machine_line(m: dict[str, Any]) -> str:
     return (f"{m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, torch {m.get('torch')}, "
-            f"faiss {m.get('faiss')}, numpy {m.get('numpy')}")
+            f"faiss {m.get('faiss')}, numpy {m.get('numpy')}, "
+            + (f"numba {m['numba']} (keyword adds compiled)" if m.get("numba") else "no numba (keyword adds by numpy)"))
 
 
 def render(R: dict[str, Any]) -> str:

@@ -166,9 +166,61 @@ WORDS = ("trafficking victims police shelters funding law sweden purchase sex la
          "analytics social media recruit payments protocol countries responsibilities protection").split()
 
 
+class Adds:
+    """Which adds a keyword search runs (keywords._compiled_add): numpy's ``add.at``, or the compiled loop (the fast
+    extra, which ``make test`` installs), with the compiled calls made counted."""
+
+    def __init__(self, compiled: bool):
+        self.compiled, self.calls = compiled, 0
+
+    def check_used(self, ranges: bool) -> None:
+        """The compiled adds ran exactly when they were to: compiled, and the index scored in ranges."""
+        assert (self.calls > 0) == (self.compiled and ranges)
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def adds(request, monkeypatch) -> Adds:
+    chosen = Adds(request.param == "compiled")
+    if chosen.compiled:
+        kernel = keywords._compiled_add()
+        assert kernel is not None, "numba is not installed: `make test` installs the fast extra"
+
+        def counted(*args):
+            chosen.calls += 1
+            return kernel(*args)
+
+        monkeypatch.setattr(keywords, "_compiled_add", lambda: counted)
+    else:
+        monkeypatch.setattr(keywords, "_compiled_add", lambda: None)
+    return chosen
+
+
+def test_the_compiled_adds_are_numpys_add_at_to_the_last_bit():
+    """keywords._add_at compiled does numpy's float32 adds in numpy's order (rows named again and again, values of
+    every magnitude, rows of each type a postings file may hold), and refuses a row outside the sums, before
+    or after, where numpy raises or wraps round."""
+    kernel = keywords._compiled_add()
+    assert kernel is not None, "numba is not installed: `make test` installs the fast extra"
+    rng = np.random.default_rng(4)
+    for dtype in (np.int32, np.uint32, np.int64):
+        for n, m in ((1, 5), (17, 1000), (4096, 50_000)):
+            rows = rng.integers(0, n, m).astype(dtype)
+            values = (rng.standard_normal(m) * 10.0 ** rng.integers(-8, 8, m)).astype(np.float32)
+            want = rng.standard_normal(n).astype(np.float32)
+            got = want.copy()
+            np.add.at(want, rows, values)
+            assert kernel(got, rows, values) is True
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    sums = np.zeros(8, dtype=np.float32)
+    assert kernel(sums, np.array([0, 8], dtype=np.int32), np.ones(2, dtype=np.float32)) is False
+    assert kernel(sums, np.array([-1], dtype=np.int64), np.ones(1, dtype=np.float32)) is False
+    assert kernel(sums[:4], np.array([5], dtype=np.int32), np.ones(1, dtype=np.float32)) is False  # (a view's end)
+    assert kernel(sums, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)) is True
+
+
 @pytest.mark.parametrize("span", [None, 7, 1024])  # rows scored at a time: all at once, many ranges, some
 @pytest.mark.parametrize("docs", [300, 5000])  # few postings, and postings longer than an eighth of the rows
-def test_keyword_scores_match_bm25s(docs, span, monkeypatch):
+def test_keyword_scores_match_bm25s(docs, span, monkeypatch, adds):
     if span is not None:
         monkeypatch.setattr(keywords, "SCORE_ROWS", span)
     rng = np.random.default_rng(docs)
@@ -187,10 +239,11 @@ def test_keyword_scores_match_bm25s(docs, span, monkeypatch):
                     assert set(r1[s1 > s1[-1]].tolist()) == set(r2[s2 > s2[-1]].tolist())
                 if allowed is not None:
                     assert set(r2.tolist()) <= set(allowed.tolist())
+    adds.check_used(ranges=span is not None and docs > span)
 
 
 @pytest.mark.parametrize("span", [None, 64])
-def test_keyword_searches_in_threads_at_once_each_get_their_own_sums(span, monkeypatch):
+def test_keyword_searches_in_threads_at_once_each_get_their_own_sums(span, monkeypatch, adds):
     """Each thread adds postings into a buffer of its own, zeroed for every range (keywords._sums): searches
     running at once, and one after another in a thread, give what each gives alone."""
     if span is not None:
@@ -204,6 +257,7 @@ def test_keyword_searches_in_threads_at_once_each_get_their_own_sums(span, monke
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda q: [a.tolist() for a in k.search(q, 20)], queries))
     assert together == alone
+    adds.check_used(ranges=span is not None)
 
 
 def test_positions_at_or_above_a_floor_are_those_numpy_finds():
@@ -277,7 +331,7 @@ def test_postings_counts_what_a_search_reads():
 
 
 @pytest.mark.parametrize("span", [None, 3, 16])
-def test_keyword_ties_at_the_cut_go_to_the_first_rows(span, monkeypatch):
+def test_keyword_ties_at_the_cut_go_to_the_first_rows(span, monkeypatch, adds):
     if span is not None:
         monkeypatch.setattr(keywords, "SCORE_ROWS", span)
     texts = ["police shelters"] * 40 + ["police"] * 40  # 40 rows of each score
@@ -287,6 +341,7 @@ def test_keyword_ties_at_the_cut_go_to_the_first_rows(span, monkeypatch):
         assert r.tolist() == (list(range(40)) + list(range(40, 80)))[:n]
         s, r = k.search("police", n, allowed=np.arange(30, 80))  # the shorter rows first
         assert r.tolist() == (list(range(40, 80)) + list(range(30, 40)))[:n]
+    adds.check_used(ranges=span is not None)
 
 
 def test_idf_and_span_terms():
@@ -520,7 +575,7 @@ def test_saving_a_vector_index_holds_one_serialised_copy_of_it(kind, small_limit
 
 
 @pytest.mark.parametrize("span", [None, 4])
-def test_postings_naming_rows_the_index_does_not_have_are_refused_in_one_line(span, monkeypatch):
+def test_postings_naming_rows_the_index_does_not_have_are_refused_in_one_line(span, monkeypatch, adds):
     from tqa.errors import IndexCorrupt
 
     if span is not None:
@@ -536,6 +591,11 @@ def test_postings_naming_rows_the_index_does_not_have_are_refused_in_one_line(sp
     indices[a] = -1  # before the first
     with pytest.raises(IndexCorrupt, match="rebuild"):
         k.search("police", 3)
+    if span is not None:  # a list out of order: the slice of its first range ([0, 4)) holds a row of the next
+        indices[a:b] = [4, 1, 0]
+        with pytest.raises(IndexCorrupt, match="rebuild"):
+            k.search("police", 3)
+    adds.check_used(ranges=span is not None)
 
 
 def test_the_allowed_rows_bitmap_is_the_one_faiss_reads():

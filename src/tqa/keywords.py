@@ -265,7 +265,8 @@ class KeywordIndex:
         float32), but the best are then chosen among the rows the terms name, not among every row. Rows are
         scored ``SCORE_ROWS`` at a time (each term's postings for them are a slice, its rows being in order), so
         that the sums being added to stay in the processor's cache, and each range gives its own best (``top_k``
-        then keeps the same rows as one pass over every row would, ties included).
+        then keeps the same rows as one pass over every row would, ties included). Above one range, the adds run
+        compiled when numba is installed (``_compiled_add``).
         """
         postings = self._postings(self.analyze(query))
         if not postings or k <= 0:
@@ -282,6 +283,7 @@ class KeywordIndex:
             raise _outside()
         best_scores, best_rows = [], []
         rows_type = postings[0][1].dtype
+        compiled = _compiled_add() if n > SCORE_ROWS else None
         for i in range(len(edges) - 1):
             lo, hi = int(edges[i]), int(edges[i + 1])
             scores = _sums(hi - lo)
@@ -296,10 +298,14 @@ class KeywordIndex:
                     else:
                         local = np.subtract(r[a:b], lo, out=shifted[at:at + b - a])
                         at += b - a
-                    try:
-                        np.add.at(scores, local, v[a:b])
-                    except IndexError:  # (rows out of order or beyond the index: never written by a build)
-                        raise _outside() from None
+                    if compiled is not None:
+                        if not compiled(scores, local, v[a:b]):
+                            raise _outside()
+                    else:
+                        try:
+                            np.add.at(scores, local, v[a:b])
+                        except IndexError:  # (rows out of order or beyond the index: never written by a build)
+                            raise _outside() from None
                     lists.append(local)
             if not lists:
                 continue
@@ -443,6 +449,36 @@ def _mapped(array: Any) -> bool:
 
 def _outside() -> IndexCorrupt:
     return IndexCorrupt(f"The keyword index's postings name rows it does not have. {REBUILD_HINT}")
+
+
+def _add_at(sums: np.ndarray, rows: np.ndarray, values: np.ndarray) -> bool:
+    """``np.add.at(sums, rows, values)`` as a loop for numba to compile: the same float32 adds in the same order,
+    so the same sums to the last bit; False, at the first row outside ``sums``, where numpy raises (or, for a
+    negative row, adds to a row counted from the end)."""
+    n = sums.shape[0]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        if r < 0 or r >= n:
+            return False
+        sums[r] += values[i]
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_add() -> Any:
+    """``_add_at`` compiled by numba (the ``fast`` extra: ``pip install 'tqa[fast]'``), or None without it. numpy's
+    ``add.at`` costs about 1.3 ns a posting, which is most of a keyword search over millions of chunks; the
+    compiled loop about half that (bench/results.md). Asked for only by indexes of more than one range of rows
+    (``SCORE_ROWS``), so that a small index never imports numba (0.15 s) nor compiles (0.35 s, then read from
+    numba's cache in about 0.2 s a process)."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    try:
+        return numba.njit(nogil=True, cache=True)(_add_at)
+    except RuntimeError:  # (numba finds no writable folder for its cache: compiled again in each process)
+        return numba.njit(nogil=True)(_add_at)
 
 
 _scratch = threading.local()
