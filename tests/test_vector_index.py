@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -216,6 +219,30 @@ def test_the_compiled_adds_are_numpys_add_at_to_the_last_bit():
     assert kernel(sums, np.array([-1], dtype=np.int64), np.ones(1, dtype=np.float32)) is False
     assert kernel(sums[:4], np.array([5], dtype=np.int32), np.ones(1, dtype=np.float32)) is False  # (a view's end)
     assert kernel(sums, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)) is True
+
+
+def test_a_search_within_one_range_never_imports_numba():
+    """numba takes 0.15 s to import and a third of a second to compile: an index of up to a million chunks (one
+    range of ``SCORE_ROWS``) never asks for it, so a cold question on it costs what it did without the extra."""
+    code = ("import sys; from tqa.keywords import KeywordIndex; "
+            "k = KeywordIndex.build(['police shelters', 'police law', 'data'] * 100); "
+            "assert len(k.search('police', 5)[1]) == 5; print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+    assert keywords._compiled_add() is not None  # (it is installed here: the check above could not pass without it)
+
+
+def test_a_keyword_index_saved_where_numba_is_installed_loads_where_it_is_not(tmp_path: Path):
+    """bm25s names its retrieval backend in the index it saves, and would name numba's where numba is installed;
+    a tqa without numba then could not load the index. tqa's indexes name numpy's."""
+    k = KeywordIndex.build(["police shelters", "police law", "data", "shelters funding"] * 10)
+    k.save(tmp_path / "bm25")
+    assert json.loads((tmp_path / "bm25" / "params.index.json").read_text())["backend"] == "numpy"
+    code = ("import sys; sys.modules['numba'] = None; from pathlib import Path; from tqa.keywords import KeywordIndex; "
+            "print(KeywordIndex.load(Path(sys.argv[1])).search('police shelters', 5)[1].tolist())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bm25")], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == str(k.search("police shelters", 5)[1].tolist())
 
 
 @pytest.mark.parametrize("span", [None, 7, 1024])  # rows scored at a time: all at once, many ranges, some

@@ -14,6 +14,7 @@ import hashlib
 import math
 import mmap
 import re
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, fields
@@ -51,10 +52,28 @@ class AnalyzerSettings:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
+def _bm25s() -> Any:
+    """bm25s, imported without numba: bm25s imports numba when it is installed (the ``fast`` extra) for a retrieval
+    backend tqa does not use (it scores postings itself), which cost every cold question 0.1 s, and would name that
+    backend in the indexes it saves, which a tqa without numba could not load. tqa's indexes name ``BACKEND``."""
+    with _importing:
+        if "bm25s" not in sys.modules and "numba" not in sys.modules:
+            sys.modules["numba"] = None  # type: ignore[assignment]  # (an import of it raises ImportError)
+            try:
+                import bm25s
+            finally:
+                del sys.modules["numba"]
+    import bm25s
 
-    return frozenset(STOPWORDS_EN)
+    return bm25s
+
+
+BACKEND = {"backend": "numpy"}  # bm25s's retrieval backend, named in the indexes tqa saves
+_importing = threading.Lock()  # (numba hidden from bm25s is hidden from no one else: ``_compiled_add``)
+
+
+def _stopwords() -> frozenset[str]:
+    return frozenset(_bm25s().stopwords.STOPWORDS_EN)
 
 
 @functools.cache
@@ -116,10 +135,8 @@ class KeywordIndex:
     @classmethod
     def from_terms(cls, terms: list[list[str]]) -> KeywordIndex:
         """The index of texts already analysed (``analyze``): row i holds ``terms[i]``."""
-        import bm25s
-
         tokens = [t or ["\u2205"] for t in terms]  # bm25s wants a token in every document
-        bm25 = bm25s.BM25()
+        bm25 = _bm25s().BM25(**BACKEND)
         if tokens:
             bm25.index(tokens, show_progress=False)
         return cls(bm25)
@@ -362,10 +379,8 @@ class KeywordIndex:
         passages: the same search time within 0.01 ms, bench/README.md.) ``checks`` (file name to check,
         integrity.py) verify the postings' bytes before a question reads them; an array without one (a small
         file, verified whole at load, and ``indptr``) is then read into memory (``__init__``)."""
-        import bm25s
-
         try:
-            bm25 = bm25s.BM25.load(str(path), mmap=True, show_progress=False)
+            bm25 = _bm25s().BM25.load(str(path), mmap=True, show_progress=False)
         except Exception as exc:
             raise IndexCorrupt(
                 f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
@@ -413,8 +428,6 @@ def _scored_postings(terms: list[str], indptr: np.ndarray, rows: np.ndarray, tf:
     """A bm25s index of ``n`` rows from its postings term by term (term i's are ``indptr[i]:indptr[i + 1]``, rows
     ascending, each with its count; every term holds a row), scored as ``bm25s.BM25.index`` scores them, a block of
     postings at a time: an index of many millions of rows needs little more memory than its postings."""
-    import bm25s
-
     df = np.diff(indptr)
     dl = np.zeros(n, dtype=np.int64)
     for a in range(0, len(rows), SCORED_BLOCK):
@@ -428,7 +441,7 @@ def _scored_postings(terms: list[str], indptr: np.ndarray, rows: np.ndarray, tf:
         b = min(len(rows), a + SCORED_BLOCK)
         term = np.searchsorted(indptr, np.arange(a, b), side="right") - 1
         data[a:b] = _score(idf[term], tf[a:b], big_k[rows[a:b]])
-    bm = bm25s.BM25()
+    bm = _bm25s().BM25(**BACKEND)
     bm.scores = {"data": data, "indices": np.asarray(rows, dtype=np.int32),
                  "indptr": np.asarray(indptr, dtype=np.int64), "num_docs": n}
     vocab = {t: j for j, t in enumerate(terms)}
@@ -472,7 +485,8 @@ def _compiled_add() -> Any:
     (``SCORE_ROWS``), so that a small index never imports numba (0.15 s) nor compiles (0.35 s, then read from
     numba's cache in about 0.2 s a process)."""
     try:
-        import numba
+        with _importing:
+            import numba
     except ImportError:
         return None
     try:
