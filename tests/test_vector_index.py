@@ -230,6 +230,11 @@ def test_a_search_within_one_range_never_imports_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
     assert keywords._compiled_add() is not None  # (it is installed here: the check above could not pass without it)
+    # numba told not to compile (NUMBA_DISABLE_JIT=1, for debugging) would run the loop as Python: numpy adds instead
+    code = "import tqa.keywords as k; print(k._compiled_add())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
+    assert out.stdout.strip() == "None"
 
 
 def test_a_keyword_index_saved_where_numba_is_installed_loads_where_it_is_not(tmp_path: Path):

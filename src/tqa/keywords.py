@@ -489,6 +489,8 @@ def _compiled_add() -> Any:
             import numba
     except ImportError:
         return None
+    if getattr(numba.config, "DISABLE_JIT", False):  # (NUMBA_DISABLE_JIT=1: the loop would run as Python)
+        return None
     try:
         return numba.njit(nogil=True, cache=True)(_add_at)
     except RuntimeError:  # (numba finds no writable folder for its cache: compiled again in each process)
