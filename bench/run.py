@@ -832,7 +832,9 @@ def render(cfg: Config, R: dict[str, Any], before: dict[str, Any] | None = None)
         "in this one invocation).  ")
     add(f"Software: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads), sentence-transformers "
         f"{m['sentence_transformers']}, faiss {m['faiss']}, numpy {m['numpy']}, "
-        + (f"onnxruntime {m['onnxruntime']}, " if m.get("onnxruntime") else "") + f"tqa {m['tqa']}.  ")
+        + (f"onnxruntime {m['onnxruntime']}, " if m.get("onnxruntime") else "")
+        + (f"numba {m['numba']} (keyword adds compiled above a million rows), " if m.get("numba") else "no numba, ")
+        + f"tqa {m['tqa']}.  ")
     add(f"Embedding path: **{m['default_precision']}** (TQA_PRECISION=auto; native bfloat16 on this CPU: "
         f"{'yes' if m['native_bf16'] else 'no'}).  ")
     add(f"Real corpus: the first {b['passages']:,} MS MARCO passages of `{cfg.beir}`, one document each "
