@@ -52,6 +52,9 @@ class AnalyzerSettings:
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
+_importing = threading.Lock()  # (numba hidden from bm25s is hidden from no one else: ``_compiled_add``)
+
+
 def _bm25s() -> Any:
     """bm25s, imported without numba: bm25s imports numba when it is installed (the ``fast`` extra) for a retrieval
     backend tqa does not use (it scores postings itself), which cost every cold question 0.1 s, and would name that
@@ -69,7 +72,6 @@ def _bm25s() -> Any:
 
 
 BACKEND = {"backend": "numpy"}  # bm25s's retrieval backend, named in the indexes tqa saves
-_importing = threading.Lock()  # (numba hidden from bm25s is hidden from no one else: ``_compiled_add``)
 
 
 def _stopwords() -> frozenset[str]:
