@@ -237,6 +237,29 @@ def test_a_search_within_one_range_never_imports_numba():
     assert out.stdout.strip() == "None"
 
 
+def test_the_adds_are_compiled_where_numba_can_keep_no_cache(monkeypatch):
+    """numba refuses ``cache=True`` (RuntimeError) where it finds no writable folder for its cache (a read-only
+    install and home): the adds are then compiled in each process, not dropped, nor the search failed."""
+    import numba
+
+    real = numba.njit
+
+    def no_cache(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function '_add_at': no locator available for file")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    keywords._compiled_add.cache_clear()
+    try:
+        kernel = keywords._compiled_add()
+        sums = np.zeros(4, dtype=np.float32)
+        assert kernel is not None and kernel(sums, np.array([1, 1, 3], dtype=np.int32), np.ones(3, dtype=np.float32))
+        assert sums.tolist() == [0.0, 2.0, 0.0, 1.0]
+    finally:
+        keywords._compiled_add.cache_clear()
+
+
 def test_a_keyword_index_saved_where_numba_is_installed_loads_where_it_is_not(tmp_path: Path):
     """bm25s names its retrieval backend in the index it saves, and would name numba's where numba is installed;
     a tqa without numba then could not load the index. tqa's indexes name numpy's."""
