@@ -72,7 +72,8 @@ def _bm25s() -> Any:
 
 
 BACKEND = {"backend": "numpy"}  # bm25s's retrieval backend, named in the indexes tqa saves
-POSTINGS_KINDS = {"data": "f", "indices": "iu", "indptr": "iu"}  # float32 scores, integer rows and list bounds
+# the postings arrays tqa writes: float32 scores, integer rows and list bounds (all in the machine's byte order)
+POSTINGS_KINDS = {"data": "f", "indices": "iu", "indptr": "iu"}
 
 
 def _stopwords() -> frozenset[str]:
@@ -391,7 +392,7 @@ class KeywordIndex:
         for key, kinds in POSTINGS_KINDS.items():  # (what every build writes; the adds are compiled for no other)
             array = (getattr(bm25, "scores", None) or {}).get(key)
             if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in kinds \
-                    or (kinds == "f" and array.dtype != np.float32):
+                    or not array.dtype.isnative or (kinds == "f" and array.dtype != np.float32):
                 kind = "missing" if not isinstance(array, np.ndarray) else f"{array.dtype}, {array.ndim}-dimensional"
                 raise IndexCorrupt(f"The keyword index in {path} does not hold BM25 postings ({key}: {kind}). "
                                    f"{REBUILD_HINT}")
