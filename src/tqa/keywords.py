@@ -304,7 +304,7 @@ class KeywordIndex:
             raise _outside()
         best_scores, best_rows = [], []
         rows_type = postings[0][1].dtype
-        compiled = _compiled_add() if n > SCORE_ROWS else None
+        add = (_compiled_add() if n > SCORE_ROWS else None) or _numpy_add
         for i in range(len(edges) - 1):
             lo, hi = int(edges[i]), int(edges[i + 1])
             scores = _sums(hi - lo)
@@ -319,14 +319,8 @@ class KeywordIndex:
                     else:
                         local = np.subtract(r[a:b], lo, out=shifted[at:at + b - a])
                         at += b - a
-                    if compiled is not None:
-                        if not compiled(scores, local, v[a:b]):
-                            raise _outside()
-                    else:
-                        try:
-                            np.add.at(scores, local, v[a:b])
-                        except IndexError:  # (rows out of order or beyond the index: never written by a build)
-                            raise _outside() from None
+                    if not add(scores, local, v[a:b]):  # (rows out of order or beyond the index: never written)
+                        raise _outside()
                     lists.append(local)
             if not lists:
                 continue
@@ -389,8 +383,9 @@ class KeywordIndex:
             raise IndexCorrupt(
                 f"The keyword index in {path} cannot be read ({type(exc).__name__}). {REBUILD_HINT}"
             ) from None
+        scores = getattr(bm25, "scores", None) or {}
         for key, kinds in POSTINGS_KINDS.items():  # (what every build writes; the adds are compiled for no other)
-            array = (getattr(bm25, "scores", None) or {}).get(key)
+            array = scores.get(key)
             if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in kinds \
                     or not array.dtype.isnative or (kinds == "f" and array.dtype != np.float32):
                 kind = "missing" if not isinstance(array, np.ndarray) else f"{array.dtype}, {array.ndim}-dimensional"
@@ -473,6 +468,15 @@ def _mapped(array: Any) -> bool:
 
 def _outside() -> IndexCorrupt:
     return IndexCorrupt(f"The keyword index's postings name rows it does not have. {REBUILD_HINT}")
+
+
+def _numpy_add(sums: np.ndarray, rows: np.ndarray, values: np.ndarray) -> bool:
+    """``np.add.at(sums, rows, values)``; False when a row is past the end of ``sums`` (as ``_add_at``)."""
+    try:
+        np.add.at(sums, rows, values)
+    except IndexError:
+        return False
+    return True
 
 
 def _add_at(sums: np.ndarray, rows: np.ndarray, values: np.ndarray) -> bool:
